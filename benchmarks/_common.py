@@ -1,0 +1,77 @@
+"""Timing helpers shared by the benchmarks.
+
+Rules (DESIGN.md): median of CUDA-event timings, inputs larger than L2 for the large
+shapes, bytes = each input read once + each output written once, reported as GB/s and
+as a percentage of a device-to-device copy measured in the same run.
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+import sys
+
+import torch
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def bench_ms(fn, warmup: int = 20, rep: int = 200) -> float:
+    """Median milliseconds of ``fn()`` on the current stream, timed with CUDA events.
+
+    The L2 is flushed before each timed call by writing a 256 MiB buffer, so repeated
+    calls on one input don't measure the cache.
+    """
+    flush = torch.empty(256 * 2**20, dtype=torch.uint8, device="cuda")
+    for _ in range(warmup):
+        fn()
+    torch.cuda.synchronize()
+    starts = [torch.cuda.Event(enable_timing=True) for _ in range(rep)]
+    ends = [torch.cuda.Event(enable_timing=True) for _ in range(rep)]
+    for s, e in zip(starts, ends):
+        flush.zero_()
+        s.record()
+        fn()
+        e.record()
+    torch.cuda.synchronize()
+    return statistics.median(s.elapsed_time(e) for s, e in zip(starts, ends))
+
+
+def nbytes(*tensors) -> int:
+    total = 0
+    for t in tensors:
+        if isinstance(t, (tuple, list)):
+            total += nbytes(*t)
+        elif t is not None:
+            total += t.numel() * t.element_size()
+    return total
+
+
+def copy_gbps(nbytes_moved: int = 2 * 2**30) -> float:
+    """Device-to-device copy bandwidth (bytes read + bytes written per second), GB/s."""
+    n = nbytes_moved // 2
+    src = torch.empty(n, dtype=torch.uint8, device="cuda").random_()
+    dst = torch.empty_like(src)
+    ms = bench_ms(lambda: dst.copy_(src), rep=50)
+    return 2 * n / ms / 1e6
+
+
+def copy_us(nbytes_in: int) -> float:
+    """Microseconds to copy a buffer of ``nbytes_in`` bytes (for the small shapes)."""
+    src = torch.empty(nbytes_in, dtype=torch.uint8, device="cuda").random_()
+    dst = torch.empty_like(src)
+    return bench_ms(lambda: dst.copy_(src)) * 1e3
+
+
+def device_line() -> str:
+    p = torch.cuda.get_device_properties(0)
+    return (f"device: {p.name} (sm_{p.major}{p.minor}, {p.multi_processor_count} SMs), "
+            f"torch {torch.__version__}, CUDA {torch.version.cuda}")
+
+
+def table(rows: list[dict], columns: list[str]) -> str:
+    """A Markdown table of the rows (dicts) with the given columns."""
+    out = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    for r in rows:
+        out.append("| " + " | ".join(str(r.get(c, "")) for c in columns) + " |")
+    return "\n".join(out)

@@ -1,0 +1,43 @@
+// Schemas of every nvfp4 op, and the entry point of the Python module nvfp4_ops._C.
+//
+// The schemas are defined here, on every machine (CPU-only builds too), so that
+// torch.ops.nvfp4.* exists everywhere. Implementations are registered elsewhere:
+// CUDA kernels in csrc/ops/*.cu (STABLE_TORCH_LIBRARY_IMPL), the pure-PyTorch
+// reference for CPU (and for CUDA where no kernel is compiled) from Python.
+// Numerics: SPEC.md. Layouts and conventions: DESIGN.md and nvfp4_ops/ops.py.
+
+#include <Python.h>
+
+#include <torch/csrc/stable/library.h>
+
+STABLE_TORCH_LIBRARY(nvfp4, m) {
+  // NVFP4 quantize x [M, K] or [B, M, K] -> (packed E2M1 uint8 [..., K/2], E4M3 scales linear or 128x4-swizzled).
+  m.def("quantize(Tensor x, Tensor global_scale, bool swizzle=False, str scale_method=\"amax\", Tensor? hessian=None) -> (Tensor, Tensor)");
+  // NVFP4 dequantize packed E2M1 + E4M3 scales (+ fp32 encode global scale) into out_dtype.
+  m.def("dequantize(Tensor packed, Tensor scales, Tensor global_scale, ScalarType out_dtype, bool swizzled=False) -> Tensor");
+  // NVFP4 fake quant in one pass: equals dequantize(quantize(x)) in x's dtype; straight-through gradient.
+  m.def("quant_dequant(Tensor x, Tensor global_scale) -> Tensor");
+  // Encode global scale 2688 / amax(|x|) over the whole tensor, as fp32 [1] (1 when amax is 0).
+  m.def("global_scale(Tensor x) -> Tensor");
+  // MXFP8 (elem e4m3) / MXFP4 (elem e2m1) quantize with E8M0 scales per 32 along axis -1 or -2.
+  m.def("mx_quantize(Tensor x, str elem=\"e4m3\", str rounding=\"rceil\", bool swizzle=False, int axis=-1, str scale_method=\"amax\") -> (Tensor, Tensor)");
+  // MXFP8 / MXFP4 dequantize into out_dtype.
+  m.def("mx_dequantize(Tensor data, Tensor scales, str elem, ScalarType out_dtype, bool swizzled=False) -> Tensor");
+  // Linear block scales [M, Kb] / [B, M, Kb] -> 128x4 swizzled [Mp, Kp] / [B, Mp, Kp], zero padded.
+  m.def("swizzle_scales(Tensor scales) -> Tensor");
+  // Inverse of swizzle_scales: swizzled [Mp, Kp] / [B, Mp, Kp] -> [rows, cols] / [B, rows, cols].
+  m.def("unswizzle_scales(Tensor swizzled, int rows, int cols) -> Tensor");
+}
+
+// A plain limited-API module: importing it runs the registrations above (and the
+// CUDA ones in the other translation units). No Python-facing functions.
+extern "C" PyObject* PyInit__C(void) {
+  static PyModuleDef module_def = {
+      PyModuleDef_HEAD_INIT,
+      "_C",  // name
+      "nvfp4_ops native library: importing it registers torch.ops.nvfp4.*",
+      -1,  // size
+      nullptr,  // methods
+  };
+  return PyModule_Create(&module_def);
+}

@@ -1,0 +1,106 @@
+// swizzle_scales / unswizzle_scales: linear [.., M, Kb] block scales <-> the 128x4 layout.
+// Any 1-byte scale dtype (uint8, float8_e4m3fn, float8_e8m0fnu): the bytes are moved as is.
+
+#include "kernels/swizzle.cuh"
+#include "ops/common.h"
+
+namespace nvfp4 {
+namespace {
+
+// One thread writes 4 adjacent swizzled bytes (S[r][4j..4j+3]) as one 32-bit store.
+__global__ void swizzle_kernel(const uint8_t* __restrict__ in, uint32_t* __restrict__ out,
+                               int64_t batches, int64_t m, int64_t kb, int64_t mp, int64_t kp) {
+  const int64_t words_per_batch = mp * kp / 4;
+  const int64_t n = batches * words_per_batch;
+  for (int64_t w = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; w < n;
+       w += (int64_t)gridDim.x * blockDim.x) {
+    const int64_t b = w / words_per_batch;
+    const int64_t o = (w - b * words_per_batch) * 4;
+    const int64_t tile = o >> 9, within = o & 511;
+    const int64_t r = (tile / (kp >> 2)) * 128 + ((within >> 2) & 3) * 32 + (within >> 4);
+    const int64_t c0 = (tile % (kp >> 2)) * 4;
+    uint32_t word = 0;
+    if (r < m) {
+      const uint8_t* row = in + (b * m + r) * kb;
+#pragma unroll
+      for (int j = 0; j < 4; ++j)
+        if (c0 + j < kb) word |= uint32_t(row[c0 + j]) << (8 * j);
+    }
+    out[w] = word;
+  }
+}
+
+__global__ void unswizzle_kernel(const uint8_t* __restrict__ in, uint8_t* __restrict__ out,
+                                 int64_t batches, int64_t rows, int64_t cols, int64_t mp,
+                                 int64_t kp) {
+  const int64_t n = batches * rows * cols;
+  for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n;
+       i += (int64_t)gridDim.x * blockDim.x) {
+    const int64_t b = i / (rows * cols);
+    const int64_t rc = i - b * rows * cols;
+    const int64_t r = rc / cols, c = rc - r * cols;
+    out[i] = in[b * mp * kp + swizzle_offset(r, c, kp)];
+  }
+}
+
+Tensor swizzle_scales_cuda(Tensor scales) {
+  const char* op = "nvfp4.swizzle_scales";
+  NVFP4_CHECK(scales.dim() == 2 || scales.dim() == 3, op,
+              ": scales must be 2-D [M, Kb] or 3-D [B, M, Kb], got ", scales.dim(), "-D shape ",
+              shape_str(scales));
+  NVFP4_CHECK(is_byte_dtype(scales.scalar_type()), op,
+              ": scales must be uint8, float8_e4m3fn or float8_e8m0fnu, got ",
+              dtype_name(scales.scalar_type()));
+  torch::stable::accelerator::DeviceGuard guard(scales.get_device_index());
+  Tensor in = torch::stable::contiguous(scales);
+  const int64_t batches = in.dim() == 3 ? in.size(0) : 1;
+  const int64_t m = in.size(-2), kb = in.size(-1);
+  const int64_t mp = round_up(m, 128), kp = round_up(kb, 4);
+  std::vector<int64_t> sizes = {mp, kp};
+  if (in.dim() == 3) sizes.insert(sizes.begin(), batches);
+  Tensor out = empty_like_shape(in, sizes, in.scalar_type());
+  const int64_t words = batches * mp * kp / 4;
+  if (words == 0) return out;
+  swizzle_kernel<<<grid_for(words, 256), 256, 0, current_stream(in)>>>(
+      static_cast<const uint8_t*>(in.const_data_ptr()),
+      static_cast<uint32_t*>(out.mutable_data_ptr()), batches, m, kb, mp, kp);
+  check_launch(op);
+  return out;
+}
+
+Tensor unswizzle_scales_cuda(Tensor swizzled, int64_t rows, int64_t cols) {
+  const char* op = "nvfp4.unswizzle_scales";
+  NVFP4_CHECK(swizzled.dim() == 2 || swizzled.dim() == 3, op,
+              ": swizzled must be 2-D [Mp, Kp] or 3-D [B, Mp, Kp], got ", swizzled.dim(),
+              "-D shape ", shape_str(swizzled));
+  NVFP4_CHECK(is_byte_dtype(swizzled.scalar_type()), op,
+              ": swizzled must be uint8, float8_e4m3fn or float8_e8m0fnu, got ",
+              dtype_name(swizzled.scalar_type()));
+  NVFP4_CHECK(rows >= 0 && cols >= 0, op, ": rows and cols must be >= 0, got ", rows, " and ",
+              cols);
+  const int64_t mp = round_up(rows, 128), kp = round_up(cols, 4);
+  NVFP4_CHECK(swizzled.size(-2) == mp && swizzled.size(-1) == kp, op, ": for rows=", rows,
+              " and cols=", cols, " swizzled must end in [", mp, ", ", kp, "], got ",
+              shape_str(swizzled));
+  torch::stable::accelerator::DeviceGuard guard(swizzled.get_device_index());
+  Tensor in = torch::stable::contiguous(swizzled);
+  const int64_t batches = in.dim() == 3 ? in.size(0) : 1;
+  std::vector<int64_t> sizes = {rows, cols};
+  if (in.dim() == 3) sizes.insert(sizes.begin(), batches);
+  Tensor out = empty_like_shape(in, sizes, in.scalar_type());
+  const int64_t n = batches * rows * cols;
+  if (n == 0) return out;
+  unswizzle_kernel<<<grid_for(n, 256), 256, 0, current_stream(in)>>>(
+      static_cast<const uint8_t*>(in.const_data_ptr()),
+      static_cast<uint8_t*>(out.mutable_data_ptr()), batches, rows, cols, mp, kp);
+  check_launch(op);
+  return out;
+}
+
+}  // namespace
+}  // namespace nvfp4
+
+STABLE_TORCH_LIBRARY_IMPL(nvfp4, CUDA, m) {
+  m.impl("swizzle_scales", TORCH_BOX(&nvfp4::swizzle_scales_cuda));
+  m.impl("unswizzle_scales", TORCH_BOX(&nvfp4::unswizzle_scales_cuda));
+}
