@@ -22,9 +22,16 @@ fi
 echo "build: $(( $(date +%s) - start )) s"
 python -m nvfp4_ops info 2>&1 | tee "$OUT/info.txt"
 
-python -m pytest -q -x -p no:cacheprovider -rs "${@:-tests}" > "$OUT/tests.log" 2>&1
-rc=$?
-tail -25 "$OUT/tests.log"
+# One pytest process per file: a crash in one file does not hide the others' results.
+rc=0
+for f in ${@:-tests/test_*.py}; do
+  name=$(basename "$f" .py)
+  python -m pytest -q -p no:cacheprovider -rs "$f" > "$OUT/$name.log" 2>&1
+  r=$?
+  [ $r -ne 0 ] && rc=$r
+  echo "== $f rc=$r: $(tail -1 "$OUT/$name.log")"
+  [ $r -ne 0 ] && grep -E "^(FAILED|ERROR)|Fatal Python|^E  " "$OUT/$name.log" | head -15
+done
 echo "tests rc=$rc"
 
 for b in $BENCH; do

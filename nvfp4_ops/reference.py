@@ -1256,8 +1256,9 @@ def hessian_blocks(X: Tensor, chunk_rows: int = 4096) -> Tensor:
     """Per-column-group second moments ``H_j = X_j^T X_j`` for the ``"hessian"`` search.
 
     ``X_j = X[:, 16j:16j+16].float()``; the products of each chunk of ``chunk_rows`` rows
-    are batched matmuls (so they follow torch's fp32 matmul precision setting) and the
-    chunks are accumulated in fp32.
+    are batched fp32 matmuls, always in full fp32 (TF32 is switched off for them whatever
+    ``torch.backends.cuda.matmul.allow_tf32`` says, so H does not depend on that setting),
+    and the chunks are accumulated in fp32. On a GPU this is cuBLAS at its fp32 rate.
 
     Parameters
     ----------
@@ -1276,9 +1277,14 @@ def hessian_blocks(X: Tensor, chunk_rows: int = 4096) -> Tensor:
     T, K = X.shape
     G = K // NVFP4_BLOCK
     H = torch.zeros((G, NVFP4_BLOCK, NVFP4_BLOCK), dtype=_F32, device=X.device)
-    for r0 in range(0, T, chunk_rows):
-        xc = X[r0 : r0 + chunk_rows].to(_F32).reshape(-1, G, NVFP4_BLOCK).permute(1, 0, 2)
-        H += torch.bmm(xc.transpose(1, 2), xc)
+    tf32 = torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = False
+    try:
+        for r0 in range(0, T, chunk_rows):
+            xc = X[r0 : r0 + chunk_rows].to(_F32).reshape(-1, G, NVFP4_BLOCK).permute(1, 0, 2)
+            H += torch.bmm(xc.transpose(1, 2), xc)
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = tf32
     return H
 
 

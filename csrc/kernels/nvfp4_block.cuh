@@ -17,10 +17,12 @@ __device__ __forceinline__ uint32_t nvfp4_scale_byte(float vmax, float gs) {
   return e4m3_encode(__fmul_rn(gs, __fmul_rn(vmax, kRcp6)));
 }
 
-// Element multiplier RN(1 / RN(fp32(sf) * RN(1/gs))); 0 when fp32(sf) == 0.
+// Element multiplier RN(1 / RN(fp32(sf) * RN(1/gs))); 0 when fp32(sf) == 0, or when the
+// denominator underflows to 0 (an extreme global scale), as the reference does.
 __device__ __forceinline__ float nvfp4_encode_multiplier(uint32_t sf, float inv_gs) {
   const float s = e4m3_decode(sf);
-  return s == 0.0f ? 0.0f : __frcp_rn(__fmul_rn(s, inv_gs));
+  const float d = __fmul_rn(s, inv_gs);
+  return (s == 0.0f || d == 0.0f) ? 0.0f : __frcp_rn(d);
 }
 
 // Decode multiplier RN(fp32(sf) / gs) (a true division, as the SPEC says).
@@ -28,10 +30,17 @@ __device__ __forceinline__ float nvfp4_decode_multiplier(uint32_t sf, float gs) 
   return __fdiv_rn(e4m3_decode(sf), gs);
 }
 
-// Code of one element: E2M1(RN(x * osc)).
+// Code of one element: E2M1(RN(x * osc)). The product is NaN only for +-0 * inf (osc
+// overflows for a denominator below 2^-128); that element then encodes as a zero with
+// the sign of x, since the sign of a NaN differs between devices.
 __device__ __forceinline__ uint32_t nvfp4_encode(float x, float osc) {
-  return e2m1_encode(__fmul_rn(x, osc));
+  const float y = __fmul_rn(x, osc);
+  return e2m1_encode(y != y ? copysignf(0.0f, x) : y);
 }
+
+// A block whose scale byte is 0x7F (non-finite input, or a NaN the scale formula made
+// from a NaN/inf global scale) stores codes 0.
+__device__ __forceinline__ bool nvfp4_scale_is_nan(uint32_t sf) { return (sf & 0x7Fu) == 0x7Fu; }
 
 // Value of one code under decode multiplier dq: RN(e2m1(code) * dq), in fp32.
 __device__ __forceinline__ float nvfp4_decode(uint32_t code, float dq) {

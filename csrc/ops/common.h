@@ -14,7 +14,8 @@
 #include <torch/headeronly/core/ScalarType.h>
 
 #include <cstdint>
-#include <sstream>
+#include <string_view>
+#include <type_traits>
 #include <stdexcept>
 #include <string>
 #include <vector>
@@ -24,11 +25,30 @@ namespace nvfp4 {
 using torch::headeronly::ScalarType;
 using torch::stable::Tensor;
 
+// Messages are built with std::to_string and string appends, never std::ostream: with
+// torch 2.11 wheels, formatting an integer through an ostringstream inside an extension
+// crashed the process (seen on the GPU machine), while plain string building works.
+inline void append_text(std::string& s, const char* v) { s += v; }
+inline void append_text(std::string& s, const std::string& v) { s += v; }
+inline void append_text(std::string& s, std::string_view v) { s.append(v.data(), v.size()); }
+inline void append_text(std::string& s, char v) { s += v; }
+inline void append_text(std::string& s, bool v) { s += v ? "True" : "False"; }
+inline void append_text(std::string& s, double v) { s += std::to_string(v); }
+template <typename T, std::enable_if_t<std::is_integral_v<T>, int> = 0>
+inline void append_text(std::string& s, T v) {
+  s += std::to_string(v);
+}
+
+template <typename... Args>
+std::string str_cat(const Args&... args) {
+  std::string s;
+  (append_text(s, args), ...);
+  return s;
+}
+
 template <typename... Args>
 [[noreturn]] void fail(const Args&... args) {
-  std::ostringstream msg;
-  (msg << ... << args);
-  throw std::runtime_error(msg.str());
+  throw std::runtime_error(str_cat(args...));
 }
 
 // Like TORCH_CHECK, with the message alone (no file/line prefix): the same text
@@ -62,11 +82,9 @@ inline const char* dtype_name(ScalarType t) {
 }
 
 inline std::string shape_str(const Tensor& t) {
-  std::ostringstream s;
-  s << "[";
-  for (int64_t d = 0; d < t.dim(); ++d) s << (d ? ", " : "") << t.size(d);
-  s << "]";
-  return s.str();
+  std::string s = "[";
+  for (int64_t d = 0; d < t.dim(); ++d) s += (d ? ", " : "") + std::to_string(t.size(d));
+  return s + "]";
 }
 
 inline std::string device_str(const Tensor& t) {
@@ -104,8 +122,9 @@ inline void check_float_input(const char* op, const Tensor& x, int64_t block) {
 // The current CUDA stream of the tensor's device (the one torch would launch on).
 inline cudaStream_t current_stream(const Tensor& t) {
   void* stream = nullptr;
-  STABLE_TORCH_ERROR_CODE_CHECK(
-      aoti_torch_get_current_cuda_stream(t.get_device_index(), &stream));
+  NVFP4_CHECK(aoti_torch_get_current_cuda_stream(t.get_device_index(), &stream) ==
+                  AOTI_TORCH_SUCCESS,
+              "could not get the current CUDA stream of cuda:", t.get_device_index());
   return static_cast<cudaStream_t>(stream);
 }
 

@@ -1,0 +1,167 @@
+"""NVFP4 codec kernels: time, GB/s and % of the device-to-device copy bandwidth.
+
+For bf16 x of shape [8192, 8192], [4096, 14336] and [16, 8192], the median CUDA-event
+time (benchmarks/_common.bench_ms, L2 flushed before each call) of
+
+* quantize (linear scales), quantize (swizzled scales),
+* dequantize -> bf16 from linear and from swizzled scales,
+* quant_dequant, global_scale,
+
+with bytes = each input read once + each output written once, as GB/s and as a
+percentage of the copy bandwidth measured in the same run; beside it the same op as
+``torch.compile(reference function)`` (ms and GB/s). For the small shape the times are in
+microseconds, next to the time of a device-to-device copy that moves the same number of
+bytes (reads + writes). Each row also says whether the kernel's output equals the
+compiled reference's, byte for byte.
+
+Markdown on stdout (device line first); ``--out FILE`` writes it too. Under 2 minutes on
+an H100 (the torch.compile columns are skipped once --compile-budget seconds are spent
+compiling; --no-compile skips them all).
+
+    python benchmarks/bench_nvfp4.py [--out RESULTS_nvfp4.md] [--no-compile]
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import torch
+
+from _common import bench_ms, copy_gbps, copy_us, device_line, nbytes, table
+
+import nvfp4_ops  # noqa: F401  (registers the ops)
+from nvfp4_ops import backends
+from nvfp4_ops import reference as ref
+
+OPS = torch.ops.nvfp4
+SHAPES = [(8192, 8192), (4096, 14336), (16, 8192)]
+SMALL = 1 << 24  # bytes moved below which a shape is reported in microseconds
+
+
+def _bits(t: torch.Tensor) -> torch.Tensor:
+    t = t.contiguous()
+    if t.element_size() == 1:
+        return t.view(torch.uint8)
+    return t.view({2: torch.int16, 4: torch.int32}[t.element_size()])
+
+
+def _same(a, b) -> bool:
+    a = a if isinstance(a, (tuple, list)) else (a,)
+    b = b if isinstance(b, (tuple, list)) else (b,)
+    for u, v in zip(a, b):
+        if u.shape != v.shape or u.dtype != v.dtype:
+            return False
+        if u.dtype.is_floating_point and u.element_size() > 1:
+            nu, nv = torch.isnan(u), torch.isnan(v)
+            if not torch.equal(nu, nv) or not torch.equal(_bits(u)[~nu], _bits(v)[~nv]):
+                return False
+        elif not torch.equal(_bits(u), _bits(v)):
+            return False
+    return True
+
+
+def cases(x: torch.Tensor):
+    """(name, kernel call, reference function, its args, input tensors) per op."""
+    gs = OPS.global_scale(x)
+    p, s = OPS.quantize(x, gs, False)
+    ps, ss = OPS.quantize(x, gs, True)
+    bf16 = torch.bfloat16
+    return [
+        ("quantize (linear)", lambda: OPS.quantize(x, gs, False),
+         lambda x, gs: ref.quantize(x, gs, False), (x, gs)),
+        ("quantize (swizzled)", lambda: OPS.quantize(x, gs, True),
+         lambda x, gs: ref.quantize(x, gs, True), (x, gs)),
+        ("dequantize (linear) -> bf16", lambda: OPS.dequantize(p, s, gs, bf16, False),
+         lambda p, s, gs: ref.dequantize(p, s, gs, bf16, False), (p, s, gs)),
+        ("dequantize (swizzled) -> bf16", lambda: OPS.dequantize(ps, ss, gs, bf16, True),
+         lambda p, s, gs: ref.dequantize(p, s, gs, bf16, True), (ps, ss, gs)),
+        ("quant_dequant", lambda: OPS.quant_dequant(x, gs),
+         lambda x, gs: ref.quant_dequant(x, gs), (x, gs)),
+        ("global_scale", lambda: OPS.global_scale(x), lambda x: ref.global_scale(x), (x,)),
+    ]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--out", help="also write the Markdown table to this file")
+    ap.add_argument("--no-compile", action="store_true", help="skip the torch.compile columns")
+    ap.add_argument("--compile-budget", type=float, default=60.0,
+                    help="seconds of torch.compile time after which its columns are skipped "
+                         "(also skipped after 95 s in all, to stay under 2 minutes)")
+    args = ap.parse_args()
+
+    t_start = time.time()
+    torch.manual_seed(0)
+    lines = [device_line(), ""]
+    which = {op: backends.op_backend(op)[0] for op in ("quantize", "dequantize",
+                                                        "quant_dequant", "global_scale")}
+    lines.append("backends: " + ", ".join(f"{k}={v}" for k, v in which.items()))
+    copy_bw = copy_gbps()
+    lines.append(f"device-to-device copy: {copy_bw:.0f} GB/s (reads + writes, 2 GiB moved)")
+    lines.append("")
+
+    compile_spent = 0.0
+    compiled = {}
+    rows = []
+    for m, k in SHAPES:
+        x = torch.randn(m, k, device="cuda", dtype=torch.bfloat16)
+        for name, call, ref_fn, ref_args in cases(x):
+            out = call()
+            moved = nbytes(*ref_args) + nbytes(out)
+            small = moved < SMALL
+            ms = bench_ms(call)
+            gbps = moved / ms / 1e6
+            row = {"shape": f"[{m}, {k}]", "op": name}
+            if small:
+                row["time"] = f"{ms * 1e3:.1f} us"
+                cu = copy_us(moved // 2)
+                row["copy same bytes"] = f"{cu:.1f} us ({ms * 1e3 / cu:.2f}x)"
+            else:
+                row["time"] = f"{ms:.3f} ms"
+            row["GB/s"] = f"{gbps:.0f}"
+            row["% copy"] = f"{100 * gbps / copy_bw:.0f} %"
+            # torch.compile(reference)
+            if args.no_compile:
+                row["compiled ref"] = "skipped"
+            elif compile_spent > args.compile_budget or time.time() - t_start > 95:
+                row["compiled ref"] = "skipped (time budget)"
+            else:
+                t0 = time.time()
+                fn = compiled.setdefault(name, torch.compile(ref_fn, dynamic=True))
+                try:
+                    want = fn(*ref_args)
+                    torch.cuda.synchronize()
+                    compile_spent += time.time() - t0
+                    rms = bench_ms(lambda: fn(*ref_args), warmup=3, rep=20)
+                    rgb = moved / rms / 1e6
+                    rt = f"{rms * 1e3:.1f} us" if small else f"{rms:.3f} ms"
+                    row["compiled ref"] = f"{rt}, {rgb:.0f} GB/s"
+                    row["speedup"] = f"{rms / ms:.1f}x"
+                    row["same bytes"] = "yes" if _same(out, want) else "NO"
+                except Exception as e:  # noqa: BLE001 - report and go on
+                    compile_spent += time.time() - t0
+                    row["compiled ref"] = f"failed: {type(e).__name__}"
+            rows.append(row)
+            print(" | ".join(str(v) for v in row.values()), flush=True)
+        del x
+        torch.cuda.empty_cache()
+
+    cols = ["shape", "op", "time", "GB/s", "% copy", "copy same bytes", "compiled ref",
+            "speedup", "same bytes"]
+    lines.append(table(rows, cols))
+    lines.append("")
+    lines.append("GB/s: (bytes read + bytes written) / time, each input read once and each "
+                 "output written once. 'copy same bytes': a device-to-device copy moving the "
+                 "same number of bytes (reads + writes). 'compiled ref': torch.compile of the "
+                 f"pure-PyTorch reference. Total run time {time.time() - t_start:.0f} s.")
+    text = "\n".join(lines)
+    print()
+    print(text)
+    if args.out:
+        with open(args.out, "w") as f:
+            f.write(text + "\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,528 @@
+// MX codecs (SPEC.md sec. 3): MXFP8 (E4M3 elements) and MXFP4 (E2M1 elements), one E8M0
+// scale per 32 elements. Torch-free device code; the launchers are in ops/mx.cu.
+//
+// Three kernels, all memory-bound streaming passes:
+//  * mx_quantize_rowwise_kernel: blocks of 32 along the contiguous last dim. A thread owns
+//    one 16-byte input vector (8 bf16/fp16 or 4 fp32), so a block is 4 (or 8) adjacent
+//    lanes; they combine their amax with __shfl_xor. 4 independent vectors per thread are
+//    in flight; every warp load is 512 contiguous bytes and every warp store contiguous.
+//  * mx_quantize_colwise_kernel: blocks of 32 along dim -2, output transposed. A CTA reads
+//    a 128-row x 128-byte tile of x once (coalesced 16-byte loads) into shared memory as
+//    fp32, then each thread walks 16 rows of one column (half an MX block; the other half
+//    is the neighbouring lane) and writes 16 contiguous output bytes (E4M3) or 8 (E2M1):
+//    8 lanes cover 128 contiguous rows of x = one 128-byte run of an output row.
+//  * mx_dequantize_kernel: one thread per 16-byte output vector, 4 in flight per thread.
+// Every fp32 operation is an explicit _rn intrinsic (no FMA contraction can change a bit).
+#pragma once
+
+#include <cuda_runtime.h>
+
+#include <cstdint>
+#include <cstring>
+
+#include "kernels/e2m1.cuh"
+#include "kernels/e4m3.cuh"
+#include "kernels/e8m0.cuh"
+#include "kernels/nvfp4_block.cuh"  // abs_bits
+#include "kernels/swizzle.cuh"
+#include "kernels/vec.cuh"
+
+namespace nvfp4 {
+namespace mx {
+
+constexpr int kBlock = 32;
+constexpr int kThreads = 256;           // every MX kernel runs 256-thread CTAs
+constexpr uint32_t kNanByte = 255u;     // E8M0 NaN: the scale of a block holding NaN/inf
+constexpr uint32_t kInf = 0x7F800000u;  // abs_bits >= this: NaN or inf
+
+// Emax (largest element magnitude) and emax (its unbiased exponent) per element type.
+template <bool E2M1>
+struct ElemFormat {
+  static constexpr float kMax = 448.0f;
+  static constexpr int kEmax = 8;
+};
+template <>
+struct ElemFormat<true> {
+  static constexpr float kMax = 6.0f;
+  static constexpr int kEmax = 2;
+};
+
+// Division by a runtime constant with a multiply-high (Granlund-Montgomery, as CUTLASS's
+// FastDivmod): exact for dividends < 2^31 and divisors 1..2^31. The swizzled scale index
+// needs two divisions per block; 64-bit '/' would cost more than the block's codec.
+struct FastDiv {
+  uint32_t mul = 1, shift = 0;
+  FastDiv() = default;
+  __host__ explicit FastDiv(uint32_t d) {
+    if (d == 0) d = 1;  // unused (no work), keep the math defined
+    while ((uint64_t(1) << shift) < d) ++shift;
+    mul = static_cast<uint32_t>(((uint64_t(1) << 32) * ((uint64_t(1) << shift) - d)) / d + 1);
+  }
+  __device__ __forceinline__ uint32_t div(uint32_t n) const {
+    return (__umulhi(n, mul) + n) >> shift;
+  }
+};
+
+// Where the E8M0 byte of block (row, c) of a [batches * rows, kb] scale matrix goes:
+// linear, or the 128x4 swizzled layout with each batch padded to [mp, kp] (SPEC sec. 4).
+struct ScaleLayout {
+  int64_t kb = 0, rows = 0, mp = 0, kp = 0;
+  FastDiv div_kb, div_rows;
+  bool swizzle = false;
+  bool fast = true;  // batches * rows * kb < 2^31: the FastDiv path is exact
+};
+
+// Byte offset of the scale of flat block index blk (= row_total * kb + c).
+__device__ __forceinline__ int64_t scale_offset(int64_t blk, const ScaleLayout& s) {
+  if (!s.swizzle) return blk;
+  int64_t row_total, batch;
+  if (s.fast) {
+    const uint32_t q = s.div_kb.div(static_cast<uint32_t>(blk));
+    row_total = q;
+    batch = s.div_rows.div(q);
+  } else {
+    row_total = blk / s.kb;
+    batch = row_total / s.rows;
+  }
+  const int64_t c = blk - row_total * s.kb;
+  const int64_t r = row_total - batch * s.rows;
+  return batch * s.mp * s.kp + swizzle_offset(r, c, s.kp);
+}
+
+// Zero the swizzled padding of [batches] x [mp, kp] scales whose unpadded part is
+// [rows, cols] (the unpadded bytes are written by the codec itself). The rows rows..mp-1
+// all lie in the last 128-row tile, where the 4 scales of one row and column group are
+// one aligned 32-bit word: those are zeroed as words; the columns cols..kp-1 of the
+// rows < rows (at most 3 per row) as bytes. Grid-stride over the whole grid; index math
+// in I (uint32_t when the counts allow: this runs after the codec, on the critical path
+// of small shapes).
+template <typename I>
+__host__ __device__ __forceinline__ void write_scale_padding_impl(
+    uint8_t* __restrict__ scales, I batches, I rows, I cols, I mp, I kp, I start, I stride) {
+  const I groups = kp / 4;
+  const I words_per_batch = (mp - rows) * groups;
+  const I n_words = batches * words_per_batch;
+  for (I i = start; i < n_words; i += stride) {
+    const I batch = i / words_per_batch;
+    const I q = i - batch * words_per_batch;
+    const I dr = q / groups;
+    const I g = q - dr * groups;
+    const int64_t off = int64_t(batch) * int64_t(mp) * int64_t(kp) +
+                        swizzle_offset(int64_t(rows + dr), int64_t(4 * g), int64_t(kp));
+    *reinterpret_cast<uint32_t*>(scales + off) = 0u;
+  }
+  const I side_w = kp - cols;  // 0..3
+  const I bytes_per_batch = rows * side_w;
+  const I n_bytes = batches * bytes_per_batch;
+  for (I i = start; i < n_bytes; i += stride) {
+    const I batch = i / bytes_per_batch;
+    const I q = i - batch * bytes_per_batch;
+    const I r = q / side_w;
+    const I c = cols + (q - r * side_w);
+    scales[int64_t(batch) * int64_t(mp) * int64_t(kp) +
+           swizzle_offset(int64_t(r), int64_t(c), int64_t(kp))] = 0;
+  }
+}
+
+__device__ __forceinline__ void write_scale_padding(uint8_t* __restrict__ scales,
+                                                    int64_t batches, int64_t rows,
+                                                    int64_t cols, int64_t mp, int64_t kp) {
+  const int64_t lim = int64_t(1) << 31;
+  if (batches * mp * kp < lim) {
+    write_scale_padding_impl<uint32_t>(scales, uint32_t(batches), uint32_t(rows),
+                                       uint32_t(cols), uint32_t(mp), uint32_t(kp),
+                                       blockIdx.x * blockDim.x + threadIdx.x,
+                                       gridDim.x * blockDim.x);
+  } else {
+    write_scale_padding_impl<uint64_t>(
+        scales, uint64_t(batches), uint64_t(rows), uint64_t(cols), uint64_t(mp), uint64_t(kp),
+        uint64_t(blockIdx.x) * blockDim.x + threadIdx.x, uint64_t(gridDim.x) * blockDim.x);
+  }
+}
+
+// E8M0 byte of a block from the integer max of abs_bits over it (SPEC sec. 3):
+// NaN/inf anywhere -> 255; else rceil/floor on the bits (amax 0 -> 0).
+template <bool E2M1, MxRounding R>
+__device__ __forceinline__ uint32_t block_scale(uint32_t amax_bits) {
+  const uint32_t b = e8m0_scale<R>(amax_bits < kInf ? amax_bits : 0u, ElemFormat<E2M1>::kMax,
+                                   ElemFormat<E2M1>::kEmax);
+  return amax_bits < kInf ? b : kNanByte;
+}
+
+// E2M1 code of y: equal to e2m1_encode(y) for every y that is not NaN (checked over all
+// 2^32 - 2^24 non-NaN fp32 bit patterns on the host; NaN never reaches it here: blocks
+// holding one are zeroed). nvcc compiles e2m1_encode's seven comparisons to FSETP + SEL +
+// IADD each (about 24 instructions per element), which makes MXFP4 quantize
+// instruction-bound on H100/H200; this is about 11. The rounding is one fp32 addition:
+// with a = min(|y|, 6) in the binade [2^e, 2^(e+1)), e = max(e, 0), adding C = 2^(e+22)
+// rounds a to a multiple of the E2M1 spacing 2^(e-1) with IEEE ties-to-even, which is the
+// ties-to-even-code rule of SPEC sec. 1 (as reference._e2m1_round_mag does), and
+// bits(a + C) - bits(C) = n counts spacings, so the code is n + 2e.
+__host__ __device__ __forceinline__ uint32_t f32_bits(float f) {
+#ifdef __CUDA_ARCH__
+  return __float_as_uint(f);
+#else
+  uint32_t u;
+  memcpy(&u, &f, 4);
+  return u;
+#endif
+}
+__host__ __device__ __forceinline__ float f32_from_bits(uint32_t u) {
+#ifdef __CUDA_ARCH__
+  return __uint_as_float(u);
+#else
+  float f;
+  memcpy(&f, &u, 4);
+  return f;
+#endif
+}
+__host__ __device__ __forceinline__ uint32_t e2m1_encode_nonnan(float y) {
+  const float a = fminf(fabsf(y), 6.0f);
+  uint32_t x = f32_bits(a) & 0x7F800000u;
+  x = x > 0x3F800000u ? x : 0x3F800000u;  // 2^max(e, 0)
+  const uint32_t c = x + (22u << 23);     // C = 2^(e + 22)
+#ifdef __CUDA_ARCH__
+  const float t = __fadd_rn(a, f32_from_bits(c));
+#else
+  const float t = a + f32_from_bits(c);
+#endif
+  const uint32_t mag = f32_bits(t) - c + (x >> 22) - 254u;  // n + 2e
+  return mag | ((f32_bits(y) >> 28) & 8u);
+}
+
+// N elements -> their bytes as little-endian 32-bit words: y = RN(x * mul), then E4M3
+// (satfinite RNE; N bytes, N/4 words) or E2M1 (N/2 bytes; element 2i in the low nibble).
+// For E2M1 with N = 4 the 2 bytes sit in the low half of w[0].
+template <bool E2M1, int N>
+struct Encoded {
+  static constexpr int kBytes = E2M1 ? N / 2 : N;
+  static constexpr int kWords = (kBytes + 3) / 4;
+  uint32_t w[kWords];
+};
+
+template <bool E2M1, int N>
+__device__ __forceinline__ Encoded<E2M1, N> encode_elems(const float* f, float mul, bool zero) {
+  Encoded<E2M1, N> e;
+  if constexpr (!E2M1) {
+    static_assert(N % 4 == 0, "E4M3 path packs 4 elements per word");
+#pragma unroll
+    for (int i = 0; i < N / 4; ++i) {
+      const uint32_t lo = e4m3x2_encode(__fmul_rn(f[4 * i], mul), __fmul_rn(f[4 * i + 1], mul));
+      const uint32_t hi =
+          e4m3x2_encode(__fmul_rn(f[4 * i + 2], mul), __fmul_rn(f[4 * i + 3], mul));
+      e.w[i] = (lo & 0xFFFFu) | (hi << 16);
+    }
+  } else {
+#pragma unroll
+    for (int i = 0; i < e.kWords; ++i) e.w[i] = 0;
+#pragma unroll
+    for (int j = 0; j < N; ++j)
+      e.w[j / 8] |= e2m1_encode_nonnan(__fmul_rn(f[j], mul)) << (4 * (j % 8));
+  }
+  if (zero) {  // non-finite block: element bytes 0
+#pragma unroll
+    for (int i = 0; i < e.kWords; ++i) e.w[i] = 0;
+  }
+  return e;
+}
+
+// Store kBytes (2, 4, 8 or 16; p aligned to it) from the words.
+template <int kBytes>
+__device__ __forceinline__ void store_bytes(uint8_t* p, const uint32_t* w) {
+  if constexpr (kBytes == 16) {
+    *reinterpret_cast<uint4*>(p) = make_uint4(w[0], w[1], w[2], w[3]);
+  } else if constexpr (kBytes == 8) {
+    *reinterpret_cast<uint2*>(p) = make_uint2(w[0], w[1]);
+  } else if constexpr (kBytes == 4) {
+    *reinterpret_cast<uint32_t*>(p) = w[0];
+  } else {
+    static_assert(kBytes == 2, "unsupported store width");
+    *reinterpret_cast<uint16_t*>(p) = static_cast<uint16_t>(w[0]);
+  }
+}
+
+// Load kBytes (2, 4 or 8; p aligned to it) as little-endian words (streaming: read once).
+template <int kBytes>
+__device__ __forceinline__ uint2 load_bytes(const uint8_t* p) {
+  if constexpr (kBytes == 8) {
+    return __ldcs(reinterpret_cast<const uint2*>(p));
+  } else if constexpr (kBytes == 4) {
+    return make_uint2(__ldcs(reinterpret_cast<const unsigned int*>(p)), 0u);
+  } else {
+    static_assert(kBytes == 2, "unsupported load width");
+    return make_uint2(__ldcs(reinterpret_cast<const unsigned short*>(p)), 0u);
+  }
+}
+
+// Two E4M3 bytes (low byte first) -> fp32, exactly as e4m3_decode (every E4M3 value is an
+// fp16, so E4M3 -> fp16 -> fp32 is exact; NaN stays NaN). On sm_89+ one cvt.f16x2.e4m3x2
+// replaces e4m3_decode's branches (about 17 instructions per element): the MXFP8
+// dequantize would otherwise be instruction-bound on H200.
+__device__ __forceinline__ float2 e4m3x2_decode(uint32_t two_bytes) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 890
+  const __half2_raw h = __nv_cvt_fp8x2_to_halfraw2(
+      static_cast<__nv_fp8x2_storage_t>(two_bytes), __NV_E4M3);
+  return __half22float2(__half2(h));
+#else
+  return make_float2(e4m3_decode(two_bytes & 0xFFu), e4m3_decode((two_bytes >> 8) & 0xFFu));
+#endif
+}
+
+// ---------------------------------------------------------------------------------------
+// Rowwise quantize (axis -1). x: contiguous [batches * rows, K], 16-byte aligned.
+// ---------------------------------------------------------------------------------------
+
+struct RowwiseParams {
+  int64_t n_vec;    // 16-byte vectors in x (numel / kPerVec)
+  int64_t batches;  // for the padding of swizzled scales
+  ScaleLayout layout;
+};
+
+template <typename T, bool E2M1, MxRounding R>
+__global__ void __launch_bounds__(kThreads)
+    mx_quantize_rowwise_kernel(const T* __restrict__ x, uint8_t* __restrict__ data,
+                               uint8_t* __restrict__ scales, RowwiseParams p) {
+  constexpr int V = Elem<T>::kPerVec;  // elements per 16-byte vector
+  constexpr int kLanes = kBlock / V;   // lanes per MX block: 4 (bf16/fp16) or 8 (fp32)
+  constexpr int kOut = E2M1 ? V / 2 : V;
+  constexpr int U = 4;                 // independent vectors in flight per thread
+  const int64_t n = p.n_vec;
+  const int64_t step = int64_t(gridDim.x) * kThreads * U;
+  for (int64_t base = int64_t(blockIdx.x) * kThreads * U + threadIdx.x; base - threadIdx.x < n;
+       base += step) {
+    uint4 raw[U];
+#pragma unroll
+    for (int i = 0; i < U; ++i) {
+      const int64_t v = base + i * kThreads;
+      raw[i] = v < n ? load_stream(x + v * V) : make_uint4(0u, 0u, 0u, 0u);
+    }
+#pragma unroll
+    for (int i = 0; i < U; ++i) {
+      const int64_t v = base + i * kThreads;
+      float f[V];
+      unpack_vec<T>(raw[i], f);
+      uint32_t amax = 0;
+#pragma unroll
+      for (int j = 0; j < V; ++j) amax = max(amax, abs_bits(f[j]));
+      // The kLanes lanes of a block are adjacent and aligned (kThreads * U and the
+      // vector count per block are multiples of kLanes); all 32 lanes take part.
+#pragma unroll
+      for (int o = 1; o < kLanes; o <<= 1)
+        amax = max(amax, __shfl_xor_sync(0xFFFFFFFFu, amax, o));
+      const uint32_t b = block_scale<E2M1, R>(amax);
+      const auto e = encode_elems<E2M1, V>(f, e8m0_inverse(b), b == kNanByte);
+      if (v < n) {
+        store_bytes<kOut>(data + v * kOut, e.w);
+        if ((threadIdx.x & (kLanes - 1)) == 0) {
+          const int64_t blk = static_cast<int64_t>(static_cast<uint64_t>(v) / kLanes);
+          scales[scale_offset(blk, p.layout)] = b;
+        }
+      }
+    }
+  }
+  if (p.layout.swizzle) {
+    write_scale_padding(scales, p.batches, p.layout.rows, p.layout.kb, p.layout.mp,
+                        p.layout.kp);
+  }
+}
+
+// ---------------------------------------------------------------------------------------
+// Columnwise quantize (axis -2). x: contiguous [batches, m, k], m % 32 == 0. The result is
+// that of the rowwise cast of x^T: data [batches, k, m] (E4M3) or [batches, k, m / 2]
+// (E2M1), scales [batches, k, m / 32] or swizzled [batches, roundup(k, 128), roundup(m/32, 4)].
+// ---------------------------------------------------------------------------------------
+
+struct ColwiseParams {
+  int64_t batches, m, k;
+  int64_t tiles_m, tiles_k;
+  int64_t mp, kp;  // swizzled scale dims (rows = k, cols = m / 32)
+  bool swizzle;
+  bool vec;        // k * sizeof(T) % 16 == 0 and x 16-byte aligned: 16-byte tile loads
+};
+
+constexpr int kColTileRows = 128;  // 4 MX blocks along m
+constexpr int kColTileBytes = 128; // bytes of each x row in a tile
+
+// Shared-memory tile: fp32 [kColTileRows][TK], the 16-byte chunks (4 floats) of row r
+// XOR-permuted by h = (r / 16) % 8. Reading one column down 16 rows, the 8 lanes that
+// differ in h (and 4 adjacent columns) then hit 32 distinct banks; the row-wise 16-byte
+// stores of the load phase stay conflict-free too.
+template <int TK>
+__device__ __forceinline__ int tile_word(int row, int col) {
+  return row * TK + (((col >> 2) ^ ((row >> 4) & 7)) << 2) + (col & 3);
+}
+
+template <typename T, bool E2M1, MxRounding R>
+__global__ void __launch_bounds__(kThreads, 4)
+    mx_quantize_colwise_kernel(const T* __restrict__ x, uint8_t* __restrict__ data,
+                               uint8_t* __restrict__ scales, ColwiseParams p) {
+  constexpr int TM = kColTileRows;
+  constexpr int TK = kColTileBytes / sizeof(T);  // 64 (bf16/fp16) or 32 (fp32) columns
+  constexpr int V = Elem<T>::kPerVec;
+  constexpr int kVecPerRow = TK / V;              // 8
+  constexpr int kLoads = TM * kVecPerRow / kThreads;  // 4 vectors per thread
+  constexpr int kPairs = TK * (TM / 16);          // (column, 16-row half block) pairs
+  constexpr int kOut = E2M1 ? 8 : 16;             // output bytes per pair
+  static_assert(kVecPerRow == 8 && kLoads * kThreads == TM * kVecPerRow, "tile shape");
+  static_assert(kPairs % kThreads == 0, "pairs per thread");
+  __shared__ __align__(16) float tile[TM * TK];
+
+  const int tid = threadIdx.x;
+  const int64_t n_tiles = p.batches * p.tiles_m * p.tiles_k;
+  for (int64_t t = blockIdx.x; t < n_tiles; t += gridDim.x) {
+    const int64_t t2 = t / p.tiles_k;
+    const int64_t k0 = (t - t2 * p.tiles_k) * TK;
+    const int64_t batch = t2 / p.tiles_m;
+    const int64_t m0 = (t2 - batch * p.tiles_m) * TM;
+    const int rows_valid = static_cast<int>(p.m - m0 < TM ? p.m - m0 : TM);  // multiple of 32
+    const int cols_valid = static_cast<int>(p.k - k0 < TK ? p.k - k0 : TK);
+    const T* src = x + (batch * p.m + m0) * p.k + k0;
+
+    if (p.vec) {
+      uint4 raw[kLoads];
+#pragma unroll
+      for (int i = 0; i < kLoads; ++i) {
+        const int idx = i * kThreads + tid;
+        const int row = idx / kVecPerRow, col = (idx % kVecPerRow) * V;
+        raw[i] = (row < rows_valid && col < cols_valid)
+                     ? load_stream(src + int64_t(row) * p.k + col)
+                     : make_uint4(0u, 0u, 0u, 0u);
+      }
+#pragma unroll
+      for (int i = 0; i < kLoads; ++i) {
+        const int idx = i * kThreads + tid;
+        const int row = idx / kVecPerRow, q = idx % kVecPerRow;
+        float f[V];
+        unpack_vec<T>(raw[i], f);
+        if constexpr (V == 4) {
+          *reinterpret_cast<float4*>(&tile[tile_word<TK>(row, q * 4)]) =
+              make_float4(f[0], f[1], f[2], f[3]);
+        } else {
+          // Two 16-byte chunks; lanes q >= 4 store their upper chunk first so that the
+          // 8 lanes of a store phase hit 8 distinct 4-bank groups.
+          const int first = (q & 4) ? 1 : 0;
+          const float4 lo = make_float4(f[0], f[1], f[2], f[3]);
+          const float4 hi = make_float4(f[4], f[5], f[6], f[7]);
+          *reinterpret_cast<float4*>(&tile[tile_word<TK>(row, q * 8 + 4 * first)]) =
+              first ? hi : lo;
+          *reinterpret_cast<float4*>(&tile[tile_word<TK>(row, q * 8 + 4 * (1 - first))]) =
+              first ? lo : hi;
+        }
+      }
+    } else {
+      // Unaligned rows (k * sizeof(T) not a multiple of 16): element loads, still
+      // coalesced along the rows. 8 loads in flight per thread.
+      constexpr int kElems = TM * TK / kThreads;
+#pragma unroll 1
+      for (int i0 = 0; i0 < kElems; i0 += 8) {
+        float f[8];
+#pragma unroll
+        for (int j = 0; j < 8; ++j) {
+          const int e = (i0 + j) * kThreads + tid;
+          const int row = e / TK, col = e % TK;
+          f[j] = (row < rows_valid && col < cols_valid)
+                     ? Elem<T>::to_float(src[int64_t(row) * p.k + col])
+                     : 0.0f;
+        }
+#pragma unroll
+        for (int j = 0; j < 8; ++j) {
+          const int e = (i0 + j) * kThreads + tid;
+          tile[tile_word<TK>(e / TK, e % TK)] = f[j];
+        }
+      }
+    }
+    __syncthreads();
+
+#pragma unroll 1
+    for (int it = 0; it < kPairs / kThreads; ++it) {
+      const int pi = it * kThreads + tid;
+      const int h = pi & 7;   // 16-row half block: rows 16h..16h+15 of the tile
+      const int kk = pi >> 3; // tile column = output row k0 + kk
+      // tile_word(16h + s, kk) for s = 0..15: rows 16h.. all have XOR key h.
+      const float* col = tile + 16 * h * TK + ((((kk >> 2) ^ h) << 2) | (kk & 3));
+      float f[16];
+#pragma unroll
+      for (int s = 0; s < 16; ++s) f[s] = col[s * TK];
+      uint32_t amax = 0;
+#pragma unroll
+      for (int s = 0; s < 16; ++s) amax = max(amax, abs_bits(f[s]));
+      amax = max(amax, __shfl_xor_sync(0xFFFFFFFFu, amax, 1));  // the other half block
+      const uint32_t b = block_scale<E2M1, R>(amax);
+      const auto e = encode_elems<E2M1, 16>(f, e8m0_inverse(b), b == kNanByte);
+      if (kk < cols_valid && 16 * h < rows_valid) {
+        const int64_t orow = batch * p.k + k0 + kk;
+        const int64_t ocol = m0 + 16 * h;  // element index along the output row
+        store_bytes<kOut>(data + (E2M1 ? orow * (p.m / 2) + ocol / 2 : orow * p.m + ocol), e.w);
+        if ((h & 1) == 0) {
+          const int64_t c = (m0 >> 5) + (h >> 1);
+          scales[p.swizzle ? batch * p.mp * p.kp + swizzle_offset(k0 + kk, c, p.kp)
+                           : orow * (p.m / kBlock) + c] = b;
+        }
+      }
+    }
+    __syncthreads();  // the next tile overwrites the shared memory
+  }
+  if (p.swizzle) write_scale_padding(scales, p.batches, p.k, p.m / kBlock, p.mp, p.kp);
+}
+
+// ---------------------------------------------------------------------------------------
+// Dequantize. data: contiguous [batches * rows, K] E4M3 bytes or [.., K / 2] packed E2M1.
+// out = elem * 2^(b - 127) in fp32 (exact), one RNE cast to O. b = 255 gives NaN.
+// ---------------------------------------------------------------------------------------
+
+struct DequantParams {
+  int64_t n_units;  // 16-byte output vectors (numel / kPerVec of O)
+  ScaleLayout layout;
+};
+
+template <typename O, bool E2M1>
+__global__ void __launch_bounds__(kThreads)
+    mx_dequantize_kernel(const uint8_t* __restrict__ data, const uint8_t* __restrict__ scales,
+                         O* __restrict__ out, DequantParams p) {
+  constexpr int V = Elem<O>::kPerVec;  // outputs per unit: 8 (bf16/fp16) or 4 (fp32)
+  constexpr int kIn = E2M1 ? V / 2 : V;
+  constexpr int kUnitsPerBlock = kBlock / V;
+  constexpr int U = 4;
+  const int64_t n = p.n_units;
+  const int64_t step = int64_t(gridDim.x) * kThreads * U;
+  for (int64_t base = int64_t(blockIdx.x) * kThreads * U + threadIdx.x; base - threadIdx.x < n;
+       base += step) {
+    uint2 raw[U];
+    uint32_t sb[U];
+#pragma unroll
+    for (int i = 0; i < U; ++i) {
+      const int64_t u = base + i * kThreads;
+      if (u < n) {
+        raw[i] = load_bytes<kIn>(data + u * kIn);
+        const int64_t blk = static_cast<int64_t>(static_cast<uint64_t>(u) / kUnitsPerBlock);
+        sb[i] = scales[scale_offset(blk, p.layout)];
+      } else {
+        raw[i] = make_uint2(0u, 0u);
+        sb[i] = 0u;
+      }
+    }
+#pragma unroll
+    for (int i = 0; i < U; ++i) {
+      const int64_t u = base + i * kThreads;
+      const float s = e8m0_decode(sb[i]);
+      float f[V];
+      if constexpr (E2M1) {
+#pragma unroll
+        for (int j = 0; j < V; ++j)
+          f[j] = __fmul_rn(e2m1_decode((raw[i].x >> (4 * j)) & 0xFu), s);
+      } else {
+#pragma unroll
+        for (int j = 0; j < V / 2; ++j) {
+          const uint32_t word = j < 2 ? raw[i].x : raw[i].y;
+          const float2 v = e4m3x2_decode((word >> (16 * (j % 2))) & 0xFFFFu);
+          f[2 * j] = __fmul_rn(v.x, s);
+          f[2 * j + 1] = __fmul_rn(v.y, s);
+        }
+      }
+      if (u < n) *reinterpret_cast<uint4*>(out + u * V) = pack_vec<O>(f);
+    }
+  }
+}
+
+}  // namespace mx
+}  // namespace nvfp4

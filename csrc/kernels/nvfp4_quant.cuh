@@ -1,0 +1,608 @@
+// NVFP4 quantize / fake-quant / dequantize / global-amax kernels (SPEC.md sec. 2, 4).
+// Torch-free device code; the launchers are in csrc/ops/nvfp4.cu.
+//
+// Work layout (quantize, quant_dequant, dequantize): the data tensor is walked in 16-byte
+// chunks of the wide side (x for quantize, the output for dequantize): 8 elements for
+// fp16/bf16, 4 for fp32, so kG = 2 or 4 consecutive lanes share one 16-element block.
+// A CTA tile is blockDim * 4 chunks; the thread's chunk u (0 <= u < 4) is
+// tile + u * blockDim + tid, so every warp-wide load and store is contiguous, and each
+// thread has 4 independent 16-byte loads in flight (dequantize: 4 loads of 4 or 2 packed
+// bytes, 4 16-byte stores). The chunks are handled in 4 / kG rounds of kG: in a round, the
+// kG lanes of a group hold kG blocks (one per chunk); lane q does the per-block work (max,
+// scale byte, the reciprocal / division, the scale's address and store) for the block of
+// its chunk q only and hands the multipliers to the others with one shuffle each, so no
+// per-block operation is repeated across lanes. CTAs loop over tiles (grid-stride).
+#pragma once
+
+#include <cstdint>
+#include <type_traits>
+
+#include "kernels/nvfp4_block.cuh"
+#include "kernels/swizzle.cuh"
+#include "kernels/vec.cuh"
+
+namespace nvfp4 {
+namespace quant {
+
+constexpr unsigned kFullMask = 0xFFFFFFFFu;
+// 16-byte chunks each thread loads per tile (quantize: of x, dequantize: of the output).
+constexpr int kChunksPerThread = 4;
+
+// n / d for 0 <= n < 2^31 and 1 <= d < 2^31 with one multiply-high (Granlund-Montgomery,
+// round-up variant): shift = ceil(log2 d), mul = floor(2^32 (2^shift - d) / d) + 1,
+// n / d = (umulhi(n, mul) + n) >> shift (the sum fits 32 bits because n < 2^31).
+struct FastDiv {
+  uint32_t mul = 1, shift = 0;
+
+  static FastDiv make(uint32_t d) {
+    FastDiv f;
+    while ((uint64_t(1) << f.shift) < d) ++f.shift;
+    f.mul = static_cast<uint32_t>(((((uint64_t(1) << f.shift) - d) << 32) / d) + 1);
+    return f;
+  }
+  __host__ __device__ __forceinline__ uint32_t div(uint32_t n) const {
+#ifdef __CUDA_ARCH__
+    const uint32_t hi = __umulhi(n, mul);
+#else
+    const uint32_t hi = static_cast<uint32_t>((uint64_t(n) * mul) >> 32);
+#endif
+    return (hi + n) >> shift;
+  }
+};
+
+// Geometry of contiguous [batches, rows, k] data with blocks of 16 along k, and where the
+// scale of each block lives (linear [batches, rows, kb], or swizzled per batch).
+struct Nvfp4Geometry {
+  int64_t n_blocks;  // batches * rows * kb
+  int64_t batches, rows, kb, mp, kp;
+  FastDiv div_kb, div_rows;
+  bool idx32;  // n_blocks and batches * mp * kp are < 2^31: 32-bit index math
+};
+
+// The 128x4 swizzled offset of S[r][c] (SPEC sec. 4) in 32-bit arithmetic; the same
+// formula as swizzle_offset() in kernels/swizzle.cuh, used where everything fits 31 bits.
+__host__ __device__ __forceinline__ uint32_t swizzle_offset32(uint32_t r, uint32_t c,
+                                                              uint32_t kp) {
+  return ((r >> 7) * (kp >> 2) + (c >> 2)) * 512u + (r & 31u) * 16u + ((r & 127u) >> 5) * 4u +
+         (c & 3u);
+}
+
+// Batch index and scale-byte offset of flat block index blk (< n_blocks). last_col: the
+// block is the last one of its row (its lane also zeroes the swizzled column padding).
+template <bool kSwizzle>
+__host__ __device__ __forceinline__ void block_position(const Nvfp4Geometry& g, int64_t blk,
+                                                        bool need_batch, int64_t& batch,
+                                                        int64_t& off, bool& last_col) {
+  last_col = false;
+  batch = 0;
+  off = blk;
+  if (!kSwizzle && !need_batch) return;
+  if (g.idx32) {
+    const uint32_t b32 = static_cast<uint32_t>(blk);
+    const uint32_t kb = static_cast<uint32_t>(g.kb);
+    const uint32_t row = g.div_kb.div(b32);
+    const uint32_t c = b32 - row * kb;
+    const uint32_t bt = g.div_rows.div(row);
+    batch = bt;
+    if (kSwizzle) {
+      const uint32_t r = row - bt * static_cast<uint32_t>(g.rows);
+      const uint32_t kp = static_cast<uint32_t>(g.kp);
+      off = bt * (static_cast<uint32_t>(g.mp) * kp) + swizzle_offset32(r, c, kp);
+      last_col = c + 1 == kb;
+    }
+  } else {
+    const int64_t row = blk / g.kb;
+    const int64_t c = blk - row * g.kb;
+    const int64_t bt = row / g.rows;
+    batch = bt;
+    if (kSwizzle) {
+      const int64_t r = row - bt * g.rows;
+      off = bt * g.mp * g.kp + swizzle_offset(r, c, g.kp);
+      last_col = c + 1 == g.kb;
+    }
+  }
+}
+
+// fp32 value of an E4M3 byte, exactly: e4m3_decode, or on sm_89+ the hardware widening
+// convert E4M3 -> fp16 (exact: every E4M3 value, subnormals and NaN included, is an fp16
+// value) then fp16 -> fp32 (exact): 2 instructions instead of a branchy bit assembly.
+__device__ __forceinline__ float e4m3_to_f32(uint32_t b) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 890
+  return __half2float(__half(__nv_cvt_fp8_to_halfraw(static_cast<__nv_fp8_storage_t>(b),
+                                                     __NV_E4M3)));
+#else
+  return e4m3_decode(b);
+#endif
+}
+
+// Decode multiplier RN(fp32(sf) / gs): nvfp4_decode_multiplier with e4m3_to_f32.
+__device__ __forceinline__ float nvfp4_dq(uint32_t sf, float gs) {
+  return __fdiv_rn(e4m3_to_f32(sf), gs);
+}
+
+// Element multiplier of a block with scale byte sf, exactly as the reference computes it:
+// osc = RN(1 / RN(fp32(sf) * RN(1/gs))), and 0 where fp32(sf) == 0 or where that product
+// is 0 (gs = +inf, or an underflow). NaN iff fp32(sf) is NaN (or gs is NaN, which makes
+// sf NaN too): exactly the blocks whose codes are 0. Never negative: fp32(sf) and 1/gs
+// have the sign of gs, so the code's sign bit is always the sign bit of x.
+// (= nvfp4_encode_multiplier() of nvfp4_block.cuh, with the 2-instruction E4M3 decode.)
+__device__ __forceinline__ float nvfp4_osc(uint32_t sf, float inv_gs) {
+  const float s = e4m3_to_f32(sf);
+  const float d = __fmul_rn(s, inv_gs);
+  return (s == 0.0f || d == 0.0f) ? 0.0f : __frcp_rn(d);
+}
+
+// Scale byte of a block from the bits of its |x| max: 0x7F when the block holds NaN/inf.
+__device__ __forceinline__ uint32_t nvfp4_block_scale(uint32_t amax_bits, float gs) {
+  return amax_bits >= kInfBits ? kNanScale : nvfp4_scale_byte(__uint_as_float(amax_bits), gs);
+}
+
+// Max over the kG lanes of a group for each of the kG values am[u], scattered: lane q of
+// the group returns the group max of am[q]. kG - 1 shuffles for kG values (a butterfly
+// reduce-scatter) instead of kG * log2(kG).
+template <int kG>
+__device__ __forceinline__ uint32_t group_max_scatter(const uint32_t (&am)[kG], int q) {
+  if constexpr (kG == 1) {
+    return am[0];
+  } else if constexpr (kG == 2) {
+    const uint32_t keep = q ? am[1] : am[0];
+    const uint32_t send = q ? am[0] : am[1];
+    return max(keep, __shfl_xor_sync(kFullMask, send, 1));
+  } else {
+    static_assert(kG == 4, "groups of 1, 2 or 4 lanes");
+    const bool hi = (q & 2) != 0;
+    uint32_t w[2];
+#pragma unroll
+    for (int i = 0; i < 2; ++i) {
+      const uint32_t keep = hi ? am[2 + i] : am[i];
+      const uint32_t send = hi ? am[i] : am[2 + i];
+      w[i] = max(keep, __shfl_xor_sync(kFullMask, send, 2));
+    }
+    const bool odd = (q & 1) != 0;
+    const uint32_t keep = odd ? w[1] : w[0];
+    const uint32_t send = odd ? w[0] : w[1];
+    return max(keep, __shfl_xor_sync(kFullMask, send, 1));
+  }
+}
+
+// Packs two fp32 values into the low (a) and high (b) halves of a 32-bit word of T,
+// each rounded once to nearest even (the same conversion as Elem<T>::from_float).
+template <typename T>
+__device__ __forceinline__ uint32_t pack2(float a, float b);
+template <>
+__device__ __forceinline__ uint32_t pack2<__nv_bfloat16>(float a, float b) {
+  const __nv_bfloat162 v = __floats2bfloat162_rn(a, b);
+  return *reinterpret_cast<const uint32_t*>(&v);
+}
+template <>
+__device__ __forceinline__ uint32_t pack2<__half>(float a, float b) {
+  const __half2 v = __floats2half2_rn(a, b);
+  return *reinterpret_cast<const uint32_t*>(&v);
+}
+
+// Packs kPerVec fp32 values into one 16-byte vector of T (fp32: the bits as they are).
+template <typename T>
+__device__ __forceinline__ uint4 pack16(const float* v) {
+  if constexpr (Elem<T>::kPerVec == 4) {
+    return make_uint4(__float_as_uint(v[0]), __float_as_uint(v[1]), __float_as_uint(v[2]),
+                      __float_as_uint(v[3]));
+  } else {
+    return make_uint4(pack2<T>(v[0], v[1]), pack2<T>(v[2], v[3]), pack2<T>(v[4], v[5]),
+                      pack2<T>(v[6], v[7]));
+  }
+}
+
+// ---- E2M1 rounding, in fewer instructions than the 7 comparisons of e2m1_encode -------
+// The reference's formulation (reference.py, _e2m1_round_mag): with a = min(max(|y|, 0), 6)
+// (a NaN gives 0: max/min return the non-NaN operand) and c = 2^(max(e, 0) + 22) where 2^e
+// is the binade of a, RN(a + c) rounds a to a multiple of the E2M1 spacing 2^(max(e,0)-1)
+// with IEEE ties-to-even, which is the ties-to-even-code rule. Checked on the host against
+// e2m1_encode / e2m1_decode for all 2^32 fp32 inputs (magnitude code and value): equal.
+// kNanSafe = false: only for y that is never NaN (x * osc with x and osc finite), where
+// the max with 0 is a no-op.
+template <bool kNanSafe>
+__device__ __forceinline__ float e2m1_clamp_mag(float y) {
+  return fminf(kNanSafe ? fmaxf(fabsf(y), 0.0f) : fabsf(y), 6.0f);
+}
+__device__ __forceinline__ uint32_t e2m1_magic_bits(float a) {  // bits of c
+  return max((__float_as_uint(a) & 0x7F800000u) + (22u << 23), 0x3F800000u + (22u << 23));
+}
+
+// Magnitude code 0..7 of y: e2m1_encode(y) & 7. The sum RN(a + c) - c counts steps of the
+// binade's spacing; adding 2 * (binade) turns that count into the code.
+template <bool kNanSafe = true>
+__device__ __forceinline__ uint32_t e2m1_mag_code(float y) {
+  const float a = e2m1_clamp_mag<kNanSafe>(y);
+  const uint32_t cb = e2m1_magic_bits(a);
+  const uint32_t sb = __float_as_uint(__fadd_rn(a, __uint_as_float(cb)));
+  return sb - cb + ((cb >> 22) - 298u);
+}
+
+// The E2M1 magnitude nearest |y| as fp32: |e2m1_decode(e2m1_encode(y))|.
+template <bool kNanSafe = true>
+__device__ __forceinline__ float e2m1_mag_value(float y) {
+  const float a = e2m1_clamp_mag<kNanSafe>(y);
+  const float c = __uint_as_float(e2m1_magic_bits(a));
+  return __fsub_rn(__fadd_rn(a, c), c);
+}
+
+// e2m1_decode of the code in bits 31..28 of t: an arithmetic shift puts the sign at bit 31
+// and the magnitude bits at 24..22, which read as e2m1 * 2^-126 (exactly, subnormals
+// included); the product with 2^126 is exact. Checked for all 16 codes.
+__device__ __forceinline__ float e2m1_decode_top(uint32_t t) {
+  const uint32_t bits = static_cast<uint32_t>(static_cast<int32_t>(t) >> 6) & 0x81C00000u;
+  return __fmul_rn(__uint_as_float(bits), 0x1p126f);
+}
+
+// prmt.b32 (default mode): result byte n = byte (sel nibble n & 7) of {b:a}, or that byte's
+// sign replicated when the nibble's bit 3 is set.
+__device__ __forceinline__ uint32_t prmt(uint32_t a, uint32_t b, uint32_t sel) {
+#ifdef __CUDA_ARCH__
+  uint32_t r;
+  asm("prmt.b32 %0, %1, %2, %3;" : "=r"(r) : "r"(a), "r"(b), "r"(sel));
+  return r;
+#else  // host emulation (unused by the build; lets the kernels run in a host test harness)
+  const uint64_t bytes = (uint64_t(b) << 32) | a;
+  uint32_t r = 0;
+  for (int n = 0; n < 4; ++n) {
+    const uint32_t s = (sel >> (4 * n)) & 15u;
+    uint32_t v = (bytes >> (8 * (s & 7u))) & 0xFFu;
+    if (s & 8u) v = (v & 0x80u) ? 0xFFu : 0u;
+    r |= v << (8 * n);
+  }
+  return r;
+#endif
+}
+
+// The sign bits of the elements of a 16-byte chunk, each at the sign bit (bit 3) of its
+// code nibble: element i -> bit 4i + 3. 16-bit types: gather the high byte of each element
+// (prmt), then replicate each byte's sign (prmt sign mode, selector nibbles 8..F) for
+// the even and the odd elements; byte j then holds the signs of elements 2j and 2j+1.
+template <typename T>
+__device__ __forceinline__ uint32_t nibble_signs(const uint4& v) {
+  if constexpr (Elem<T>::kPerVec == 4) {
+    return ((v.x >> 28) & 0x8u) | ((v.y >> 24) & 0x80u) | ((v.z >> 20) & 0x800u) |
+           ((v.w >> 16) & 0x8000u);
+  } else {
+    const uint32_t lo = prmt(v.x, v.y, 0x7531u);  // high bytes of elements 0..3
+    const uint32_t hi = prmt(v.z, v.w, 0x7531u);  // elements 4..7
+    const uint32_t even = prmt(lo, hi, 0xECA8u);  // 0xFF / 0x00: elements 0, 2, 4, 6
+    const uint32_t odd = prmt(lo, hi, 0xFDB9u);   // elements 1, 3, 5, 7
+    return (even & 0x08080808u) | (odd & 0x80808080u);
+  }
+}
+
+// The kPerVec elements of a 16-byte chunk as fp32 (exact widening; bf16 is a shift).
+template <typename T>
+__device__ __forceinline__ void unpack_chunk(const uint4& v, float* f) {
+  const uint32_t w[4] = {v.x, v.y, v.z, v.w};
+#pragma unroll
+  for (int j = 0; j < 4; ++j) {
+    if constexpr (std::is_same_v<T, float>) {
+      f[j] = __uint_as_float(w[j]);
+    } else if constexpr (std::is_same_v<T, __nv_bfloat16>) {
+      f[2 * j] = __uint_as_float(w[j] << 16);
+      f[2 * j + 1] = __uint_as_float(w[j] & 0xFFFF0000u);
+    } else {
+      const float2 h = __half22float2(*reinterpret_cast<const __half2*>(&w[j]));
+      f[2 * j] = h.x;
+      f[2 * j + 1] = h.y;
+    }
+  }
+}
+
+// abs_bits of the largest |x| of a chunk: >= kInfBits iff the chunk holds NaN or inf, so
+// one max gives both the block amax and the non-finite flag. fp32: the integer max of
+// abs_bits. fp16 / bf16: the same max taken on the 16-bit values with the NaN-propagating
+// packed max (max.NaN.{bf16x2,f16x2}: 2 elements per instruction, inf above every finite
+// value, any NaN -> NaN) on |x| (sign bits cleared), then widened: the same value.
+template <typename T>
+__device__ __forceinline__ uint32_t chunk_amax_bits(const uint4& v) {
+  const uint32_t w[4] = {v.x & 0x7FFF7FFFu, v.y & 0x7FFF7FFFu, v.z & 0x7FFF7FFFu,
+                         v.w & 0x7FFF7FFFu};
+  if constexpr (std::is_same_v<T, float>) {
+    return max(max(abs_bits(__uint_as_float(v.x)), abs_bits(__uint_as_float(v.y))),
+               max(abs_bits(__uint_as_float(v.z)), abs_bits(__uint_as_float(v.w))));
+  } else {
+    using T2 = std::conditional_t<std::is_same_v<T, __nv_bfloat16>, __nv_bfloat162, __half2>;
+    const T2* h = reinterpret_cast<const T2*>(w);
+    const T2 m2 = __hmax2_nan(__hmax2_nan(h[0], h[1]), __hmax2_nan(h[2], h[3]));
+    const uint32_t m = *reinterpret_cast<const uint32_t*>(&m2);
+    const uint32_t key = max(m & 0xFFFFu, m >> 16);  // both halves are >= 0: integer order
+    if constexpr (std::is_same_v<T, __nv_bfloat16>) {
+      return key << 16;
+    } else {
+      return __float_as_uint(__half2float(__ushort_as_half(static_cast<unsigned short>(key))));
+    }
+  }
+}
+
+// Codes of one chunk (kPerVec nibbles, element 0 lowest): magnitudes of x * osc, signs of
+// x (see nvfp4_osc). a holds x as fp32.
+template <typename T, bool kNanSafe>
+__device__ __forceinline__ uint32_t encode_chunk(const uint4& v, const float* a, float osc) {
+  uint32_t word = nibble_signs<T>(v);
+#pragma unroll
+  for (int i = 0; i < Elem<T>::kPerVec; ++i) {
+    word += e2m1_mag_code<kNanSafe>(__fmul_rn(a[i], osc)) << (4 * i);
+  }
+  return word;
+}
+
+// Fake-quant values of one chunk: RN(e2m1(code) * dq) with the code's value built directly
+// (the magnitude, then the sign of x), as nvfp4_decode(code, dq) computes it.
+template <typename T, bool kNanSafe>
+__device__ __forceinline__ void qdq_chunk(const float* a, float osc, float dq, float* r) {
+#pragma unroll
+  for (int i = 0; i < Elem<T>::kPerVec; ++i) {
+    const float m = e2m1_mag_value<kNanSafe>(__fmul_rn(a[i], osc));
+    const uint32_t sign = __float_as_uint(a[i]) & 0x80000000u;
+    const float val = __uint_as_float(__float_as_uint(m) | sign);
+    r[i] = __fmul_rn(val, dq);
+  }
+}
+
+struct QuantParams {
+  const void* x;     // contiguous [batches, rows, k]
+  uint8_t* packed;   // quantize: [batches, rows, k / 2]
+  void* out;         // quant_dequant: [batches, rows, k], the dtype of x
+  uint8_t* scales;   // quantize: linear or swizzled (see Nvfp4Geometry)
+  const float* gs;   // [1] or [batches] (gs_per_batch), the encode scale
+  bool gs_per_batch;
+  Nvfp4Geometry g;
+  int64_t pad_words;  // swizzle: batches * (mp - rows) * kp / 4 words of all-padding rows
+};
+
+// quantize (kQdq = false): packed codes and scale bytes; kSwizzle writes the scales in the
+// 128x4 layout, padding included (no separate pass). quant_dequant (kQdq = true): writes
+// RN(e2m1(code) * RN(fp32(sf) / gs)) cast to T, the same bytes as dequantize(quantize(x)).
+template <typename T, bool kSwizzle, bool kQdq>
+__global__ void __launch_bounds__(256) nvfp4_quantize_kernel(const QuantParams p) {
+  constexpr int kV = Elem<T>::kPerVec;  // elements per 16-byte chunk
+  constexpr int kG = 16 / kV;           // lanes (chunks) per block
+  constexpr int kR = kChunksPerThread / kG;  // rounds of kG chunks
+  const int tid = threadIdx.x;
+  const int q = tid & (kG - 1);
+  const int bdim = blockDim.x;
+  const int64_t n_chunks = p.g.n_blocks * kG;
+  const int64_t tile = int64_t(bdim) * kChunksPerThread;
+  const float gs_one = __ldg(p.gs);
+  const float inv_one = __frcp_rn(gs_one);
+
+  for (int64_t base = blockIdx.x * tile; base < n_chunks; base += gridDim.x * tile) {
+    // chunk u of this thread: base + ci(u), ci(u) = tid + u * bdim, valid if < rem
+    const int rem = static_cast<int>(n_chunks - base < tile ? n_chunks - base : tile);
+    // This thread's chunk pointers: xp[u * bdim] is chunk u (one 64-bit add per tile).
+    const uint4* __restrict__ xp = static_cast<const uint4*>(p.x) + (base + tid);
+    const int64_t base_blk = base / kG;
+    uint4 v[kChunksPerThread];
+    if (rem == tile) {  // full tile (all but the last): no per-chunk bounds
+#pragma unroll
+      for (int u = 0; u < kChunksPerThread; ++u) v[u] = load_stream(xp + u * bdim);
+    } else {
+#pragma unroll
+      for (int u = 0; u < kChunksPerThread; ++u) {
+        v[u] = tid + u * bdim < rem ? load_stream(xp + u * bdim) : make_uint4(0u, 0u, 0u, 0u);
+      }
+    }
+#pragma unroll
+    for (int r = 0; r < kR; ++r) {
+      float f[kG][kV];  // x of chunks r * kG + j, as fp32
+      uint32_t am[kG];
+#pragma unroll
+      for (int j = 0; j < kG; ++j) {
+        am[j] = chunk_amax_bits<T>(v[r * kG + j]);
+        unpack_chunk<T>(v[r * kG + j], f[j]);
+      }
+      // Per-block work for the block of chunk u = r * kG + q.
+      const uint32_t amax = group_max_scatter<kG>(am, q);
+      const int my_ci = tid + (r * kG + q) * bdim;
+      const bool my_ok = my_ci < rem;
+      int64_t batch, off;
+      bool last_col;
+      block_position<kSwizzle && !kQdq>(p.g, base_blk + my_ci / kG, p.gs_per_batch, batch,
+                                        off, last_col);
+      float gs = gs_one, inv_gs = inv_one;
+      if (p.gs_per_batch) {
+        gs = __ldg(p.gs + (my_ok ? batch : 0));
+        inv_gs = __frcp_rn(gs);
+      }
+      const uint32_t sf = nvfp4_block_scale(amax, gs);
+      const float osc = nvfp4_osc(sf, inv_gs);
+      float dq = 0.0f;
+      if constexpr (kQdq) {
+        dq = nvfp4_dq(sf, gs);
+      } else if (my_ok) {
+        p.scales[off] = static_cast<uint8_t>(sf);
+        if (kSwizzle && last_col) {
+          for (int64_t j = p.g.kb; j < p.g.kp; ++j) p.scales[off + (j - p.g.kb) + 1] = 0;
+        }
+      }
+      float osc_j[kG], dq_j[kG];
+#pragma unroll
+      for (int j = 0; j < kG; ++j) {
+        osc_j[j] = __shfl_sync(kFullMask, osc, j, kG);
+        if constexpr (kQdq) dq_j[j] = __shfl_sync(kFullMask, dq, j, kG);
+      }
+#pragma unroll
+      for (int j = 0; j < kG; ++j) {
+        const int u = r * kG + j;
+        const int ci = tid + u * bdim;
+        if (ci >= rem) continue;
+        // x * osc is NaN only for 0 * inf: blocks with osc = +inf take the NaN-safe rounding.
+        const bool osc_inf = __float_as_uint(osc_j[j]) == kInfBits;
+        if constexpr (kQdq) {
+          float out[kV];
+          if (osc_inf) {
+            qdq_chunk<T, true>(f[j], osc_j[j], dq_j[j], out);
+          } else {
+            qdq_chunk<T, false>(f[j], osc_j[j], dq_j[j], out);
+          }
+          store_stream(static_cast<uint4*>(p.out) + (base + tid) + u * bdim, pack16<T>(out));
+        } else {
+          uint32_t word = osc_inf ? encode_chunk<T, true>(v[u], f[j], osc_j[j])
+                                  : encode_chunk<T, false>(v[u], f[j], osc_j[j]);
+          if (isnan(osc_j[j])) word = 0;  // scale 0x7F: codes 0
+          if constexpr (kV == 8) {
+            __stcs(reinterpret_cast<unsigned int*>(p.packed) + (base + tid) + u * bdim, word);
+          } else {
+            __stcs(reinterpret_cast<unsigned short*>(p.packed) + (base + tid) + u * bdim,
+                   static_cast<unsigned short>(word));
+          }
+        }
+      }
+    }
+  }
+
+  if constexpr (kSwizzle && !kQdq) {
+    // Rows rows..mp-1 of every batch are all padding: zero them a 4-byte word at a time
+    // (the 4 columns of one row within a 128x4 tile are adjacent). The column padding of
+    // the real rows was written above by the lane of each row's last block.
+    const int64_t words_per_row = p.g.kp / 4;
+    const int64_t per_batch = (p.g.mp - p.g.rows) * words_per_row;
+    for (int64_t w = int64_t(blockIdx.x) * bdim + tid; w < p.pad_words;
+         w += int64_t(gridDim.x) * bdim) {
+      const int64_t b = w / per_batch;
+      const int64_t rem = w - b * per_batch;
+      const int64_t r = p.g.rows + rem / words_per_row;
+      const int64_t c = (rem % words_per_row) * 4;
+      *reinterpret_cast<uint32_t*>(p.scales + b * p.g.mp * p.g.kp +
+                                   swizzle_offset(r, c, p.g.kp)) = 0u;
+    }
+  }
+}
+
+struct DequantParams {
+  const uint8_t* packed;  // [batches, rows, k / 2]
+  const uint8_t* scales;  // linear or swizzled E4M3 bytes
+  const float* gs;        // [1] or [batches]
+  bool gs_per_batch;
+  void* out;              // [batches, rows, k] of OutT
+  Nvfp4Geometry g;
+};
+
+// out = RN(e2m1(code) * RN(fp32(sf) / gs)), one RNE cast to OutT. A chunk is 16 bytes of
+// output (8 or 4 elements) and reads 4 or 2 packed bytes.
+template <typename OutT, bool kSwizzle>
+__global__ void __launch_bounds__(256) nvfp4_dequantize_kernel(const DequantParams p) {
+  constexpr int kV = Elem<OutT>::kPerVec;
+  constexpr int kG = 16 / kV;
+  constexpr int kR = kChunksPerThread / kG;
+  const int tid = threadIdx.x;
+  const int q = tid & (kG - 1);
+  const int bdim = blockDim.x;
+  const int64_t n_chunks = p.g.n_blocks * kG;
+  const int64_t tile = int64_t(bdim) * kChunksPerThread;
+  const float gs_one = __ldg(p.gs);
+
+  for (int64_t base = blockIdx.x * tile; base < n_chunks; base += gridDim.x * tile) {
+    const int rem = static_cast<int>(n_chunks - base < tile ? n_chunks - base : tile);
+    const int64_t base_blk = base / kG;
+    uint32_t w[kChunksPerThread];
+#pragma unroll
+    for (int u = 0; u < kChunksPerThread; ++u) {
+      const int ci = tid + u * bdim;
+      if (ci < rem) {
+        const int64_t c = base + tid + u * bdim;
+        if constexpr (kV == 8) {
+          w[u] = __ldcs(reinterpret_cast<const unsigned int*>(p.packed) + c);
+        } else {
+          w[u] = __ldcs(reinterpret_cast<const unsigned short*>(p.packed) + c);
+        }
+      } else {
+        w[u] = 0;
+      }
+    }
+    // The scale bytes and decode multipliers of the kR blocks this lane looks after.
+    float dq[kR];
+#pragma unroll
+    for (int r = 0; r < kR; ++r) {
+      const int my_ci = tid + (r * kG + q) * bdim;
+      int64_t batch, off;
+      bool last_col;
+      block_position<kSwizzle>(p.g, base_blk + my_ci / kG, p.gs_per_batch, batch, off, last_col);
+      uint32_t sf = 0;
+      float gs = gs_one;
+      if (my_ci < rem) {
+        sf = __ldg(p.scales + off);
+        if (p.gs_per_batch) gs = __ldg(p.gs + batch);
+      }
+      dq[r] = nvfp4_dq(sf, gs);
+    }
+    uint4* const out_t = static_cast<uint4*>(p.out) + (base + tid);
+#pragma unroll
+    for (int u = 0; u < kChunksPerThread; ++u) {
+      const float dq_u = __shfl_sync(kFullMask, dq[u / kG], u % kG, kG);
+      const int ci = tid + u * bdim;
+      if (ci >= rem) continue;
+      float r[kV];
+#pragma unroll
+      for (int i = 0; i < kV; ++i) {
+        r[i] = __fmul_rn(e2m1_decode_top(w[u] << (28 - 4 * i)), dq_u);  // nvfp4_decode
+      }
+      store_stream(out_t + u * bdim, pack16<OutT>(r));
+    }
+  }
+}
+
+// Max of abs_bits over this thread's share of the n elements of x (chunk_amax_bits per 16
+// bytes, 4 loads in flight), then over the CTA. The n % kPerVec tail: CTA 0.
+template <typename T>
+__device__ __forceinline__ uint32_t cta_amax_bits(const T* __restrict__ x, int64_t n) {
+  constexpr int kV = Elem<T>::kPerVec;
+  const int64_t n_vec = n / kV;
+  const int64_t stride = static_cast<int64_t>(gridDim.x) * blockDim.x;
+  int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  const uint4* __restrict__ xv = reinterpret_cast<const uint4*>(x);
+  uint32_t m = 0;
+  for (; i + 3 * stride < n_vec; i += 4 * stride) {
+    uint4 v[4];
+#pragma unroll
+    for (int u = 0; u < 4; ++u) v[u] = load_stream(xv + i + u * stride);
+#pragma unroll
+    for (int u = 0; u < 4; ++u) m = max(m, chunk_amax_bits<T>(v[u]));
+  }
+  for (; i < n_vec; i += stride) m = max(m, chunk_amax_bits<T>(load_stream(xv + i)));
+  if (blockIdx.x == 0 && threadIdx.x < n - n_vec * kV) {
+    m = max(m, abs_bits(Elem<T>::to_float(x[n_vec * kV + threadIdx.x])));
+  }
+  m = __reduce_max_sync(kFullMask, m);
+  __shared__ uint32_t warp_max[32];
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+  if (lane == 0) warp_max[warp] = m;
+  __syncthreads();
+  m = lane < static_cast<int>(blockDim.x >> 5) ? warp_max[lane] : 0u;
+  return __reduce_max_sync(kFullMask, m);  // every warp holds the CTA max
+}
+
+// The encode global scale from the bits of amax |x|: RN(2688 / amax), 1 when amax == 0.
+// NaN gives NaN, inf gives 0 (reference.global_scale).
+__device__ __forceinline__ float nvfp4_global_scale_from_amax(uint32_t bits) {
+  return bits == 0 ? 1.0f : __fdiv_rn(2688.0f, __uint_as_float(bits));
+}
+
+// Many CTAs: fold each CTA's max into *out with atomicMax (*out is zeroed before).
+template <typename T>
+__global__ void __launch_bounds__(256) nvfp4_amax_kernel(const T* __restrict__ x, int64_t n,
+                                                          uint32_t* __restrict__ out) {
+  const uint32_t m = cta_amax_bits<T>(x, n);
+  if (threadIdx.x == 0 && m != 0) atomicMax(out, m);
+}
+
+// *out holds the bits of amax |x| (as written by nvfp4_amax_kernel); replace them by the
+// global scale.
+__global__ void nvfp4_global_scale_finalize_kernel(float* out) {
+  *out = nvfp4_global_scale_from_amax(*reinterpret_cast<const uint32_t*>(out));
+}
+
+// Small tensors: one CTA reduces everything and writes the scale (one launch, no memset).
+template <typename T>
+__global__ void __launch_bounds__(1024) nvfp4_global_scale_small_kernel(const T* __restrict__ x,
+                                                                         int64_t n,
+                                                                         float* __restrict__ out) {
+  const uint32_t m = cta_amax_bits<T>(x, n);
+  if (threadIdx.x == 0) *out = nvfp4_global_scale_from_amax(m);
+}
+
+}  // namespace quant
+}  // namespace nvfp4
