@@ -35,6 +35,7 @@ mxfp4       compressed-tensors  ``P.weight_packed`` (uint8 [N, K/2]), ``P.weight
 from __future__ import annotations
 
 import argparse
+import contextlib
 import errno
 import fnmatch
 import json
@@ -93,9 +94,10 @@ _DTYPE_NAMES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": 
 class CliError(Exception):
     """A bad input or environment: printed as one clear line, exit status ``code``."""
 
-    def __init__(self, msg: str, code: int = 2):
+    def __init__(self, msg: str, code: int = 2, plain: bool = False):
         super().__init__(msg)
         self.code = code
+        self.plain = plain  # not an error of the input (an interrupt): no "error:" prefix
 
 
 # ======================================================================================
@@ -925,11 +927,6 @@ def run_quantize(args: argparse.Namespace) -> int:
     t_cal = time.perf_counter() - t_cal
     keep_deq = model is not None and args.eval_sentences > 0
     chunk = (1 << 26) if device.type == "cuda" else (1 << 22)
-    try:
-        atomic = AtomicOutput(out, args.force, inputs)
-    except OSError as e:
-        raise CliError(f"cannot create the output next to {out}: {e.strerror or e}", 1) from e
-    old_term = _on_sigterm_interrupt()
     layers: List[dict] = []
     skipped: List[dict] = []
     kept: List[dict] = []
@@ -938,7 +935,8 @@ def run_quantize(args: argparse.Namespace) -> int:
     no_calib: List[str] = []
     bytes_in = 0
     src_dtypes = {}
-    try:
+    with _atomic_output(out, args.force, inputs,
+                        f"interrupted; removed the partial output, {out} untouched") as atomic:
         from safetensors import safe_open
 
         meta = {"format": "pt", "producer": "nvfp4_ops quantize"}
@@ -1055,11 +1053,28 @@ def run_quantize(args: argparse.Namespace) -> int:
         report["totals"]["eval_time_s"] = t_eval
         (atomic.tmp / "report.json").write_text(json.dumps(report, indent=2) + "\n")
         atomic.commit()
+    if not args.quiet:
+        print_report(report)
+    print(f"wrote {out} ({', '.join(shards)}, config.json, report.json)")
+    return 0
+
+
+@contextlib.contextmanager
+def _atomic_output(out: Path, force: bool, inputs, interrupted: str):
+    """Yield an :class:`AtomicOutput` for ``out``; the body writes into ``atomic.tmp`` and
+    ends with ``atomic.commit()``. Any failure (a full disk, an interrupt or SIGTERM, a bad
+    tensor) removes the partial output and leaves ``out`` untouched; an interrupt exits
+    with status 130 and the message ``interrupted``."""
+    try:
+        atomic = AtomicOutput(out, force, inputs)
+    except OSError as e:
+        raise CliError(f"cannot create the output next to {out}: {e.strerror or e}", 1) from e
+    old_term = _on_sigterm_interrupt()
+    try:
+        yield atomic
     except KeyboardInterrupt:
         atomic.abort()
-        print(f"nvfp4-ops quantize: interrupted; removed the partial output, {out} untouched",
-              file=sys.stderr)
-        return 130
+        raise CliError(interrupted, 130, plain=True) from None
     except OSError as e:
         atomic.abort()
         if e.errno == errno.ENOSPC:
@@ -1072,10 +1087,6 @@ def run_quantize(args: argparse.Namespace) -> int:
         raise
     finally:
         _restore_sigterm(old_term)
-    if not args.quiet:
-        print_report(report)
-    print(f"wrote {out} ({', '.join(shards)}, config.json, report.json)")
-    return 0
 
 
 def _on_sigterm_interrupt():
@@ -1322,14 +1333,10 @@ def run_dequantize(args: argparse.Namespace) -> int:
                        "tensors were found")
 
     out = Path(args.out)
-    try:
-        atomic = AtomicOutput(out, args.force, src.files + [folder])
-    except OSError as e:
-        raise CliError(f"cannot create the output next to {out}: {e.strerror or e}", 1) from e
-    old_term = _on_sigterm_interrupt()
     handles: Dict[Path, Any] = {}
     n_deq = 0
-    try:
+    with _atomic_output(out, args.force, src.files + [folder],
+                        "interrupted; removed the partial output") as atomic:
         from safetensors import safe_open
 
         def get(name: str) -> Tensor:
@@ -1371,22 +1378,6 @@ def run_dequantize(args: argparse.Namespace) -> int:
         _copy_side_files(folder, atomic.tmp, ["config.json", "hf_quant_config.json", "report.json"])
         (atomic.tmp / "config.json").write_text(json.dumps(config, indent=2) + "\n")
         atomic.commit()
-    except KeyboardInterrupt:
-        atomic.abort()
-        print("nvfp4-ops dequantize: interrupted; removed the partial output", file=sys.stderr)
-        return 130
-    except OSError as e:
-        atomic.abort()
-        if e.errno == errno.ENOSPC:
-            raise CliError(f"no space left on the device while writing {out}; removed the "
-                           "partial output", 1) from e
-        raise CliError(f"cannot write {out}: {e.strerror or e}; removed the partial output",
-                       1) from e
-    except BaseException:
-        atomic.abort()
-        raise
-    finally:
-        _restore_sigterm(old_term)
     print(f"dequantized {n_deq} {fmt} weights ({layout}) -> {out} ({', '.join(shards)})")
     return 0
 
@@ -1467,7 +1458,7 @@ def _wrap(fn: Callable[[argparse.Namespace], int],
         try:
             return fn(args)
         except CliError as e:
-            print(f"nvfp4-ops {name}: error: {e}", file=sys.stderr)
+            print(f"nvfp4-ops {name}: {'' if e.plain else 'error: '}{e}", file=sys.stderr)
             return e.code
         except KeyboardInterrupt:
             print(f"nvfp4-ops {name}: interrupted", file=sys.stderr)
