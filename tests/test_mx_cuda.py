@@ -27,7 +27,7 @@ import torch
 import nvfp4_ops  # noqa: F401  (registers the ops)
 from nvfp4_ops import reference as ref
 
-from .conftest import poison_cuda_cache, requires_cuda
+from ._utils import poison_cuda_cache, requires_cuda
 
 pytestmark = requires_cuda
 

@@ -26,7 +26,7 @@ from nvfp4_ops.nn import (
     select_nvfp4_linear_backend,
 )
 
-from .conftest import requires_cuda
+from ._utils import requires_cuda
 
 ENV = qnn.ENV_VAR
 

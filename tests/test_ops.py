@@ -14,7 +14,7 @@ import nvfp4_ops
 from nvfp4_ops import backends
 from nvfp4_ops import reference as ref
 
-from .conftest import requires_cuda
+from ._utils import requires_cuda
 
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 OPS = torch.ops.nvfp4

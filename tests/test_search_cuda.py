@@ -16,7 +16,7 @@ import nvfp4_ops
 from nvfp4_ops import backends
 from nvfp4_ops import reference as ref
 
-from .conftest import poison_cuda_cache, requires_cuda
+from ._utils import poison_cuda_cache, requires_cuda
 
 pytestmark = [requires_cuda, pytest.mark.cuda]
 
