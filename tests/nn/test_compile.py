@@ -1,4 +1,5 @@
-"""torch.compile(fullgraph=True) of a model of quantized layers (every backend goes through torch.ops.nvfp4)."""
+"""torch.compile(fullgraph=True) of a model of quantized layers (every backend goes through
+torch.ops.nvfp4, so no graph break)."""
 
 import torch
 from torch import nn

@@ -1,4 +1,5 @@
-"""NVFP4Linear / MXFP8Linear: building from float, outputs against float64, state dict, moves, repr."""
+"""NVFP4Linear / MXFP8Linear: building from float, outputs against float64 and the reference,
+state dict, moves, repr."""
 
 import io
 

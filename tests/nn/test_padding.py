@@ -1,4 +1,5 @@
-"""nvfp4_ops.nn.padding: zero padding to the GEMM alignment, its exact inverse, and a padded GEMM."""
+"""nvfp4_ops.nn.padding: zero padding to the GEMM alignment, its exact inverse, and a padded
+GEMM."""
 
 import pytest
 import torch
