@@ -7,8 +7,11 @@ of:
 * ``bf16``: ``nn.Linear`` in bf16 (cuBLAS), the baseline;
 * ``NVFP4 W4A16`` / ``W4A4`` (dynamic activation global scale) and ``MXFP8 W8A16`` /
   ``W8A8``, each with every backend that can run here (``scaled_mm`` only on sm_100+, and
-  only for W4A4 / W8A8; ``reference`` only with ``--reference``: it is the pure-PyTorch
-  path, far slower, and timed with fewer repetitions).
+  only for W4A4 / W8A8; ``reference`` only with ``--reference``: the weight dequantized
+  to fp32 and an fp32 matmul, slower, and timed with fewer repetitions).
+
+The automatic choice (the "default backend" lines) never picks ``scaled_mm`` until it has
+run on Blackwell; it is timed here wherever it can run, being asked for by name.
 
 Also reported: the ratio to bf16 and the relative Frobenius error of the output against the
 reference backend (the target: < 1e-2 for every backend, and at M = 8192 the ``dequant``
@@ -93,7 +96,7 @@ def main() -> None:
                     help="comma-separated NxK weight shapes (out x in)")
     ap.add_argument("--m", default="1,16,128,1024,8192", help="comma-separated M values")
     ap.add_argument("--reference", action="store_true",
-                    help="also time the pure-PyTorch reference backend (slow)")
+                    help="also time the reference backend (fp32 dequantize and matmul; slow)")
     ap.add_argument("--out", help="also write the Markdown here")
     args = ap.parse_args()
     if not torch.cuda.is_available():
