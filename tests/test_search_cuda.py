@@ -13,7 +13,7 @@ import pytest
 import torch
 
 import nvfp4_ops
-from nvfp4_ops import backends
+from nvfp4_ops import _library as backends
 from nvfp4_ops import reference as ref
 
 from ._utils import poison_cuda_cache, requires_cuda
@@ -26,7 +26,7 @@ DTYPES = [torch.float32, torch.float16, torch.bfloat16]
 
 
 def _need_kernel(op):
-    name, why = backends.op_backend(op, "cuda")
+    name, why = backends.op_implementation(op, "cuda")
     if name != "cuda-kernel":
         pytest.skip(f"nvfp4.{op} has no CUDA kernel here ({why}): nothing to compare")
 
