@@ -58,7 +58,7 @@ __all__ = [
 MESSAGES = {
     "dtype": "{op}: {name} must {expected}, got {dtype}",
     "rank": "{op}: {name} must be 2-D or 3-D ({layout}), got {dim}-D shape {shape}",
-    "rank_2d": "{op}: {name} must be 2-D ({layout}), got {dim}-D shape {shape}",
+    "rank_2d": "{op}: {name} must be 2-D {layout}, got {dim}-D shape {shape}",
     "multiple": "{op}: {what} must be a multiple of {m}, got {n}",
     "choice": "{op}: {name} must be {choices}, got {value}",
     "devices": "{op}: tensors must be on one device: {placement}",
