@@ -297,23 +297,13 @@ def check_quantize_args(
     hessian: Optional[Tensor] = None,
     op: str = "nvfp4.quantize",
 ) -> None:
-    """Check the arguments of ``quantize``.
+    """Check the arguments of ``quantize`` (``op`` names the op in the messages).
 
-    Parameters
-    ----------
-    x : Tensor
-        ``[M, K]`` or ``[B, M, K]``, float32/float16/bfloat16, ``K % 16 == 0``.
-    global_scale : Tensor
-        float32, one element, or shape ``[B]`` for 3-D ``x``.
-    swizzle : bool
-        Unused by the checks (any value is valid).
-    scale_method : str
-        ``"amax"``, ``"mse"`` or ``"hessian"``.
-    hessian : Tensor or None
-        float32 ``[K/16, 16, 16]``, finite; required by, and only allowed with,
-        ``"hessian"``. Its values are checked on real tensors only.
-    op : str
-        Name used in the messages.
+    In order: ``x`` float32/float16/bfloat16, 2-D or 3-D, ``K % 16 == 0``; ``global_scale``
+    float32 with one element (or ``[B]`` for 3-D ``x``); ``scale_method`` one of "amax",
+    "mse", "hessian"; ``hessian`` float32 ``[K/16, 16, 16]`` with "hessian" and None
+    otherwise; every tensor on one device; ``hessian`` finite (real tensors only: fake and
+    meta tensors have no values). ``swizzle`` takes any value.
 
     Raises
     ------
@@ -349,19 +339,10 @@ def check_dequantize_args(
 ) -> None:
     """Check the arguments of ``dequantize``.
 
-    Parameters
-    ----------
-    packed : Tensor
-        uint8 ``[M, K/2]`` or ``[B, M, K/2]`` with ``K % 16 == 0``.
-    scales : Tensor
-        float8_e4m3fn; linear ``[..., M, K/16]`` or, with ``swizzled``,
-        ``[..., roundup(M, 128), roundup(K/16, 4)]``.
-    global_scale : Tensor
-        float32, one element, or shape ``[B]`` for 3-D data.
-    out_dtype : torch.dtype
-        float32, float16 or bfloat16.
-    swizzled : bool
-        Layout of ``scales``.
+    In order: ``packed`` uint8, 2-D or 3-D, last dim (K/2) a multiple of 8; ``scales``
+    float8_e4m3fn of shape ``[..., M, K/16]`` (``swizzled``: ``[..., roundup(M, 128),
+    roundup(K/16, 4)]``); ``global_scale`` as for ``quantize``; ``out_dtype``
+    float32/float16/bfloat16; every tensor on one device.
 
     Raises
     ------
@@ -389,21 +370,10 @@ def check_mx_quantize_args(
 ) -> None:
     """Check the arguments of ``mx_quantize``.
 
-    Parameters
-    ----------
-    x : Tensor
-        ``[M, K]`` or ``[B, M, K]``, float32/float16/bfloat16; the quantized dim
-        (``K`` for ``axis=-1``, ``M`` for ``axis=-2``) a multiple of 32.
-    elem : str
-        ``"e4m3"`` or ``"e2m1"``.
-    rounding : str
-        ``"rceil"`` or ``"floor"``.
-    swizzle : bool
-        Unused by the checks.
-    axis : int
-        ``-1`` or ``-2`` (or the same dims counted from the front).
-    scale_method : str
-        ``"amax"`` or ``"mse"``.
+    In order: ``x`` float32/float16/bfloat16, 2-D or 3-D; ``elem`` "e4m3" or "e2m1";
+    ``rounding`` "rceil" or "floor"; ``scale_method`` "amax" or "mse"; ``axis`` -1 or -2
+    (or the same dims counted from the front); the quantized dim (``K`` for axis -1, ``M``
+    for axis -2) a multiple of 32. ``swizzle`` takes any value.
 
     Raises
     ------
@@ -430,20 +400,10 @@ def check_mx_dequantize_args(
 ) -> None:
     """Check the arguments of ``mx_dequantize``.
 
-    Parameters
-    ----------
-    data : Tensor
-        ``elem="e4m3"``: float8_e4m3fn ``[..., M, K]``; ``elem="e2m1"``: uint8
-        ``[..., M, K/2]``; ``K % 32 == 0``, 2-D or 3-D.
-    scales : Tensor
-        uint8 or float8_e8m0fnu; linear ``[..., M, K/32]`` or, with ``swizzled``,
-        ``[..., roundup(M, 128), roundup(K/32, 4)]``.
-    elem : str
-        ``"e4m3"`` or ``"e2m1"``.
-    out_dtype : torch.dtype
-        float32, float16 or bfloat16.
-    swizzled : bool
-        Layout of ``scales``.
+    In order: ``elem`` "e4m3" or "e2m1"; ``data`` float8_e4m3fn (e4m3) or uint8 (e2m1,
+    two codes per byte), 2-D or 3-D, ``K % 32 == 0``; ``scales`` uint8 or float8_e8m0fnu
+    of shape ``[..., M, K/32]`` (``swizzled``: ``[..., roundup(M, 128), roundup(K/32,
+    4)]``); ``out_dtype`` float32/float16/bfloat16; both tensors on one device.
 
     Raises
     ------
@@ -479,13 +439,8 @@ def check_swizzle_args(scales: Tensor) -> None:
 def check_unswizzle_args(swizzled: Tensor, rows: int, cols: int) -> None:
     """Check the arguments of ``unswizzle_scales``.
 
-    Parameters
-    ----------
-    swizzled : Tensor
-        ``[Mp, Kp]`` or ``[B, Mp, Kp]`` of any 1-byte dtype.
-    rows, cols : int
-        The unpadded ``M`` and ``Kb``: ``roundup(rows, 128) == Mp`` and
-        ``roundup(cols, 4) == Kp``.
+    In order: ``swizzled`` of any 1-byte dtype, 2-D or 3-D; ``rows, cols >= 0``; the last
+    two dims of ``swizzled`` equal to ``[roundup(rows, 128), roundup(cols, 4)]``.
 
     Raises
     ------

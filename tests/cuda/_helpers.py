@@ -47,3 +47,36 @@ def assert_exact(got: torch.Tensor, want: torch.Tensor, what: str = "") -> None:
 def gen(seed: int) -> torch.Generator:
     """A CPU generator seeded with ``seed``."""
     return torch.Generator().manual_seed(seed)
+
+
+def capture_and_replay(f, refill) -> tuple:
+    """Capture ``f()`` in a CUDA graph, ``refill()`` its input buffers, replay it.
+
+    ``f`` is warmed up on a side stream first (as CUDA-graph capture requires). Asserts that
+    the replayed outputs are bit for bit what a plain call of ``f()`` gives on the new data,
+    and returns the replayed outputs.
+    """
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        for _ in range(2):
+            f()
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        outs = f()
+    refill()  # new data in the captured input buffers, then replay
+    graph.replay()
+    torch.cuda.synchronize()
+    for a, b in zip(outs, f()):
+        assert torch.equal(bits(a), bits(b))
+    return outs
+
+
+def assert_compiles_to_same_bits(fn, *inputs: torch.Tensor) -> None:
+    """``torch.compile(fn, fullgraph=True)`` gives the bits of ``fn`` on each input."""
+    torch._dynamo.reset()
+    compiled = torch.compile(fn, fullgraph=True)
+    for x in inputs:
+        for a, b in zip(compiled(x), fn(x)):
+            assert torch.equal(bits(a), bits(b))

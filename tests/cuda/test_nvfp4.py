@@ -26,7 +26,13 @@ import nvfp4_ops  # noqa: F401  (registers the ops)
 from nvfp4_ops import reference as ref
 
 from .._utils import poison_cuda_cache, requires_cuda
-from ._helpers import assert_exact, bits, gen
+from ._helpers import (
+    assert_compiles_to_same_bits,
+    assert_exact,
+    bits,
+    capture_and_replay,
+    gen,
+)
 
 pytestmark = requires_cuda
 
@@ -415,13 +421,8 @@ def _pipeline(x):
 
 def test_compile_fullgraph():
     x = many_magnitudes((130, 96), torch.bfloat16, seed=22)
-    torch._dynamo.reset()
-    compiled = torch.compile(_pipeline, fullgraph=True)
-    for a, b in zip(compiled(x), _pipeline(x)):
-        assert torch.equal(bits(a), bits(b))
     x3 = many_magnitudes((2, 40, 48), torch.float16, seed=23)
-    for a, b in zip(compiled(x3), _pipeline(x3)):
-        assert torch.equal(bits(a), bits(b))
+    assert_compiles_to_same_bits(_pipeline, x, x3)
 
 
 def test_cuda_graph_capture():
@@ -431,22 +432,11 @@ def test_cuda_graph_capture():
     def f():
         return _pipeline(x) + _pipeline(xt)
 
-    side = torch.cuda.Stream()
-    side.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(side):
-        for _ in range(2):
-            f()
-    torch.cuda.current_stream().wait_stream(side)
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        outs = f()
-    # new data in the captured input buffers, then replay
-    x.copy_(many_magnitudes((257, 80), torch.bfloat16, seed=26))
-    xt.copy_(many_magnitudes((80, 264), torch.float32, seed=27)[:, :257].t())
-    graph.replay()
-    torch.cuda.synchronize()
-    for a, b in zip(outs, f()):
-        assert torch.equal(bits(a), bits(b))
+    def refill():
+        x.copy_(many_magnitudes((257, 80), torch.bfloat16, seed=26))
+        xt.copy_(many_magnitudes((80, 264), torch.float32, seed=27)[:, :257].t())
+
+    outs = capture_and_replay(f, refill)
     # and the replayed results are the reference's
     gs = ref.global_scale(x)
     assert_exact(outs[0], gs, "graph gs")

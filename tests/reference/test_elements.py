@@ -13,7 +13,6 @@ from ._oracle import (
     E4M3_POS,
     F32,
     assert_bits_equal,
-    bits,
     f32,
     nextafter,
     oracle_e2m1,
