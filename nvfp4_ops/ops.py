@@ -37,15 +37,14 @@ _E4M3 = torch.float8_e4m3fn
 _HAVE_C = _library.load_extension() is None
 
 
-class _Ops:
-    """``torch.ops.nvfp4``, or a clear error (how to build ``_C``) when it is not built."""
+class _MissingOps:
+    """Stands for ``torch.ops.nvfp4`` without ``_C``: every op raises how to build it."""
 
     def __getattr__(self, op: str):
         _library.require_extension(f"nvfp4_ops.{op}")
-        return getattr(torch.ops.nvfp4, op)
 
 
-_ops = _Ops()
+_ops = torch.ops.nvfp4 if _HAVE_C else _MissingOps()
 
 
 def _fake(op: str) -> Callable:

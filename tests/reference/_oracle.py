@@ -6,7 +6,6 @@ no bit tricks and no torch float8 casts, so it shares no code with the reference
 
 from __future__ import annotations
 
-
 import numpy as np
 import torch
 
