@@ -193,6 +193,8 @@ def op_implementation(op: str, device: str | torch.device = "cuda") -> tuple[str
         return "cuda-kernel", f"hand-written CUDA kernel ({arch})"
     ptx = _ptx_for(arch, info["ptx"])
     if ptx is not None:
-        return "cuda-kernel", f"hand-written CUDA kernel, JIT-compiled for {arch} from the embedded {ptx} PTX"
+        return "cuda-kernel", (f"hand-written CUDA kernel, JIT-compiled for {arch} from the "
+                               f"embedded {ptx} PTX")
     return "unavailable", (f"kernel compiled for {', '.join(info['archs'])} only and no PTX "
-                           f"this GPU ({arch}) can JIT: rebuild with TORCH_CUDA_ARCH_LIST naming it")
+                           f"this GPU ({arch}) can JIT: rebuild with TORCH_CUDA_ARCH_LIST "
+                           "naming it")

@@ -132,7 +132,9 @@ TENSOR_ARGS = {
     "mx_scales": TensorArg("scales", MX_SCALE_DTYPES, "be uint8 or torch.float8_e8m0fnu"),
     "swizzle_scales": TensorArg("scales", _one_byte, _ONE_BYTE_TEXT, "[M, Kb] or [B, M, Kb]"),
     "swizzled": TensorArg("swizzled", _one_byte, _ONE_BYTE_TEXT, "[Mp, Kp] or [B, Mp, Kp]"),
-    "hessian_X": TensorArg("X", lambda d: d.is_floating_point, "be a floating point tensor", "[T, K]"),
+    "hessian_X": TensorArg(
+        "X", lambda d: d.is_floating_point, "be a floating point tensor", "[T, K]"
+    ),
     "nvfp4_scale_bytes": TensorArg(
         "scale_bytes", (_U8, _E4M3), "be uint8 or torch.float8_e4m3fn"
     ),
@@ -162,7 +164,9 @@ def _fail(key: str, **fields) -> Callable[[], str]:
 def _check_dtype(op: str, spec: TensorArg, dtype: torch.dtype) -> None:
     torch._check(
         spec.accepts(dtype),
-        lambda: MESSAGES["dtype"].format(op=op, name=spec.name, expected=spec.expected, dtype=dtype),
+        lambda: MESSAGES["dtype"].format(
+            op=op, name=spec.name, expected=spec.expected, dtype=dtype
+        ),
     )
 
 

@@ -202,7 +202,8 @@ def dequantize(
     if swizzled:
         s = unswizzle_scales(s, M, G)
     codes_b = unpack_e2m1(p3).reshape(B, M, G, NVFP4_BLOCK)
-    out = _nvfp4_dequant_blocks(codes_b, s.view(torch.uint8), global_scale.detach().reshape(-1, 1, 1))
+    gs_b = global_scale.detach().reshape(-1, 1, 1)
+    out = _nvfp4_dequant_blocks(codes_b, s.view(torch.uint8), gs_b)
     out = out.reshape(B, M, K).to(out_dtype)
     return out if packed.dim() == 3 else out[0]
 

@@ -1,4 +1,5 @@
-"""NVFP4 (reference.nvfp4): hand vectors from the spec, hand-derived cases, the literal oracle, batching, strides, global_scale."""
+"""NVFP4 (reference.nvfp4): hand vectors from the spec, hand-derived cases, the literal
+oracle, batching, strides, global_scale."""
 
 from __future__ import annotations
 

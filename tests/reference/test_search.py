@@ -1,4 +1,5 @@
-"""The exact scale searches (reference.search): exhaustive against brute force, objectives against the literal oracle, hessian_blocks."""
+"""The exact scale searches (reference.search): exhaustive against brute force, objectives
+against the literal oracle, hessian_blocks."""
 
 from __future__ import annotations
 
