@@ -1,30 +1,23 @@
 """nvfp4_ops: exact, memory-speed NVFP4 / MXFP8 / MXFP4 codecs for PyTorch.
 
-Importing the package registers ``torch.ops.nvfp4.*``: the schemas and CUDA kernels
-from the C++ library ``nvfp4_ops._C``, the pure-PyTorch reference as the CPU kernel
-(and as the CUDA kernel of any op this build has no kernel for), the fake
+Importing the package loads the compiled library ``nvfp4_ops._C`` (the schemas of
+``torch.ops.nvfp4.*`` and the CUDA kernels) and registers the pure-PyTorch reference as
+the CPU kernel (and as the CUDA kernel of any op the build has no kernel for), the fake
 implementations for torch.compile, and the straight-through gradient of
 ``quant_dequant``.
+
+``_C`` is loaded tolerantly: without a build, ``nvfp4_ops.reference`` and
+``nvfp4_ops.formats`` still work, and calling an op raises an error saying how to build.
 """
 
 import torch  # noqa: F401  (loads libtorch, which _C links against)
 
-try:
-    from . import _C  # noqa: F401  (registers the schemas and the CUDA kernels)
-except ImportError as e:  # pragma: no cover - only without a build
-    raise ImportError(
-        "nvfp4_ops._C is not built. Install with "
-        "`pip install --no-build-isolation -e .` from the source tree "
-        f"(the import failed with: {e})"
-    ) from e
+from . import _library, reference
 
-from . import _fake  # noqa: F401,E402
-from . import backends as _backends  # noqa: E402
+if _library.load_extension() is None:
+    _library.register_reference_kernels()
 
-_backends.register_reference_kernels()
-
-from . import reference  # noqa: E402
-from .ops import (  # noqa: E402
+from .ops import (  # noqa: E402  (registers the fakes and the autograd formula)
     dequantize,
     global_scale,
     mx_dequantize,

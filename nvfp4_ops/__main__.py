@@ -21,7 +21,7 @@ def info(args: argparse.Namespace) -> int:
     import torch
 
     import nvfp4_ops
-    from nvfp4_ops import backends
+    from nvfp4_ops import _library as backends
 
     b = backends.build_info()
     print(f"nvfp4_ops {nvfp4_ops.__version__}  (python {platform.python_version()})")
@@ -48,7 +48,7 @@ def info(args: argparse.Namespace) -> int:
     print()
     print(f"{'op':<{width}}  " + "  ".join(f"{d:<11}" for d in devices) + "  why (cuda)")
     for op in backends.OPS:
-        row = [backends.op_backend(op, d) for d in devices]
+        row = [backends.op_implementation(op, d) for d in devices]
         print(f"{op:<{width}}  " + "  ".join(f"{name:<11}" for name, _ in row) + f"  {row[-1][1]}")
     return 0
 

@@ -2,7 +2,14 @@
 
 The ops themselves are the contract (they work in torch.compile graphs and on every
 device); these wrappers add keyword defaults, a computed global scale when none is
-given, and documentation. Numerics: SPEC.md. Every function returns new tensors.
+given, and documentation. Numerics: ``docs/spec.md``. Every function returns new tensors.
+
+Beside each wrapper is the op's fake (meta) implementation for torch.compile and
+FakeTensor: it runs the very checks of the reference (:mod:`nvfp4_ops.reference._checks`,
+so a bad argument fails at trace time with the message every device raises) and returns
+empty outputs of exactly the real shapes, dtypes and (contiguous) strides. The fakes and
+the autograd formula are registered when the compiled library ``_C`` (which defines the
+schemas) is loaded; without it the wrappers raise an error saying how to build it.
 
 Layouts
 -------
@@ -17,21 +24,76 @@ Layouts
 
 from __future__ import annotations
 
-from typing import Optional, Tuple
+from typing import Callable, Optional, Tuple
 
 import torch
 from torch import Tensor
 
-_ops = torch.ops.nvfp4
+from . import _library
+from .reference import _checks
+from .reference._common import roundup
+
+_E4M3 = torch.float8_e4m3fn
+_HAVE_C = _library.load_extension() is None
+
+
+class _MissingOps:
+    """Stands for ``torch.ops.nvfp4`` without ``_C``: every op raises how to build it."""
+
+    def __getattr__(self, op: str):
+        _library.require_extension(f"nvfp4_ops.{op}")
+
+
+_ops = torch.ops.nvfp4 if _HAVE_C else _MissingOps()
+
+
+def _fake(op: str) -> Callable:
+    """Register the decorated function as the fake of ``nvfp4::<op>`` (when ``_C`` is loaded)."""
+
+    def register(fn: Callable) -> Callable:
+        return torch.library.register_fake(f"nvfp4::{op}")(fn) if _HAVE_C else fn
+
+    return register
+
+
+def _scales_like(like: Tensor, lead, rows: int, kb: int, swizzle: bool, dtype) -> Tensor:
+    """Linear [.., rows, kb] or swizzled [.., roundup(rows,128), roundup(kb,4)] scales."""
+    if swizzle:
+        return like.new_empty((*lead, roundup(rows, 128), roundup(kb, 4)), dtype=dtype)
+    return like.new_empty((*lead, rows, kb), dtype=dtype)
+
+
+# --------------------------------------------------------------------------------------
+# global_scale
+# --------------------------------------------------------------------------------------
 
 
 def global_scale(x: Tensor) -> Tensor:
     """The NVFP4 encode global scale of ``x``: ``2688 / amax(|x|)``, fp32 ``[1]``.
 
-    One reduction pass over the whole tensor (any shape). ``amax == 0`` gives 1.
-    A NaN anywhere gives NaN; an infinite amax gives 0.
+    Parameters
+    ----------
+    x : Tensor
+        Any shape; float32, float16 or bfloat16. One reduction pass over the whole tensor.
+
+    Returns
+    -------
+    Tensor
+        fp32 ``[1]``. ``amax == 0`` gives 1; a finite amax so small that the division
+        overflows gives the largest finite fp32; an infinite amax gives 0; a NaN gives NaN.
     """
     return _ops.global_scale(x)
+
+
+@_fake("global_scale")
+def _global_scale_fake(x):
+    _checks.check_global_scale_args(x)
+    return x.new_empty((1,), dtype=torch.float32)
+
+
+# --------------------------------------------------------------------------------------
+# quantize
+# --------------------------------------------------------------------------------------
 
 
 def quantize(
@@ -57,15 +119,31 @@ def quantize(
         ``"amax"``: the naive scale ``amax / 6``. ``"mse"`` / ``"hessian"``: per block the
         E4M3 scale that minimises the squared (or Hessian-weighted) error, exactly.
     hessian : Tensor, optional
-        ``[K/16, 16, 16]`` fp32, needed by ``"hessian"``; see :func:`hessian_blocks`.
+        ``[K/16, 16, 16]`` fp32, finite, needed by ``"hessian"``; see :func:`hessian_blocks`.
 
     Returns
     -------
-    (packed, scales) : (uint8 ``[..., M, K/2]``, float8_e4m3fn scales)
+    packed : Tensor
+        uint8 ``[..., M, K/2]``, element ``2i`` in the low nibble.
+    scales : Tensor
+        float8_e4m3fn ``[..., M, K/16]``, or swizzled ``[..., roundup(M, 128), roundup(K/16, 4)]``.
     """
     if global_scale is None:
         global_scale = _ops.global_scale(x)
     return _ops.quantize(x, global_scale, swizzle, scale_method, hessian)
+
+
+@_fake("quantize")
+def _quantize_fake(x, global_scale, swizzle=False, scale_method="amax", hessian=None):
+    _checks.check_quantize_args(x, global_scale, swizzle, scale_method, hessian)
+    *lead, m, k = x.shape
+    packed = x.new_empty((*lead, m, k // 2), dtype=torch.uint8)
+    return packed, _scales_like(x, lead, m, k // 16, swizzle, _E4M3)
+
+
+# --------------------------------------------------------------------------------------
+# dequantize
+# --------------------------------------------------------------------------------------
 
 
 def dequantize(
@@ -76,22 +154,80 @@ def dequantize(
     *,
     swizzled: bool = False,
 ) -> Tensor:
-    """Dequantize NVFP4 ``packed`` ``[..., M, K/2]`` with its scales into ``out_dtype``.
+    """Dequantize NVFP4 data with its block scales and global scale.
 
-    ``swizzled`` says the scales are in the 128x4 layout (as ``quantize(swizzle=True)``
-    writes them). Returns ``[..., M, K]``.
+    Parameters
+    ----------
+    packed : Tensor
+        uint8 ``[M, K/2]`` or ``[B, M, K/2]``.
+    scales : Tensor
+        float8_e4m3fn ``[..., M, K/16]``, or swizzled (see ``swizzled``).
+    global_scale : Tensor
+        The fp32 encode scale :func:`quantize` used: 1 element, or ``[B]``.
+    out_dtype : torch.dtype
+        float32, float16 or bfloat16.
+    swizzled : bool
+        The scales are in the 128x4 layout (as ``quantize(swizzle=True)`` writes them).
+
+    Returns
+    -------
+    Tensor
+        ``[..., M, K]`` of ``out_dtype``.
     """
     return _ops.dequantize(packed, scales, global_scale, out_dtype, swizzled)
+
+
+@_fake("dequantize")
+def _dequantize_fake(packed, scales, global_scale, out_dtype, swizzled=False):
+    _checks.check_dequantize_args(packed, scales, global_scale, out_dtype, swizzled)
+    *lead, m, half_k = packed.shape
+    return packed.new_empty((*lead, m, half_k * 2), dtype=out_dtype)
+
+
+# --------------------------------------------------------------------------------------
+# quant_dequant
+# --------------------------------------------------------------------------------------
 
 
 def quant_dequant(x: Tensor, global_scale: Optional[Tensor] = None) -> Tensor:
     """NVFP4 fake quantization in one pass: ``dequantize(quantize(x))`` in ``x.dtype``.
 
     Differentiable with a straight-through gradient (identity), for QAT.
+
+    Parameters
+    ----------
+    x : Tensor
+        ``[M, K]`` or ``[B, M, K]``, float32 / float16 / bfloat16, ``K % 16 == 0``.
+    global_scale : Tensor, optional
+        fp32, 1 element or ``[B]``; computed from ``x`` when omitted.
+
+    Returns
+    -------
+    Tensor
+        Same shape and dtype as ``x``.
     """
     if global_scale is None:
         global_scale = _ops.global_scale(x.detach())
     return _ops.quant_dequant(x, global_scale)
+
+
+@_fake("quant_dequant")
+def _quant_dequant_fake(x, global_scale):
+    _checks.check_quant_dequant_args(x, global_scale)
+    return x.new_empty(x.shape)
+
+
+def _quant_dequant_backward(ctx, grad):
+    return grad, None  # straight-through estimator; no gradient for the global scale
+
+
+if _HAVE_C:
+    torch.library.register_autograd("nvfp4::quant_dequant", _quant_dequant_backward)
+
+
+# --------------------------------------------------------------------------------------
+# mx_quantize
+# --------------------------------------------------------------------------------------
 
 
 def mx_quantize(
@@ -105,15 +241,51 @@ def mx_quantize(
 ) -> Tuple[Tensor, Tensor]:
     """Quantize ``x`` to MXFP8 (``elem="e4m3"``) or MXFP4 (``elem="e2m1"``).
 
-    Blocks of 32 along ``axis`` (-1, or -2 for the columnwise cast, which returns
-    exactly ``mx_quantize(x.transpose(-1, -2).contiguous())``). ``rounding`` is
-    ``"rceil"`` (cuBLAS / Transformer Engine) or ``"floor"`` (OCP MX v1.0).
-    ``scale_method="mse"`` searches the E8M0 scales for the least squared error.
+    Parameters
+    ----------
+    x : Tensor
+        ``[M, K]`` or ``[B, M, K]``, float32 / float16 / bfloat16; the quantized dim a
+        multiple of 32.
+    elem : {"e4m3", "e2m1"}
+        Element format.
+    rounding : {"rceil", "floor"}
+        E8M0 scale rounding: ``"rceil"`` (cuBLAS / Transformer Engine) or ``"floor"``
+        (OCP MX v1.0).
+    swizzle : bool
+        Write the scales in the 128x4 swizzled layout.
+    axis : {-1, -2}
+        Blocks of 32 along ``axis``; ``-2`` is the columnwise cast, exactly
+        ``mx_quantize(x.transpose(-1, -2).contiguous())``.
+    scale_method : {"amax", "mse"}
+        ``"mse"`` searches the E8M0 scales for the least squared error.
 
-    Returns ``(data, scales)``: float8_e4m3fn ``[..., M, K]`` or packed uint8
-    ``[..., M, K/2]``, and uint8 E8M0 scales.
+    Returns
+    -------
+    data : Tensor
+        float8_e4m3fn ``[..., M, K]`` or packed uint8 ``[..., M, K/2]``.
+    scales : Tensor
+        uint8 E8M0 bytes ``[..., M, K/32]`` (or swizzled).
     """
     return _ops.mx_quantize(x, elem, rounding, swizzle, axis, scale_method)
+
+
+@_fake("mx_quantize")
+def _mx_quantize_fake(x, elem="e4m3", rounding="rceil", swizzle=False, axis=-1,
+                      scale_method="amax"):
+    _checks.check_mx_quantize_args(x, elem, rounding, swizzle, axis, scale_method)
+    *lead, m, k = x.shape
+    if axis in (-2, x.dim() - 2):  # the columnwise cast: blocks along M, output transposed
+        m, k = k, m
+    if elem == "e4m3":
+        data = x.new_empty((*lead, m, k), dtype=_E4M3)
+    else:
+        data = x.new_empty((*lead, m, k // 2), dtype=torch.uint8)
+    return data, _scales_like(x, lead, m, k // 32, swizzle, torch.uint8)
+
+
+# --------------------------------------------------------------------------------------
+# mx_dequantize
+# --------------------------------------------------------------------------------------
 
 
 def mx_dequantize(
@@ -124,22 +296,86 @@ def mx_dequantize(
     *,
     swizzled: bool = False,
 ) -> Tensor:
-    """Dequantize MXFP8 / MXFP4 ``data`` with its E8M0 scales into ``out_dtype``."""
+    """Dequantize MXFP8 / MXFP4 ``data`` with its E8M0 scales.
+
+    Parameters
+    ----------
+    data : Tensor
+        float8_e4m3fn ``[..., M, K]`` (e4m3) or packed uint8 ``[..., M, K/2]`` (e2m1).
+    scales : Tensor
+        uint8 or float8_e8m0fnu ``[..., M, K/32]`` (or swizzled); byte 255 gives NaN.
+    elem : {"e4m3", "e2m1"}
+        Element format.
+    out_dtype : torch.dtype
+        float32, float16 or bfloat16.
+    swizzled : bool
+        The scales are in the 128x4 layout.
+
+    Returns
+    -------
+    Tensor
+        ``[..., M, K]`` of ``out_dtype``.
+    """
     return _ops.mx_dequantize(data, scales, elem, out_dtype, swizzled)
 
 
+@_fake("mx_dequantize")
+def _mx_dequantize_fake(data, scales, elem, out_dtype, swizzled=False):
+    _checks.check_mx_dequantize_args(data, scales, elem, out_dtype, swizzled)
+    *lead, m, k = data.shape
+    if elem == "e2m1":
+        k = k * 2
+    return data.new_empty((*lead, m, k), dtype=out_dtype)
+
+
+# --------------------------------------------------------------------------------------
+# swizzle_scales / unswizzle_scales
+# --------------------------------------------------------------------------------------
+
+
 def swizzle_scales(scales: Tensor) -> Tensor:
-    """Linear ``[M, Kb]`` / ``[B, M, Kb]`` block scales -> the 128x4 layout, zero padded."""
+    """Linear block scales -> the 128x4 swizzled layout, zero padded.
+
+    Parameters
+    ----------
+    scales : Tensor
+        ``[M, Kb]`` or ``[B, M, Kb]`` of any 1-byte dtype (each batch swizzled alone).
+
+    Returns
+    -------
+    Tensor
+        ``[..., roundup(M, 128), roundup(Kb, 4)]``, same dtype.
+    """
     return _ops.swizzle_scales(scales)
 
 
+@_fake("swizzle_scales")
+def _swizzle_scales_fake(scales):
+    _checks.check_swizzle_args(scales)
+    *lead, m, kb = scales.shape
+    return _scales_like(scales, lead, m, kb, True, scales.dtype)
+
+
 def unswizzle_scales(swizzled: Tensor, rows: int, cols: int) -> Tensor:
-    """The inverse of :func:`swizzle_scales`: back to ``[rows, cols]`` (per batch)."""
+    """The inverse of :func:`swizzle_scales`.
+
+    Parameters
+    ----------
+    swizzled : Tensor
+        ``[Mp, Kp]`` or ``[B, Mp, Kp]`` of any 1-byte dtype.
+    rows, cols : int
+        The unpadded ``M`` and ``Kb``: ``Mp = roundup(rows, 128)``, ``Kp = roundup(cols, 4)``.
+
+    Returns
+    -------
+    Tensor
+        ``[..., rows, cols]``, same dtype.
+    """
     return _ops.unswizzle_scales(swizzled, rows, cols)
 
 
-def _quant_dequant_backward(ctx, grad):
-    return grad, None  # straight-through estimator; no gradient for the global scale
-
-
-torch.library.register_autograd("nvfp4::quant_dequant", _quant_dequant_backward)
+@_fake("unswizzle_scales")
+def _unswizzle_scales_fake(swizzled, rows, cols):
+    _checks.check_unswizzle_args(swizzled, rows, cols)
+    *lead, _, _ = swizzled.shape
+    return swizzled.new_empty((*lead, rows, cols))

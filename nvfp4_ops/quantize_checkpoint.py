@@ -819,7 +819,7 @@ def quantization_config(fmt: str, layout: str, ignore: List[str],
 
 
 def _pick_device(name: Optional[str]) -> torch.device:
-    from . import backends
+    from . import _library as backends
 
     if name is None:
         name = "cuda" if torch.cuda.is_available() else "cpu"
@@ -829,7 +829,7 @@ def _pick_device(name: Optional[str]) -> torch.device:
     if dev.type not in ("cuda", "cpu"):
         raise CliError(f"--device {name}: expected cuda or cpu")
     if dev.type == "cuda":
-        b, why = backends.op_backend("quantize", dev)
+        b, why = backends.op_implementation("quantize", dev)
         if b == "unavailable":
             raise CliError(f"--device cuda: {why}")
     return dev
@@ -862,7 +862,7 @@ def _estimate_out_bytes(t: TensorInfo, d: Decision, fmt: str) -> int:
 
 
 def run_quantize(args: argparse.Namespace) -> int:
-    from . import backends, minilm
+    from . import _library as backends, minilm
 
     from tqdm import tqdm
 
@@ -881,7 +881,7 @@ def run_quantize(args: argparse.Namespace) -> int:
         raise CliError(f"--scales hessian is for --format nvfp4 only (the {fmt} search minimises "
                        "the squared error: use --scales mse)")
     device = _pick_device(args.device)
-    backend, why = backends.op_backend("quantize" if fmt == "nvfp4" else "mx_quantize", device)
+    backend, why = backends.op_implementation("quantize" if fmt == "nvfp4" else "mx_quantize", device)
 
     src = discover(args.input)
     include, exclude = args.include or [], args.exclude or []

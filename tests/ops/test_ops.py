@@ -1,20 +1,15 @@
-"""The op layer: registration, fakes, opcheck, torch.compile, autograd, errors, info.
+"""The op layer: registration, fakes, opcheck, torch.compile, autograd.
 
 Runs on CPU everywhere; the same checks run on CUDA tensors when a GPU is present
 (whatever serves the op there: kernel or reference)."""
-
-import subprocess
-import sys
 
 import pytest
 import torch
 from torch._subclasses.fake_tensor import FakeTensorMode
 
 import nvfp4_ops
-from nvfp4_ops import backends
 from nvfp4_ops import reference as ref
 
-from ._utils import requires_cuda
 
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 OPS = torch.ops.nvfp4
@@ -104,9 +99,19 @@ _ALL_UTILS = ("test_schema", "test_autograd_registration", "test_faketensor",
               "test_aot_dispatch_dynamic")
 
 
+def _first_sample_of_each_op(device):
+    """opcheck tests the registration (schema, autograd, fake, AOT dispatch), which does not
+    depend on the option values: one sample per op. The fakes of every sample are compared
+    with the real outputs in test_fakes_match_real."""
+    seen = {}
+    for name, args in samples(device):
+        seen.setdefault(name, args)
+    return list(seen.items())
+
+
 @pytest.mark.parametrize("device", DEVICES)
 def test_opcheck(device):
-    for name, args in samples(device):
+    for name, args in _first_sample_of_each_op(device):
         utils = _ALL_UTILS
         if any(isinstance(a, torch.Tensor) and a.dtype in _FP8 for a in args):
             # torch's SchemaCheckMode compares float8 inputs with a multiply that has no
@@ -159,7 +164,9 @@ def test_quant_dequant_qat_loop_compiles():
     lin = torch.nn.Linear(32, 8)
     opt = torch.optim.SGD(lin.parameters(), lr=0.1)
 
-    @torch.compile(fullgraph=True)
+    # aot_eager: the graph, the fake and the autograd formula are what is under test here
+    # (inductor's code generation around the op is covered by the test above).
+    @torch.compile(fullgraph=True, backend="aot_eager")
     def loss_fn(x):
         w = nvfp4_ops.quant_dequant(lin.weight)
         return torch.nn.functional.linear(x, w, lin.bias).square().mean()
@@ -177,81 +184,7 @@ def test_wrappers_compute_global_scale():
     assert torch.equal(p, p2) and torch.equal(s.view(torch.uint8), s2.view(torch.uint8))
 
 
-def _errors(d):
-    """(call, message pattern) pairs: each call must raise RuntimeError naming the problem."""
-    x = lambda *shape: _x(shape, device=d)  # noqa: E731
-    one = torch.ones(1, device=d)
-    u8 = lambda *shape: torch.zeros(shape, dtype=torch.uint8, device=d)  # noqa: E731
-    return [
-        (lambda: OPS.quantize(x(4, 70), one), "multiple of 16, got 70"),
-        (lambda: OPS.quantize(torch.ones(4, 32, dtype=torch.int32, device=d), one), "int32"),
-        (lambda: OPS.quantize(x(4, 32), torch.ones(2, device=d)), "global_scale"),
-        (lambda: OPS.quantize(x(4, 32), one.double()), "float64"),
-        (lambda: OPS.quantize(x(4, 32), one, False, "best"), "best"),
-        (lambda: OPS.quantize(x(4, 32), one, False, "hessian", torch.ones(3, 16, 16, device=d)),
-         r"\[2, 16, 16\]"),
-        (lambda: OPS.quantize(x(4, 32), one, False, "hessian", None), "hessian"),
-        (lambda: OPS.quantize(x(2, 3, 4, 32), one), "3-D"),
-        (lambda: OPS.mx_quantize(x(4, 48)), "multiple of 32, got 48"),
-        (lambda: OPS.mx_quantize(x(4, 64), "e5m2"), "e5m2"),
-        (lambda: OPS.mx_quantize(x(4, 64), "e4m3", "up"), "up"),
-        (lambda: OPS.mx_quantize(x(48, 64), "e4m3", "rceil", False, -2), "48"),
-        (lambda: OPS.dequantize(u8(4, 16), u8(4, 3).view(torch.float8_e4m3fn), one,
-                                torch.float32), r"\[4, 2\]"),
-        (lambda: OPS.unswizzle_scales(u8(128, 4), 130, 4), "130"),
-    ]
-
-
-ERROR_IDS = [str(i) for i in range(len(_errors("cpu")))]
-
-
-@pytest.mark.parametrize("i", range(len(ERROR_IDS)))
-def test_errors_cpu(i):
-    call, match = _errors("cpu")[i]
-    with pytest.raises(RuntimeError, match=match):
-        call()
-
-
-@pytest.mark.parametrize("i", range(len(ERROR_IDS)))
-def test_errors_under_fake_tensors(i):
-    with FakeTensorMode(allow_non_fake_inputs=True):
-        call, match = _errors("cpu")[i]
-        with pytest.raises(RuntimeError, match=match):
-            call()
-
-
-@requires_cuda
-@pytest.mark.parametrize("i", range(len(ERROR_IDS)))
-def test_errors_cuda(i):
-    call, match = _errors("cuda")[i]
-    with pytest.raises(RuntimeError, match=match):
-        call()
-
-
-@requires_cuda
-def test_mixed_devices_error():
-    x = _x((4, 32), device="cuda")
-    with pytest.raises(RuntimeError, match="device"):
-        OPS.quantize(x, torch.ones(1))
-
-
 def test_non_contiguous_input_same_bytes():
     x = _x((64, 48)).t()  # [48, 64], non-contiguous
     _assert_same(OPS.quantize(x, _gs(x)), OPS.quantize(x.contiguous(), _gs(x)))
     _assert_same(OPS.mx_quantize(x), OPS.mx_quantize(x.contiguous()))
-
-
-def test_backends_report():
-    for op in backends.OPS:
-        name, why = backends.op_backend(op, "cpu")
-        assert name == "reference" and why
-        name, why = backends.op_backend(op, "cuda")
-        assert name in ("cuda-kernel", "reference", "unavailable") and why
-    with pytest.raises(ValueError, match="unknown op"):
-        backends.op_backend("nope")
-
-
-def test_info_command():
-    out = subprocess.run([sys.executable, "-m", "nvfp4_ops", "info"], capture_output=True,
-                         text=True, check=True).stdout
-    assert "torch" in out and "quantize" in out and "swizzle_scales" in out

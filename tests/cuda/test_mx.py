@@ -5,11 +5,11 @@ axis -1 (rowwise) and -2 (columnwise, the transposed result), linear and swizzle
 scales, fp32 / fp16 / bf16, 2-D and 3-D, shapes that need padding and shapes that end
 inside a shared-memory tile; mx_dequantize from both scale layouts (uint8 and
 float8_e8m0fnu scales) into fp32 / fp16 / bf16. Data over many magnitudes and the
-special cases of SPEC.md sec. 3: element ties, signed zeros, all-zero blocks, values that
+special cases of docs/spec.md sec. 3: element ties, signed zeros, all-zero blocks, values that
 clip under "floor", amax / Emax just above a power of two (rceil rounds up), subnormal
 inputs, NaN / inf blocks. Every output is compared byte for byte (floats: the bits, NaN
 as NaN); outputs are poisoned before each call, so a byte the kernel does not write fails.
-Also: argument errors (the reference's messages), non-contiguous and misaligned inputs,
+Also: non-contiguous and misaligned inputs,
 opcheck, torch.compile, CUDA graphs, a second GPU. Skipped without a GPU.
 
 The sweep compares with the reference run on the same CUDA tensors (fast); the
@@ -27,7 +27,13 @@ import torch
 import nvfp4_ops  # noqa: F401  (registers the ops)
 from nvfp4_ops import reference as ref
 
-from ._utils import poison_cuda_cache, requires_cuda
+from .._utils import poison_cuda_cache, requires_cuda
+from ._helpers import (
+    assert_compiles_to_same_bits,
+    assert_exact,
+    capture_and_replay,
+    gen,
+)
 
 pytestmark = requires_cuda
 
@@ -47,43 +53,6 @@ DEV = "cuda"
 # --------------------------------------------------------------------------------------
 
 
-def _bits(t: torch.Tensor) -> torch.Tensor:
-    t = t.detach().contiguous()
-    if t.element_size() == 1:
-        return t.view(torch.uint8)
-    return t.view({2: torch.int16, 4: torch.int32}[t.element_size()])
-
-
-def assert_exact(got: torch.Tensor, want: torch.Tensor, what: str = "") -> None:
-    """Same shape, dtype and bytes; for fp32/fp16/bf16 NaN matches any NaN, every other
-    value bit for bit (so -0.0 != 0.0); 1-byte dtypes byte for byte."""
-    assert got.shape == want.shape, (what, got.shape, want.shape)
-    assert got.dtype == want.dtype, (what, got.dtype, want.dtype)
-    assert got.is_contiguous(), what
-    got, want = got.detach().cpu(), want.detach().cpu()
-    if got.element_size() > 1:
-        torch.testing.assert_close(got, want, atol=0, rtol=0, equal_nan=True, msg=what)
-        nan_g = torch.isnan(got)
-        bad = (_bits(got) != _bits(want)) & ~nan_g  # also catches -0.0 vs 0.0
-        if bad.any():
-            idx = bad.nonzero()[:5].tolist()
-            raise AssertionError(f"{what}: {int(bad.sum())} values differ in sign or bits, "
-                                 f"first at {idx}")
-    else:
-        bg, bw = _bits(got), _bits(want)
-        bad = bg != bw
-        if bad.any():
-            idx = bad.nonzero()[:5].tolist()
-            raise AssertionError(f"{what}: {int(bad.sum())} of {bad.numel()} bytes differ, "
-                                 f"first at {idx}: got "
-                                 f"{[hex(bg[tuple(i)].item()) for i in idx]}, want "
-                                 f"{[hex(bw[tuple(i)].item()) for i in idx]}")
-
-
-def _gen(seed: int) -> torch.Generator:
-    return torch.Generator().manual_seed(seed)
-
-
 def _is_colwise(x: torch.Tensor, axis: int) -> bool:
     return axis in (-2, x.dim() - 2)
 
@@ -91,7 +60,7 @@ def _is_colwise(x: torch.Tensor, axis: int) -> bool:
 def many_magnitudes(shape, dtype, seed=0, axis=-1, device=None) -> torch.Tensor:
     """randn scaled per line and per 32-block (blocks along `axis`) by 10**uniform:
     fp32 / bf16 over 1e-8..1e8, fp16 over a range that stays finite (1e-3..3e2)."""
-    g = _gen(seed)
+    g = gen(seed)
     shape = tuple(shape)
     # build with the blocked dim last, then move it into place
     canon = shape if axis == -1 else (*shape[:-2], shape[-1], shape[-2])
@@ -177,7 +146,7 @@ def _e4m3_grid() -> list[float]:
 
 
 def _special_blocks(dtype) -> list[list[float]]:
-    """32-element blocks (Python floats) covering SPEC.md sec. 3. A block whose amax is
+    """32-element blocks (Python floats) covering docs/spec.md sec. 3. A block whose amax is
     Emax * 2^s gets b = 127 + s under both roundings, so its values v * 2^s are scaled
     to exactly v: midpoints of the element grid are exact ties."""
     inf, nan = math.inf, math.nan
@@ -276,7 +245,7 @@ def test_cpu_oracle_agrees(dtype):
 
 
 def test_fp32_denormal_inputs():
-    g = _gen(3)
+    g = gen(3)
     x = (torch.randn(64, 96, generator=g) * 1e-40).to(DEV)
     x[::3] *= 1e-4
     for axis in (-1, -2):
@@ -304,7 +273,7 @@ def test_larger_shapes():
 def _all_codes(rows=130, kb=8, seed=1):
     """Element bytes 0..255 and scale bytes 0..255 (255 = NaN, 0 and 254 subnormal
     multipliers / huge ones) in shuffled positions."""
-    g = _gen(seed)
+    g = gen(seed)
     k = kb * 32
     data = torch.arange(256, dtype=torch.uint8).repeat(rows * k // 256 + 1)[: rows * k]
     data = data[torch.randperm(rows * k, generator=g)].reshape(rows, k)
@@ -409,80 +378,6 @@ def test_mse_dispatch(axis):
 
 
 # --------------------------------------------------------------------------------------
-# errors: the reference's messages
-# --------------------------------------------------------------------------------------
-
-
-def _error_cases(d):
-    x = lambda *shape: torch.randn(shape, device=d)  # noqa: E731
-    u8 = lambda *shape: torch.zeros(shape, dtype=torch.uint8, device=d)  # noqa: E731
-    f8 = lambda *shape: u8(*shape).view(E4M3)  # noqa: E731
-    q = OPS.mx_quantize
-    dq = OPS.mx_dequantize
-    return {
-        "K not multiple of 32": lambda: q(x(4, 48), "e4m3", "rceil", False, -1, "amax"),
-        "K not multiple of 32 (axis=1)": lambda: q(x(4, 48), "e2m1", "floor", True, 1, "amax"),
-        "M not multiple of 32": lambda: q(x(40, 64), "e4m3", "rceil", False, -2, "amax"),
-        "M not multiple of 32 3-D": lambda: q(x(2, 40, 64), "e4m3", "rceil", False, 1, "amax"),
-        "int32 x": lambda: q(torch.ones(4, 32, dtype=torch.int32, device=d), "e4m3", "rceil",
-                             False, -1, "amax"),
-        "float64 x": lambda: q(x(4, 32).double(), "e4m3", "rceil", False, -1, "amax"),
-        "1-D x": lambda: q(x(32), "e4m3", "rceil", False, -1, "amax"),
-        "4-D x": lambda: q(x(2, 3, 4, 32), "e4m3", "rceil", False, -1, "amax"),
-        "elem": lambda: q(x(4, 32), "e5m2", "rceil", False, -1, "amax"),
-        "elem quote": lambda: q(x(4, 32), "it's", "rceil", False, -1, "amax"),
-        "rounding": lambda: q(x(4, 32), "e4m3", "ceil", False, -1, "amax"),
-        "scale_method": lambda: q(x(4, 32), "e4m3", "rceil", False, -1, "hessian"),
-        "axis 0 of 3-D": lambda: q(x(2, 32, 32), "e4m3", "rceil", False, 0, "amax"),
-        "axis -3": lambda: q(x(2, 32, 32), "e4m3", "rceil", False, -3, "amax"),
-        "axis 2 of 2-D": lambda: q(x(32, 32), "e4m3", "rceil", False, 2, "amax"),
-        "dq elem": lambda: dq(f8(4, 32), u8(4, 1), "fp4", torch.float32, False),
-        "dq e4m3 data uint8": lambda: dq(u8(4, 32), u8(4, 1), "e4m3", torch.float32, False),
-        "dq e2m1 data float8": lambda: dq(f8(4, 16), u8(4, 1), "e2m1", torch.float32, False),
-        "dq data float32": lambda: dq(x(4, 32), u8(4, 1), "e4m3", torch.float32, False),
-        "dq data dim": lambda: dq(f8(32), u8(1), "e4m3", torch.float32, False),
-        "dq data dim e2m1": lambda: dq(u8(2, 2, 2, 16), u8(2, 2, 1), "e2m1", torch.float32,
-                                       False),
-        "dq K": lambda: dq(f8(4, 48), u8(4, 1), "e4m3", torch.float32, False),
-        "dq K/2": lambda: dq(u8(4, 24), u8(4, 1), "e2m1", torch.float32, False),
-        "dq scales dtype": lambda: dq(f8(4, 32), f8(4, 1), "e4m3", torch.float32, False),
-        "dq scales linear": lambda: dq(f8(4, 64), u8(4, 3), "e4m3", torch.float32, False),
-        "dq scales 3-D": lambda: dq(f8(2, 4, 64), u8(4, 2), "e4m3", torch.float32, False),
-        "dq scales swizzled": lambda: dq(f8(4, 64), u8(4, 2), "e4m3", torch.float32, True),
-        "dq scales swz e2m1": lambda: dq(u8(2, 4, 16), u8(2, 128, 2), "e2m1", torch.float32,
-                                         True),
-        "dq out_dtype": lambda: dq(f8(4, 32), u8(4, 1), "e4m3", torch.int32, False),
-        "dq out_dtype f64": lambda: dq(f8(4, 32), u8(4, 1), "e4m3", torch.float64, False),
-    }
-
-
-ERROR_NAMES = list(_error_cases("cpu"))
-
-
-def _message(call) -> str:
-    with pytest.raises(RuntimeError) as e:
-        call()
-    return str(e.value)
-
-
-@pytest.mark.parametrize("name", ERROR_NAMES)
-def test_errors_match_reference_messages(name):
-    """The CUDA kernel raises the reference's message (the CPU backend is the reference)."""
-    want = _message(_error_cases("cpu")[name])
-    got = _message(_error_cases(DEV)[name])
-    first = want.strip().splitlines()[0]
-    assert first in got, f"\nCUDA: {got}\nCPU:  {want}"
-
-
-def test_device_mismatch_error():
-    x = torch.randn(4, 64, device=DEV)
-    d, s = OPS.mx_quantize(x, "e4m3", "rceil", False, -1, "amax")
-    with pytest.raises(RuntimeError, match="tensors must be on one device: data on cuda:0, "
-                                           "scales on cpu"):
-        OPS.mx_dequantize(d, s.cpu(), "e4m3", torch.float32, False)
-
-
-# --------------------------------------------------------------------------------------
 # torch.library / torch.compile / CUDA graphs / other devices
 # --------------------------------------------------------------------------------------
 
@@ -525,13 +420,8 @@ def _pipeline(x):
 
 def test_compile_fullgraph():
     x = many_magnitudes((160, 96), torch.bfloat16, seed=22)
-    torch._dynamo.reset()
-    compiled = torch.compile(_pipeline, fullgraph=True)
-    for a, b in zip(compiled(x), _pipeline(x)):
-        assert torch.equal(_bits(a), _bits(b))
     x3 = many_magnitudes((2, 64, 160), torch.float16, seed=23)
-    for a, b in zip(compiled(x3), _pipeline(x3)):
-        assert torch.equal(_bits(a), _bits(b))
+    assert_compiles_to_same_bits(_pipeline, x, x3)
 
 
 def test_cuda_graph_capture():
@@ -541,21 +431,11 @@ def test_cuda_graph_capture():
     def f():
         return _pipeline(x) + _pipeline(xt)
 
-    side = torch.cuda.Stream()
-    side.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(side):
-        for _ in range(2):
-            f()
-    torch.cuda.current_stream().wait_stream(side)
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        outs = f()
-    x.copy_(many_magnitudes((288, 160), torch.bfloat16, seed=26))
-    xt.copy_(many_magnitudes((160, 296), torch.float32, seed=27)[:, :288].t())
-    graph.replay()
-    torch.cuda.synchronize()
-    for a, b in zip(outs, f()):
-        assert torch.equal(_bits(a), _bits(b))
+    def refill():
+        x.copy_(many_magnitudes((288, 160), torch.bfloat16, seed=26))
+        xt.copy_(many_magnitudes((160, 296), torch.float32, seed=27)[:, :288].t())
+
+    outs = capture_and_replay(f, refill)
     want = ref.mx_quantize(x, "e4m3", "rceil", True)
     assert_exact(outs[0], want[0], "graph data")
     assert_exact(outs[1], want[1], "graph scales")

@@ -1,4 +1,4 @@
-"""The CUDA scale search (SPEC section 5): quantize(scale_method="mse" / "hessian") and
+"""The CUDA scale search (docs/spec.md section 5): quantize(scale_method="mse" / "hessian") and
 mx_quantize(scale_method="mse") on CUDA against the exhaustive reference, bit for bit.
 
 The kernels prune the 126 (255) candidates with proven bounds (docs/search.md); these tests
@@ -13,10 +13,11 @@ import pytest
 import torch
 
 import nvfp4_ops
-from nvfp4_ops import backends
+from nvfp4_ops import _library as backends
 from nvfp4_ops import reference as ref
 
-from ._utils import poison_cuda_cache, requires_cuda
+from .._utils import poison_cuda_cache, requires_cuda
+from ._helpers import gen
 
 pytestmark = [requires_cuda, pytest.mark.cuda]
 
@@ -26,18 +27,14 @@ DTYPES = [torch.float32, torch.float16, torch.bfloat16]
 
 
 def _need_kernel(op):
-    name, why = backends.op_backend(op, "cuda")
+    name, why = backends.op_implementation(op, "cuda")
     if name != "cuda-kernel":
         pytest.skip(f"nvfp4.{op} has no CUDA kernel here ({why}): nothing to compare")
 
 
-def _gen(seed):
-    return torch.Generator().manual_seed(seed)
-
-
 def _input(kind, shape, seed=0):
     """fp32 CPU test data of one of the search's hard cases."""
-    g = _gen(seed)
+    g = gen(seed)
     n = 1
     for d in shape:
         n *= d
@@ -102,7 +99,7 @@ def _check_mx(x, elem, rounding, swizzle=False, axis=-1):
 
 def _hessian(kind, K, seed=7):
     """[K/16, 16, 16] fp32 on CUDA: from correlated activations, or a hard case."""
-    g = _gen(seed)
+    g = gen(seed)
     if kind == "correlated":
         mix = torch.eye(K) + 0.5 * torch.randn(K, K, generator=g) / K**0.5
         X = torch.randn(512, K, generator=g) @ mix
@@ -352,7 +349,7 @@ def test_wrappers_reach_the_search():
 
 def test_hessian_blocks_cuda_is_fp32_and_tf32_independent():
     # fp32 activations: bf16 ones would be exact in TF32 and could not show the difference.
-    X = torch.randn(5000, 64, generator=_gen(22))
+    X = torch.randn(5000, 64, generator=gen(22))
     want = torch.einsum("tgi,tgj->gij", *(2 * [X.double().view(5000, 4, 16)]))
     m = torch.backends.cuda.matmul
     old = m.allow_tf32

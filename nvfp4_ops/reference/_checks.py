@@ -1,0 +1,541 @@
+"""The argument contract of every ``nvfp4`` op: the single source of its checks and messages.
+
+The reference functions, the fake (meta) implementations in :mod:`nvfp4_ops.ops` and the
+C++ launchers (``csrc/torch_utils.h``) all raise exactly these messages, so a bad argument
+fails the same way on every device and at trace time. The checks only look at metadata
+(dtypes, ranks, shapes, devices, strings), so they run on fake and meta tensors too; the one
+exception is the finiteness of a ``hessian``, which needs the values and is skipped on
+fake and meta tensors.
+
+Message conventions (the C++ side follows them character for character):
+
+* exception type ``RuntimeError`` (raised through ``torch._check``);
+* the text is ``"<op>: <what> must <expected>, got <actual>"`` with ``<op>`` the qualified
+  name ``nvfp4.<op>`` of the op called (``nvfp4.quant_dequant``, not ``nvfp4.quantize``);
+* a dtype is printed as torch prints it (``torch.float64``); the expected dtypes as the
+  :data:`TENSOR_ARGS` table spells them;
+* a shape is printed ``[a, b, c]`` (``[]`` for a 0-D tensor), a rank ``3-D``;
+* a string argument is printed as Python's ``repr`` (``'foo'``; ``"it's"``; control
+  characters escaped), the accepted ones as ``'a', 'b' or 'c'``;
+* a device as torch prints it (``cpu``, ``cuda:0``), tensors in argument order;
+* the checks run in a fixed order (the order of the statements in each ``check_*``
+  function) and the first violated one raises.
+
+The templates are :data:`MESSAGES`; the per-op tensor arguments are :data:`TENSOR_ARGS`,
+the string choices :data:`CHOICES`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Optional, Tuple, Union
+
+import torch
+from torch import Tensor
+
+from ._common import FLOAT_DTYPES, MX_BLOCK, MX_SCALE_DTYPES, NVFP4_BLOCK, roundup, shape_str
+
+__all__ = [
+    "MESSAGES",
+    "TENSOR_ARGS",
+    "CHOICES",
+    "TensorArg",
+    "check_global_scale_args",
+    "check_quantize_args",
+    "check_quant_dequant_args",
+    "check_dequantize_args",
+    "check_mx_quantize_args",
+    "check_mx_dequantize_args",
+    "check_swizzle_args",
+    "check_unswizzle_args",
+    "check_hessian_blocks_args",
+    "check_block_objective_args",
+    "check_mx_block_objective_args",
+    "check_pack_args",
+]
+
+#: Every message template (``str.format`` fields); each message starts with ``{op}: ``.
+MESSAGES = {
+    "dtype": "{op}: {name} must {expected}, got {dtype}",
+    "rank": "{op}: {name} must be 2-D or 3-D ({layout}), got {dim}-D shape {shape}",
+    "rank_2d": "{op}: {name} must be 2-D {layout}, got {dim}-D shape {shape}",
+    "multiple": "{op}: {what} must be a multiple of {m}, got {n}",
+    "choice": "{op}: {name} must be {choices}, got {value}",
+    "devices": "{op}: tensors must be on one device: {placement}",
+    "global_scale": "{op}: global_scale must be float32 with 1 element{per_batch}, got shape "
+    "{shape} and dtype {dtype}",
+    "scales_shape": "{op}: scales must have shape {want} ({layout}), got {shape}",
+    "hessian_missing": "{op}: scale_method='hessian' needs a hessian, float32 of shape {want}, "
+    "got None",
+    "hessian_shape": "{op}: hessian must be float32 of shape {want}, got {shape}{dtype}",
+    "hessian_unused": "{op}: a hessian is only used with scale_method='hessian', got "
+    "scale_method={scale_method}",
+    "hessian_finite": "{op}: hessian must be finite, got NaN or inf",
+    "axis": "{op}: axis must be -1 or -2 (the last two dims of a {dim}-D x), got {axis}",
+    "rows_cols": "{op}: rows and cols must be >= 0, got rows={rows}, cols={cols}",
+    "swizzled_shape": "{op}: swizzled must have shape [..., roundup(rows, 128), roundup(cols, 4)]"
+    " = [..., {mp}, {kp}] for rows={rows}, cols={cols}, got {shape}",
+    "positive": "{op}: {name} must be > 0, got {value}",
+    "even": "{op}: the last dim must be even, got shape {shape}",
+}
+
+
+def _one_byte(dtype: torch.dtype) -> bool:
+    return dtype.itemsize == 1
+
+
+@dataclass(frozen=True)
+class TensorArg:
+    """One tensor argument: its name, the dtypes it accepts and how its layout reads.
+
+    ``dtypes`` is a tuple of dtypes or a predicate on the dtype; ``expected`` completes
+    ``"<name> must ..."`` in the dtype message; ``layout`` names the 2-D / 3-D layout in the
+    rank message (None: the rank is checked elsewhere or not at all).
+    """
+
+    name: str
+    dtypes: Union[Tuple[torch.dtype, ...], Callable[[torch.dtype], bool]]
+    expected: str
+    layout: Optional[str] = None
+
+    def accepts(self, dtype: torch.dtype) -> bool:
+        """Whether ``dtype`` is allowed."""
+        return dtype in self.dtypes if isinstance(self.dtypes, tuple) else self.dtypes(dtype)
+
+
+_U8, _E4M3 = torch.uint8, torch.float8_e4m3fn
+_FLOAT_TEXT = "be float32, float16 or bfloat16"
+_ONE_BYTE_TEXT = (
+    "have a 1-byte dtype (element_size() == 1: uint8, int8, float8_e4m3fn, float8_e8m0fnu, ...)"
+)
+
+#: The tensor arguments of every op (and of the reference helpers that are not ops).
+TENSOR_ARGS = {
+    "x": TensorArg("x", FLOAT_DTYPES, _FLOAT_TEXT, "[M, K] or [B, M, K]"),
+    "global_scale_x": TensorArg("x", FLOAT_DTYPES, _FLOAT_TEXT),
+    "packed": TensorArg(
+        "packed", (_U8,), "be uint8 (two E2M1 codes per byte)", "[M, K/2] or [B, M, K/2]"
+    ),
+    "nvfp4_scales": TensorArg("scales", (_E4M3,), "be torch.float8_e4m3fn"),
+    "out_dtype": TensorArg(
+        "out_dtype", FLOAT_DTYPES, "be torch.float32, torch.float16 or torch.bfloat16"
+    ),
+    "mx_data_e4m3": TensorArg(
+        "data", (_E4M3,), "be torch.float8_e4m3fn for elem='e4m3'", "[M, K] or [B, M, K]"
+    ),
+    "mx_data_e2m1": TensorArg(
+        "data",
+        (_U8,),
+        "be uint8 (two E2M1 codes per byte) for elem='e2m1'",
+        "[M, K/2] or [B, M, K/2]",
+    ),
+    "mx_scales": TensorArg("scales", MX_SCALE_DTYPES, "be uint8 or torch.float8_e8m0fnu"),
+    "swizzle_scales": TensorArg("scales", _one_byte, _ONE_BYTE_TEXT, "[M, Kb] or [B, M, Kb]"),
+    "swizzled": TensorArg("swizzled", _one_byte, _ONE_BYTE_TEXT, "[Mp, Kp] or [B, Mp, Kp]"),
+    "hessian_X": TensorArg(
+        "X", lambda d: d.is_floating_point, "be a floating point tensor", "[T, K]"
+    ),
+    "nvfp4_scale_bytes": TensorArg(
+        "scale_bytes", (_U8, _E4M3), "be uint8 or torch.float8_e4m3fn"
+    ),
+    "mx_scale_bytes": TensorArg("scale_bytes", MX_SCALE_DTYPES, "be uint8 or torch.float8_e8m0fnu"),
+}
+
+#: The accepted values of every string argument, keyed by (op, argument).
+CHOICES = {
+    ("nvfp4.quantize", "scale_method"): ("amax", "mse", "hessian"),
+    ("nvfp4.mx_quantize", "scale_method"): ("amax", "mse"),
+    ("nvfp4.mx_quantize", "elem"): ("e4m3", "e2m1"),
+    ("nvfp4.mx_quantize", "rounding"): ("rceil", "floor"),
+    ("nvfp4.mx_dequantize", "elem"): ("e4m3", "e2m1"),
+    ("nvfp4.nvfp4_block_objective", "method"): ("mse", "hessian"),
+}
+
+
+def _fail(key: str, **fields) -> Callable[[], str]:
+    return lambda: MESSAGES[key].format(**fields)
+
+
+# --------------------------------------------------------------------------------------
+# Building blocks (each check written once)
+# --------------------------------------------------------------------------------------
+
+
+def _check_dtype(op: str, spec: TensorArg, dtype: torch.dtype) -> None:
+    torch._check(
+        spec.accepts(dtype),
+        lambda: MESSAGES["dtype"].format(
+            op=op, name=spec.name, expected=spec.expected, dtype=dtype
+        ),
+    )
+
+
+def _check_rank(op: str, spec: TensorArg, t: Tensor) -> None:
+    torch._check(
+        t.dim() in (2, 3),
+        lambda: MESSAGES["rank"].format(
+            op=op, name=spec.name, layout=spec.layout, dim=t.dim(), shape=shape_str(t.shape)
+        ),
+    )
+
+
+def _check_tensor(op: str, spec: TensorArg, t: Tensor) -> None:
+    """dtype, then (where the spec names a layout) 2-D or 3-D."""
+    _check_dtype(op, spec, t.dtype)
+    if spec.layout is not None:
+        _check_rank(op, spec, t)
+
+
+def _check_choice(op: str, name: str, value: object, key: Optional[str] = None) -> None:
+    choices = CHOICES[(key or op, name)]
+    text = ", ".join(repr(c) for c in choices[:-1]) + f" or {choices[-1]!r}"
+    torch._check(
+        isinstance(value, str) and value in choices,
+        _fail("choice", op=op, name=name, choices=text, value=repr(value)),
+    )
+
+
+def _check_multiple(op: str, what: str, n: int, m: int) -> None:
+    torch._check(n % m == 0, _fail("multiple", op=op, what=what, m=m, n=n))
+
+
+def _check_one_device(op: str, **tensors: Optional[Tensor]) -> None:
+    named = [(n, t) for n, t in tensors.items() if t is not None]
+    first = named[0][1].device
+    torch._check(
+        all(t.device == first for _, t in named),
+        lambda: MESSAGES["devices"].format(
+            op=op, placement=", ".join(f"{n} on {t.device}" for n, t in named)
+        ),
+    )
+
+
+def _check_global_scale(op: str, gs: Tensor, batch: Optional[int]) -> None:
+    """``gs``: float32 with one element, or for 3-D data (``batch`` = B) shape ``[B]``."""
+    ok = gs.dtype == torch.float32 and (
+        gs.numel() == 1 or (batch is not None and gs.dim() == 1 and gs.shape[0] == batch)
+    )
+    torch._check(
+        ok,
+        lambda: MESSAGES["global_scale"].format(
+            op=op,
+            per_batch="" if batch is None else f" or one per batch ({batch})",
+            shape=shape_str(gs.shape),
+            dtype=gs.dtype,
+        ),
+    )
+
+
+def _is_fake(t: Tensor) -> bool:
+    return t.device.type == "meta" or torch._subclasses.fake_tensor.is_fake(t)
+
+
+def _check_hessian(op: str, hessian: Optional[Tensor], scale_method: str, K: int) -> None:
+    """Shape and dtype of ``hessian`` (needed by, and only allowed with, "hessian")."""
+    want = f"[K/16, 16, 16] = [{K // NVFP4_BLOCK}, 16, 16]"
+    if scale_method != "hessian":
+        torch._check(
+            hessian is None,
+            _fail("hessian_unused", op=op, scale_method=repr(scale_method)),
+        )
+        return
+    torch._check(hessian is not None, _fail("hessian_missing", op=op, want=want))
+    assert hessian is not None
+    torch._check(
+        hessian.dtype == torch.float32 and tuple(hessian.shape) == (K // NVFP4_BLOCK, 16, 16),
+        lambda: MESSAGES["hessian_shape"].format(
+            op=op,
+            want=want,
+            shape=shape_str(hessian.shape),
+            dtype="" if hessian.dtype == torch.float32 else f" of dtype {hessian.dtype}",
+        ),
+    )
+
+
+def _check_hessian_finite(op: str, hessian: Optional[Tensor]) -> None:
+    """A NaN or inf in a real ``hessian`` (the values are not known on fake / meta tensors)."""
+    if hessian is None or _is_fake(hessian):
+        return
+    torch._check(bool(torch.isfinite(hessian).all()), _fail("hessian_finite", op=op))
+
+
+def _check_scales_shape(
+    op: str, data: Tensor, scales: Tensor, M: int, Kb: int, swizzled: bool, kb_name: str
+) -> None:
+    lead = tuple(data.shape[:-2])
+    if swizzled:
+        want = lead + (roundup(M, 128), roundup(Kb, 4))
+        layout = f"swizzled, [..., roundup(M, 128), roundup({kb_name}, 4)]"
+    else:
+        want = lead + (M, Kb)
+        layout = f"linear, [..., M, {kb_name}]"
+    torch._check(
+        tuple(scales.shape) == want,
+        lambda: MESSAGES["scales_shape"].format(
+            op=op, want=shape_str(want), layout=layout, shape=shape_str(scales.shape)
+        ),
+    )
+
+
+# --------------------------------------------------------------------------------------
+# One check function per op (and per reference helper)
+# --------------------------------------------------------------------------------------
+
+
+def check_global_scale_args(x: Tensor) -> None:
+    """Check the argument of ``global_scale``: ``x`` of any shape, float32/float16/bfloat16.
+
+    Raises
+    ------
+    RuntimeError
+        If the dtype is not supported.
+    """
+    _check_tensor("nvfp4.global_scale", TENSOR_ARGS["global_scale_x"], x)
+
+
+def check_quantize_args(
+    x: Tensor,
+    global_scale: Tensor,
+    swizzle: bool = False,
+    scale_method: str = "amax",
+    hessian: Optional[Tensor] = None,
+    op: str = "nvfp4.quantize",
+) -> None:
+    """Check the arguments of ``quantize`` (``op`` names the op in the messages).
+
+    In order: ``x`` float32/float16/bfloat16, 2-D or 3-D, ``K % 16 == 0``; ``global_scale``
+    float32 with one element (or ``[B]`` for 3-D ``x``); ``scale_method`` one of "amax",
+    "mse", "hessian"; ``hessian`` float32 ``[K/16, 16, 16]`` with "hessian" and None
+    otherwise; every tensor on one device; ``hessian`` finite (real tensors only: fake and
+    meta tensors have no values). ``swizzle`` takes any value.
+
+    Raises
+    ------
+    RuntimeError
+        On the first violated condition, naming the expected and the actual value.
+    """
+    _check_tensor(op, TENSOR_ARGS["x"], x)
+    _check_multiple(op, "K (the last dim)", x.shape[-1], NVFP4_BLOCK)
+    _check_global_scale(op, global_scale, x.shape[0] if x.dim() == 3 else None)
+    _check_choice(op, "scale_method", scale_method, "nvfp4.quantize")
+    _check_hessian(op, hessian, scale_method, x.shape[-1])
+    _check_one_device(op, x=x, global_scale=global_scale, hessian=hessian)
+    _check_hessian_finite(op, hessian)
+
+
+def check_quant_dequant_args(x: Tensor, global_scale: Tensor) -> None:
+    """Check the arguments of ``quant_dequant``: the rules of ``quantize`` with "amax".
+
+    Raises
+    ------
+    RuntimeError
+        On the first violated condition, reported as ``nvfp4.quant_dequant``.
+    """
+    check_quantize_args(x, global_scale, op="nvfp4.quant_dequant")
+
+
+def check_dequantize_args(
+    packed: Tensor,
+    scales: Tensor,
+    global_scale: Tensor,
+    out_dtype: torch.dtype,
+    swizzled: bool = False,
+) -> None:
+    """Check the arguments of ``dequantize``.
+
+    In order: ``packed`` uint8, 2-D or 3-D, last dim (K/2) a multiple of 8; ``scales``
+    float8_e4m3fn of shape ``[..., M, K/16]`` (``swizzled``: ``[..., roundup(M, 128),
+    roundup(K/16, 4)]``); ``global_scale`` as for ``quantize``; ``out_dtype``
+    float32/float16/bfloat16; every tensor on one device.
+
+    Raises
+    ------
+    RuntimeError
+        On the first violated condition.
+    """
+    op = "nvfp4.dequantize"
+    _check_tensor(op, TENSOR_ARGS["packed"], packed)
+    _check_multiple(op, "the last dim of packed (K/2)", packed.shape[-1], NVFP4_BLOCK // 2)
+    _check_dtype(op, TENSOR_ARGS["nvfp4_scales"], scales.dtype)
+    M, K = packed.shape[-2], packed.shape[-1] * 2
+    _check_scales_shape(op, packed, scales, M, K // NVFP4_BLOCK, swizzled, "K/16")
+    _check_global_scale(op, global_scale, packed.shape[0] if packed.dim() == 3 else None)
+    _check_dtype(op, TENSOR_ARGS["out_dtype"], out_dtype)
+    _check_one_device(op, packed=packed, scales=scales, global_scale=global_scale)
+
+
+def check_mx_quantize_args(
+    x: Tensor,
+    elem: str = "e4m3",
+    rounding: str = "rceil",
+    swizzle: bool = False,
+    axis: int = -1,
+    scale_method: str = "amax",
+) -> None:
+    """Check the arguments of ``mx_quantize``.
+
+    In order: ``x`` float32/float16/bfloat16, 2-D or 3-D; ``elem`` "e4m3" or "e2m1";
+    ``rounding`` "rceil" or "floor"; ``scale_method`` "amax" or "mse"; ``axis`` -1 or -2
+    (or the same dims counted from the front); the quantized dim (``K`` for axis -1, ``M``
+    for axis -2) a multiple of 32. ``swizzle`` takes any value.
+
+    Raises
+    ------
+    RuntimeError
+        On the first violated condition.
+    """
+    op = "nvfp4.mx_quantize"
+    _check_tensor(op, TENSOR_ARGS["x"], x)
+    _check_choice(op, "elem", elem)
+    _check_choice(op, "rounding", rounding)
+    _check_choice(op, "scale_method", scale_method)
+    torch._check(
+        axis in (-1, -2, x.dim() - 1, x.dim() - 2),
+        _fail("axis", op=op, dim=x.dim(), axis=axis),
+    )
+    if axis in (-1, x.dim() - 1):
+        _check_multiple(op, "K (the last dim, quantized with axis=-1)", x.shape[-1], MX_BLOCK)
+    else:
+        _check_multiple(op, "M (dim -2, quantized with axis=-2)", x.shape[-2], MX_BLOCK)
+
+
+def check_mx_dequantize_args(
+    data: Tensor, scales: Tensor, elem: str, out_dtype: torch.dtype, swizzled: bool = False
+) -> None:
+    """Check the arguments of ``mx_dequantize``.
+
+    In order: ``elem`` "e4m3" or "e2m1"; ``data`` float8_e4m3fn (e4m3) or uint8 (e2m1,
+    two codes per byte), 2-D or 3-D, ``K % 32 == 0``; ``scales`` uint8 or float8_e8m0fnu
+    of shape ``[..., M, K/32]`` (``swizzled``: ``[..., roundup(M, 128), roundup(K/32,
+    4)]``); ``out_dtype`` float32/float16/bfloat16; both tensors on one device.
+
+    Raises
+    ------
+    RuntimeError
+        On the first violated condition.
+    """
+    op = "nvfp4.mx_dequantize"
+    _check_choice(op, "elem", elem)
+    _check_tensor(op, TENSOR_ARGS[f"mx_data_{elem}"], data)
+    if elem == "e4m3":
+        K = data.shape[-1]
+        _check_multiple(op, "K (the last dim of data)", K, MX_BLOCK)
+    else:
+        K = data.shape[-1] * 2
+        _check_multiple(op, "the last dim of data (K/2)", data.shape[-1], MX_BLOCK // 2)
+    _check_dtype(op, TENSOR_ARGS["mx_scales"], scales.dtype)
+    _check_scales_shape(op, data, scales, data.shape[-2], K // MX_BLOCK, swizzled, "K/32")
+    _check_dtype(op, TENSOR_ARGS["out_dtype"], out_dtype)
+    _check_one_device(op, data=data, scales=scales)
+
+
+def check_swizzle_args(scales: Tensor) -> None:
+    """Check the argument of ``swizzle_scales``: ``[M, Kb]`` or ``[B, M, Kb]``, any 1-byte dtype.
+
+    Raises
+    ------
+    RuntimeError
+        On the first violated condition.
+    """
+    _check_tensor("nvfp4.swizzle_scales", TENSOR_ARGS["swizzle_scales"], scales)
+
+
+def check_unswizzle_args(swizzled: Tensor, rows: int, cols: int) -> None:
+    """Check the arguments of ``unswizzle_scales``.
+
+    In order: ``swizzled`` of any 1-byte dtype, 2-D or 3-D; ``rows, cols >= 0``; the last
+    two dims of ``swizzled`` equal to ``[roundup(rows, 128), roundup(cols, 4)]``.
+
+    Raises
+    ------
+    RuntimeError
+        On the first violated condition.
+    """
+    op = "nvfp4.unswizzle_scales"
+    _check_tensor(op, TENSOR_ARGS["swizzled"], swizzled)
+    torch._check(rows >= 0 and cols >= 0, _fail("rows_cols", op=op, rows=rows, cols=cols))
+    mp, kp = roundup(rows, 128), roundup(cols, 4)
+    torch._check(
+        (mp, kp) == tuple(swizzled.shape[-2:]),
+        lambda: MESSAGES["swizzled_shape"].format(
+            op=op, mp=mp, kp=kp, rows=rows, cols=cols, shape=shape_str(swizzled.shape)
+        ),
+    )
+
+
+def check_hessian_blocks_args(X: Tensor, chunk_rows: int = 4096) -> None:
+    """Check the arguments of ``hessian_blocks``: ``X`` floating ``[T, K]``, ``K % 16 == 0``.
+
+    Raises
+    ------
+    RuntimeError
+        On the first violated condition.
+    """
+    op = "nvfp4.hessian_blocks"
+    spec = TENSOR_ARGS["hessian_X"]
+    _check_dtype(op, spec, X.dtype)
+    torch._check(
+        X.dim() == 2,
+        lambda: MESSAGES["rank_2d"].format(
+            op=op, name=spec.name, layout=spec.layout, dim=X.dim(), shape=shape_str(X.shape)
+        ),
+    )
+    _check_multiple(op, "K (the last dim)", X.shape[-1], NVFP4_BLOCK)
+    torch._check(chunk_rows > 0, _fail("positive", op=op, name="chunk_rows", value=chunk_rows))
+
+
+def check_block_objective_args(
+    x: Tensor,
+    scale_bytes: Tensor,
+    global_scale: Tensor,
+    method: str = "mse",
+    hessian: Optional[Tensor] = None,
+) -> None:
+    """Check the arguments of ``nvfp4_block_objective``.
+
+    ``x``, ``global_scale`` and ``hessian`` as for ``quantize``; ``scale_bytes`` uint8 or
+    float8_e4m3fn, linear ``[..., M, K/16]``; ``method`` ``"mse"`` or ``"hessian"``.
+
+    Raises
+    ------
+    RuntimeError
+        On the first violated condition.
+    """
+    op = "nvfp4.nvfp4_block_objective"
+    _check_choice(op, "method", method)
+    check_quantize_args(x, global_scale, scale_method=method, hessian=hessian, op=op)
+    _check_dtype(op, TENSOR_ARGS["nvfp4_scale_bytes"], scale_bytes.dtype)
+    _check_scales_shape(op, x, scale_bytes, x.shape[-2], x.shape[-1] // NVFP4_BLOCK, False, "K/16")
+    _check_one_device(op, x=x, scale_bytes=scale_bytes)
+
+
+def check_mx_block_objective_args(x: Tensor, scale_bytes: Tensor, elem: str) -> None:
+    """Check the arguments of ``mx_block_objective``.
+
+    ``x`` and ``elem`` as for ``mx_quantize`` (messages name ``nvfp4.mx_quantize``, as
+    before); ``scale_bytes`` uint8 or float8_e8m0fnu, linear ``[..., M, K/32]``.
+
+    Raises
+    ------
+    RuntimeError
+        On the first violated condition.
+    """
+    op = "nvfp4.mx_block_objective"
+    check_mx_quantize_args(x, elem)
+    _check_dtype(op, TENSOR_ARGS["mx_scale_bytes"], scale_bytes.dtype)
+    _check_scales_shape(op, x, scale_bytes, x.shape[-2], x.shape[-1] // MX_BLOCK, False, "K/32")
+    _check_one_device(op, x=x, scale_bytes=scale_bytes)
+
+
+def check_pack_args(codes: Tensor) -> None:
+    """Check the argument of ``pack_e2m1``: at least 1-D with an even last dim.
+
+    Raises
+    ------
+    RuntimeError
+        If the last dim is odd (or ``codes`` is 0-D).
+    """
+    torch._check(
+        codes.dim() >= 1 and codes.shape[-1] % 2 == 0,
+        lambda: MESSAGES["even"].format(op="nvfp4.pack_e2m1", shape=shape_str(codes.shape)),
+    )

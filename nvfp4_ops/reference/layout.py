@@ -1,0 +1,110 @@
+"""Data and scale layouts: E2M1 nibble packing and the 128x4 scale swizzle (SPEC sections 1, 4)."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from ._checks import check_pack_args, check_swizzle_args, check_unswizzle_args
+from ._common import roundup
+
+
+def pack_e2m1(codes: Tensor) -> Tensor:
+    """Pack E2M1 codes two per byte: element ``2i`` in the low nibble, ``2i+1`` in the high.
+
+    Parameters
+    ----------
+    codes : Tensor
+        uint8 ``[..., K]`` with ``K`` even, values 0..15.
+
+    Returns
+    -------
+    Tensor
+        uint8 ``[..., K/2]``.
+    """
+    check_pack_args(codes)
+    c = codes.detach().to(torch.uint8) & 0x0F
+    return c[..., 0::2] | (c[..., 1::2] << 4)
+
+
+def unpack_e2m1(packed: Tensor) -> Tensor:
+    """Unpack bytes into E2M1 codes; the inverse of :func:`pack_e2m1`.
+
+    Parameters
+    ----------
+    packed : Tensor
+        uint8 ``[..., K/2]``.
+
+    Returns
+    -------
+    Tensor
+        uint8 ``[..., K]``, values 0..15.
+    """
+    p = packed.detach()
+    return torch.stack((p & 0x0F, p >> 4), dim=-1).reshape(*p.shape[:-1], p.shape[-1] * 2)
+
+
+def swizzle_scales(scales: Tensor) -> Tensor:
+    """Rearrange a scale matrix into the 128x4 swizzled layout (SPEC section 4).
+
+    The byte of ``S[r][c]`` goes to
+    ``((r // 128) * (Kp // 4) + c // 4) * 512 + (r % 32) * 16 + ((r % 128) // 32) * 4 + c % 4``
+    after padding ``M`` to ``Mp = roundup(M, 128)`` and ``Kb`` to ``Kp = roundup(Kb, 4)``
+    with zero bytes. Implemented as one reshape/permute: ``r = 128 rb + 32 r1 + r0``,
+    ``c = 4 cb + c0`` is stored at ``[rb, cb, r0, r1, c0]``.
+
+    Parameters
+    ----------
+    scales : Tensor
+        ``[M, Kb]`` or ``[B, M, Kb]`` of a one-byte dtype (uint8, float8_e4m3fn,
+        float8_e8m0fnu); each batch is swizzled alone and stored back to back.
+
+    Returns
+    -------
+    Tensor
+        ``[Mp, Kp]`` or ``[B, Mp, Kp]``, same dtype, bytes in swizzled order.
+    """
+    check_swizzle_args(scales)
+    s = scales.detach()
+    s3 = (s if s.dim() == 3 else s.unsqueeze(0)).view(torch.uint8)
+    B, M, Kb = s3.shape
+    Mp, Kp = roundup(M, 128), roundup(Kb, 4)
+    padded = torch.zeros((B, Mp, Kp), dtype=torch.uint8, device=s.device)
+    padded[:, :M, :Kb] = s3
+    out = (
+        padded.view(B, Mp // 128, 4, 32, Kp // 4, 4)
+        .permute(0, 1, 4, 3, 2, 5)
+        .reshape(B, Mp, Kp)
+        .view(scales.dtype)
+    )
+    return out if scales.dim() == 3 else out[0]
+
+
+def unswizzle_scales(swizzled: Tensor, rows: int, cols: int) -> Tensor:
+    """Inverse of :func:`swizzle_scales`: recover the ``[rows, cols]`` linear scales.
+
+    Parameters
+    ----------
+    swizzled : Tensor
+        ``[Mp, Kp]`` or ``[B, Mp, Kp]`` of a one-byte dtype, ``Mp = roundup(rows, 128)``,
+        ``Kp = roundup(cols, 4)``.
+    rows, cols : int
+        The unpadded ``M`` and ``Kb``.
+
+    Returns
+    -------
+    Tensor
+        ``[rows, cols]`` or ``[B, rows, cols]``, same dtype, a new contiguous tensor.
+    """
+    check_unswizzle_args(swizzled, rows, cols)
+    s = swizzled.detach()
+    s3 = (s if s.dim() == 3 else s.unsqueeze(0)).view(torch.uint8)
+    B, Mp, Kp = s3.shape
+    lin = (
+        s3.reshape(B, Mp // 128, Kp // 4, 32, 4, 4)
+        .permute(0, 1, 4, 3, 2, 5)
+        .reshape(B, Mp, Kp)[:, :rows, :cols]
+        .clone(memory_format=torch.contiguous_format)
+        .view(swizzled.dtype)
+    )
+    return lin if swizzled.dim() == 3 else lin[0]

@@ -1,0 +1,231 @@
+"""NVFP4: E2M1 elements, an E4M3 scale per 16 elements, an fp32 global scale (SPEC section 2)."""
+
+from __future__ import annotations
+
+from typing import Optional, Tuple
+
+import torch
+from torch import Tensor
+
+from ._checks import (
+    check_dequantize_args,
+    check_global_scale_args,
+    check_quant_dequant_args,
+    check_quantize_args,
+)
+from ._common import F32, FLT_MAX, GLOBAL_SCALE_NUMERATOR, NVFP4_BLOCK
+from .elements import (
+    _e2m1_code_from_value,
+    _nvfp4_multipliers,
+    _nvfp4_naive_bytes,
+    _nvfp4_round,
+    e2m1_decode,
+    e4m3_to_fp32,
+)
+from .layout import pack_e2m1, swizzle_scales, unpack_e2m1, unswizzle_scales
+from .search import _nvfp4_search
+
+
+def global_scale(x: Tensor) -> Tensor:
+    """NVFP4 encode global scale ``RN(2688 / amax(|x|))`` over the whole tensor (SPEC sec. 2).
+
+    ``amax == 0`` (and an empty tensor) gives 1. A finite ``amax > 0`` so small that the
+    division overflows (below ``2688 / FLT_MAX``, about 7.9e-36, subnormals included)
+    gives the largest finite fp32 ``FLT_MAX`` instead of +inf, so that finite input never
+    quantizes to NaN. Otherwise the result is what the one fp32 division gives: a NaN
+    anywhere gives NaN; an inf anywhere gives 0 (such a tensor then dequantizes to NaN
+    everywhere: RN(0/0)).
+
+    Parameters
+    ----------
+    x : Tensor
+        Any shape; float32, float16 or bfloat16.
+
+    Returns
+    -------
+    Tensor
+        fp32 of shape ``[1]`` on the device of ``x``.
+    """
+    check_global_scale_args(x)
+    if x.numel() == 0:
+        return torch.ones(1, dtype=F32, device=x.device)
+    amax = x.detach().abs().amax().to(F32).reshape(1)
+    gs = torch.full_like(amax, GLOBAL_SCALE_NUMERATOR) / amax
+    # +inf only comes from a finite amax > 0 (amax == 0 is replaced below, inf gives 0).
+    gs = torch.where(gs == float("inf"), FLT_MAX, gs)
+    return torch.where(amax == 0, 1.0, gs)
+
+
+def _nvfp4_encode_with_scale(xb: Tensor, sf_bytes: Tensor, gs_b: Tensor) -> Tensor:
+    """E2M1 codes of NVFP4 blocks quantized with the given scale bytes (SPEC section 2).
+
+    Parameters
+    ----------
+    xb : Tensor
+        fp32 blocks ``[..., 16]``.
+    sf_bytes : Tensor
+        uint8 E4M3 bytes ``xb.shape[:-1]``.
+    gs_b : Tensor
+        fp32 global scale broadcastable to ``xb.shape[:-1]``.
+
+    Returns
+    -------
+    Tensor
+        uint8 codes, shape of ``xb``. Blocks whose scale is NaN (0x7F: non-finite input,
+        or a NaN made by the scale formula itself) get codes 0.
+    """
+    sf32 = e4m3_to_fp32(sf_bytes)
+    osc, _ = _nvfp4_multipliers(sf32, gs_b)
+    codes = _e2m1_code_from_value(_nvfp4_round(xb, osc.unsqueeze(-1)))
+    return torch.where(torch.isnan(sf32).unsqueeze(-1), 0, codes)
+
+
+def _nvfp4_dequant_blocks(codes_b: Tensor, sf_bytes: Tensor, gs_b: Tensor) -> Tensor:
+    """fp32 ``RN(e2m1(code) * RN(fp32(sf) / gs))`` for code blocks ``[..., 16]``."""
+    _, s = _nvfp4_multipliers(e4m3_to_fp32(sf_bytes), gs_b)
+    return e2m1_decode(codes_b) * s.unsqueeze(-1)
+
+
+def _nvfp4_quantize_core(
+    x: Tensor, gs: Tensor, scale_method: str, hessian: Optional[Tensor]
+) -> Tuple[Tensor, Tensor, Tensor]:
+    """Codes ``[B, M, K]`` and scale bytes ``[B, M, K/16]`` of batched ``x``, and ``gs_b``."""
+    x3 = x.detach()
+    x3 = x3 if x3.dim() == 3 else x3.unsqueeze(0)
+    B, M, K = x3.shape
+    G = K // NVFP4_BLOCK
+    xb = x3.to(F32).reshape(B, M, G, NVFP4_BLOCK)
+    gs_b = gs.detach().reshape(-1, 1, 1)
+    sf = _nvfp4_naive_bytes(xb, gs_b)
+    if scale_method != "amax":
+        gs_r = gs_b.expand(B, M, 1).reshape(B * M, 1)
+        h = hessian.detach() if hessian is not None else None
+        sf = _nvfp4_search(
+            xb.reshape(B * M, G, NVFP4_BLOCK), gs_r, sf.reshape(B * M, G), scale_method, h
+        ).reshape(B, M, G)
+    codes = _nvfp4_encode_with_scale(xb, sf, gs_b).reshape(B, M, K)
+    return codes, sf, gs_b
+
+
+def quantize(
+    x: Tensor,
+    global_scale: Tensor,
+    swizzle: bool = False,
+    scale_method: str = "amax",
+    hessian: Optional[Tensor] = None,
+) -> Tuple[Tensor, Tensor]:
+    """Quantize to NVFP4: E2M1 codes with one E4M3 scale per 16 elements (SPEC sec. 2, 5).
+
+    Per block of 16 along the last dim, with ``vmax = max |x_i|``:
+    ``sf = E4M3(RN(gs * RN(vmax * RN(1/6))))`` (``scale_method="amax"``) or the
+    exhaustive search of SPEC section 5 (``"mse"``, ``"hessian"``); then
+    ``osc = RN(1 / RN(fp32(sf) * RN(1/gs)))`` and ``code = E2M1(RN(x * osc))``.
+
+    Parameters
+    ----------
+    x : Tensor
+        ``[M, K]`` or ``[B, M, K]``, float32/float16/bfloat16, ``K % 16 == 0``, any strides.
+    global_scale : Tensor
+        float32 encode scale (see :func:`global_scale`), one element, or ``[B]`` (one
+        per batch) for 3-D ``x``.
+    swizzle : bool
+        Return the scales in the 128x4 swizzled layout.
+    scale_method : str
+        ``"amax"``, ``"mse"`` or ``"hessian"``.
+    hessian : Tensor, optional
+        float32 ``[K/16, 16, 16]`` (see :func:`hessian_blocks`), for ``"hessian"`` only.
+
+    Returns
+    -------
+    packed : Tensor
+        uint8 ``[..., M, K/2]``, element ``2i`` in the low nibble.
+    scales : Tensor
+        float8_e4m3fn ``[..., M, K/16]``, or swizzled ``[Mp, Kp]`` / ``[B, Mp, Kp]``.
+
+    Notes
+    -----
+    * ``osc`` is 0 where ``fp32(sf) == 0`` (all-zero block, underflowing scale) and also
+      where ``RN(fp32(sf) * RN(1/gs)) == 0`` (only for ``gs = +inf``), as vLLM's
+      ``ref_nvfp4_quant`` does.
+    * The code's sign bit is the sign of ``RN(x * osc)``; where that is NaN (``+-0 * inf``)
+      the magnitude code is 0 and the sign that of ``x``.
+    * A block holding NaN or +-inf, or whose scale formula gives NaN (``gs`` NaN, or
+      ``gs = +inf`` with an all-zero block) gets scale 0x7F and codes 0.
+    """
+    check_quantize_args(x, global_scale, swizzle, scale_method, hessian)
+    codes, sf, _ = _nvfp4_quantize_core(x, global_scale, scale_method, hessian)
+    packed = pack_e2m1(codes)
+    scales = sf.view(torch.float8_e4m3fn)
+    if x.dim() == 2:
+        packed, scales = packed[0], scales[0]
+    if swizzle:
+        scales = swizzle_scales(scales)
+    return packed, scales
+
+
+def dequantize(
+    packed: Tensor,
+    scales: Tensor,
+    global_scale: Tensor,
+    out_dtype: torch.dtype,
+    swizzled: bool = False,
+) -> Tensor:
+    """Dequantize NVFP4: ``RN(e2m1(code) * RN(fp32(sf) / gs))``, then one cast (SPEC sec. 2).
+
+    Parameters
+    ----------
+    packed : Tensor
+        uint8 ``[M, K/2]`` or ``[B, M, K/2]``.
+    scales : Tensor
+        float8_e4m3fn ``[..., M, K/16]``, or swizzled ``[Mp, Kp]`` / ``[B, Mp, Kp]``
+        (``M`` and ``K`` are read from ``packed``).
+    global_scale : Tensor
+        float32, one element or ``[B]``: the encode scale used by :func:`quantize`.
+    out_dtype : torch.dtype
+        float32, float16 or bfloat16.
+    swizzled : bool
+        Layout of ``scales``.
+
+    Returns
+    -------
+    Tensor
+        ``[..., M, K]`` of ``out_dtype``. Blocks with scale 0x7F are NaN.
+    """
+    check_dequantize_args(packed, scales, global_scale, out_dtype, swizzled)
+    p3 = packed.detach()
+    p3 = p3 if p3.dim() == 3 else p3.unsqueeze(0)
+    B, M, Kh = p3.shape
+    K = 2 * Kh
+    G = K // NVFP4_BLOCK
+    s = scales.detach()
+    s = s if s.dim() == 3 else s.unsqueeze(0)
+    if swizzled:
+        s = unswizzle_scales(s, M, G)
+    codes_b = unpack_e2m1(p3).reshape(B, M, G, NVFP4_BLOCK)
+    gs_b = global_scale.detach().reshape(-1, 1, 1)
+    out = _nvfp4_dequant_blocks(codes_b, s.view(torch.uint8), gs_b)
+    out = out.reshape(B, M, K).to(out_dtype)
+    return out if packed.dim() == 3 else out[0]
+
+
+def quant_dequant(x: Tensor, global_scale: Tensor) -> Tensor:
+    """NVFP4 fake quantization: bit-identical to ``dequantize(*quantize(x, gs), gs, x.dtype)``.
+
+    Parameters
+    ----------
+    x : Tensor
+        ``[M, K]`` or ``[B, M, K]``, float32/float16/bfloat16, ``K % 16 == 0``.
+    global_scale : Tensor
+        float32, one element or ``[B]`` for 3-D ``x``.
+
+    Returns
+    -------
+    Tensor
+        Same shape and dtype as ``x`` (contiguous).
+    """
+    check_quant_dequant_args(x, global_scale)
+    codes, sf, gs_b = _nvfp4_quantize_core(x, global_scale, "amax", None)
+    B, M, K = codes.shape
+    out = _nvfp4_dequant_blocks(codes.reshape(B, M, K // NVFP4_BLOCK, NVFP4_BLOCK), sf, gs_b)
+    out = out.reshape(B, M, K).to(x.dtype)
+    return out if x.dim() == 3 else out[0]

@@ -1,0 +1,82 @@
+"""Helpers shared by the CUDA tests: exact comparison of outputs and seeded generators."""
+
+from __future__ import annotations
+
+import torch
+
+
+def bits(t: torch.Tensor) -> torch.Tensor:
+    """Integer view of a contiguous copy (1-byte dtypes as uint8), for bitwise comparison."""
+    t = t.detach().contiguous()
+    if t.element_size() == 1:
+        return t.view(torch.uint8)
+    return t.view({2: torch.int16, 4: torch.int32}[t.element_size()])
+
+
+def assert_exact(got: torch.Tensor, want: torch.Tensor, what: str = "") -> None:
+    """Same shape, dtype, contiguity of ``got`` and bytes.
+
+    Wider than one byte (fp32 / fp16 / bf16): NaN in the same places (any NaN matches any
+    NaN: payloads differ between CPU and GPU arithmetic), every other value bit for bit
+    (so -0.0 != 0.0). 1-byte dtypes (uint8, float8): byte for byte.
+    """
+    assert got.shape == want.shape, (what, got.shape, want.shape)
+    assert got.dtype == want.dtype, (what, got.dtype, want.dtype)
+    assert got.is_contiguous(), what
+    got, want = got.detach().cpu(), want.detach().cpu()
+    bg, bw = bits(got), bits(want)
+    if got.element_size() > 1:
+        nan_g, nan_w = torch.isnan(got), torch.isnan(want)
+        assert torch.equal(nan_g, nan_w), f"{what}: NaN positions differ"
+        bad = (bg != bw) & ~nan_g
+        if bad.any():
+            idx = bad.nonzero()[:5].tolist()
+            raise AssertionError(f"{what}: {int(bad.sum())} values differ in sign or bits, "
+                                 f"first at {idx}: got {[got[tuple(i)].item() for i in idx]}, "
+                                 f"want {[want[tuple(i)].item() for i in idx]}")
+    else:
+        bad = bg != bw
+        if bad.any():
+            idx = bad.nonzero()[:5].tolist()
+            raise AssertionError(f"{what}: {int(bad.sum())} of {bad.numel()} bytes differ, "
+                                 f"first at {idx}: got "
+                                 f"{[hex(bg[tuple(i)].item()) for i in idx]}, want "
+                                 f"{[hex(bw[tuple(i)].item()) for i in idx]}")
+
+
+def gen(seed: int) -> torch.Generator:
+    """A CPU generator seeded with ``seed``."""
+    return torch.Generator().manual_seed(seed)
+
+
+def capture_and_replay(f, refill) -> tuple:
+    """Capture ``f()`` in a CUDA graph, ``refill()`` its input buffers, replay it.
+
+    ``f`` is warmed up on a side stream first (as CUDA-graph capture requires). Asserts that
+    the replayed outputs are bit for bit what a plain call of ``f()`` gives on the new data,
+    and returns the replayed outputs.
+    """
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        for _ in range(2):
+            f()
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        outs = f()
+    refill()  # new data in the captured input buffers, then replay
+    graph.replay()
+    torch.cuda.synchronize()
+    for a, b in zip(outs, f()):
+        assert torch.equal(bits(a), bits(b))
+    return outs
+
+
+def assert_compiles_to_same_bits(fn, *inputs: torch.Tensor) -> None:
+    """``torch.compile(fn, fullgraph=True)`` gives the bits of ``fn`` on each input."""
+    torch._dynamo.reset()
+    compiled = torch.compile(fn, fullgraph=True)
+    for x in inputs:
+        for a, b in zip(compiled(x), fn(x)):
+            assert torch.equal(bits(a), bits(b))
