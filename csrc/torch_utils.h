@@ -157,10 +157,10 @@ inline const char* dtype_name(ScalarType t) {
   }
 }
 
-// tensor.element_size() == 1 and not torch.bool: the dtypes swizzle_scales moves as bytes.
+// dtype.itemsize == 1 (torch.bool included): the dtypes swizzle_scales moves as bytes.
 inline bool is_one_byte_dtype(ScalarType t) {
   switch (t) {
-    case ScalarType::Byte: case ScalarType::Char: case ScalarType::QInt8:
+    case ScalarType::Bool: case ScalarType::Byte: case ScalarType::Char: case ScalarType::QInt8:
     case ScalarType::QUInt8: case ScalarType::QUInt4x2: case ScalarType::QUInt2x4:
     case ScalarType::Bits1x8: case ScalarType::Bits2x4: case ScalarType::Bits4x2:
     case ScalarType::Bits8: case ScalarType::Float8_e5m2: case ScalarType::Float8_e4m3fn:

@@ -1,15 +1,15 @@
-// E2M1 (FP4) elements, SPEC sec. 1. Software rounding: Hopper and Ampere have no FP4
+// E2M1 (FP4) elements, docs/spec.md sec. 1. Software rounding: Hopper and Ampere have no FP4
 // convert instruction, and this is bit-identical to the reference everywhere.
 //
 // The rounding is written once, as the reference's _e2m1_round_mag formulates it: with
 // a = min(|y|, 6) (kNanSafe: a NaN gives 0, as max/min return the non-NaN operand) and
 // C = 2^(max(e, 0) + 22) where 2^e is the binade of a, RN(a + C) rounds a to a multiple of
 // the E2M1 spacing 2^(max(e, 0) - 1) with IEEE ties-to-even, which is the ties-to-even-code
-// rule of SPEC sec. 1 (0.25 -> 0, 0.75 -> 1, 1.25 -> 1, 1.75 -> 2, 2.5 -> 2, 3.5 -> 4,
+// rule of docs/spec.md sec. 1 (0.25 -> 0, 0.75 -> 1, 1.25 -> 1, 1.75 -> 2, 2.5 -> 2, 3.5 -> 4,
 // 5 -> 4, above 5 and +inf -> 6). Two projections of that one sum: the code (bits of the
 // sum minus bits of C count spacings, plus 2e) and the value (the sum minus C, exact).
 // About 5 instructions per element, against about 24 for a chain of 7 comparisons.
-// tests/cpp/test_core.cpp checks both against the comparison chain of SPEC sec. 1 for all
+// tests/cpp/test_core.cpp checks both against the comparison chain of docs/spec.md sec. 1 for all
 // 2^32 fp32 inputs (kNanSafe) and all non-NaN inputs (not kNanSafe).
 #pragma once
 

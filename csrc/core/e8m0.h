@@ -1,4 +1,4 @@
-// E8M0 block scales of the MX formats (SPEC sec. 3), computed on the bits: never log2,
+// E8M0 block scales of the MX formats (docs/spec.md sec. 3), computed on the bits: never log2,
 // never a float8_e8m0fnu cast.
 #pragma once
 

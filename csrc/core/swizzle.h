@@ -1,4 +1,4 @@
-// The 128x4 block-scale layout of cuBLAS / CUTLASS block-scaled GEMMs (SPEC sec. 4).
+// The 128x4 block-scale layout of cuBLAS / CUTLASS block-scaled GEMMs (docs/spec.md sec. 4).
 // Torch-free; host and device code.
 #pragma once
 
@@ -24,17 +24,20 @@ NVFP4_HD uint32_t swizzle_offset32(uint32_t r, uint32_t c, uint32_t kp) {
 // Rows rows..mp-1 of every batch of [batches, mp, kp] swizzled scales are all padding: zero
 // them a 4-byte word at a time (the 4 columns of one row within a 128x4 tile are adjacent).
 // Words start, start + stride, ... of the batches * (mp - rows) * kp / 4 (a grid-stride loop).
-NVFP4_HD void zero_swizzled_row_padding(uint8_t* scales, int64_t batches, int64_t rows,
-                                        int64_t mp, int64_t kp, int64_t start, int64_t stride) {
-  const int64_t words_per_row = kp / 4;
-  const int64_t per_batch = (mp - rows) * words_per_row;
-  const int64_t n = batches * per_batch;
-  for (int64_t w = start; w < n; w += stride) {
-    const int64_t b = w / per_batch;
-    const int64_t rem = w - b * per_batch;
-    const int64_t r = rows + rem / words_per_row;
-    const int64_t c = (rem % words_per_row) * 4;
-    *reinterpret_cast<uint32_t*>(scales + b * mp * kp + swizzle_offset(r, c, kp)) = 0u;
+// I: int64_t, or uint32_t where batches * mp * kp < 2^31 (cheaper index math).
+template <typename I>
+NVFP4_HD void zero_swizzled_row_padding(uint8_t* scales, I batches, I rows, I mp, I kp, I start,
+                                        I stride) {
+  const I words_per_row = kp / 4;
+  const I per_batch = (mp - rows) * words_per_row;
+  const I n = batches * per_batch;
+  for (I w = start; w < n; w += stride) {
+    const I b = w / per_batch;
+    const I rem = w - b * per_batch;
+    const I dr = rem / words_per_row;
+    const I c = (rem - dr * words_per_row) * 4;
+    *reinterpret_cast<uint32_t*>(scales + int64_t(b) * int64_t(mp) * int64_t(kp) +
+                                 swizzle_offset(int64_t(rows + dr), int64_t(c), int64_t(kp))) = 0u;
   }
 }
 

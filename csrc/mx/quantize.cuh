@@ -1,4 +1,4 @@
-// MX codecs (SPEC.md sec. 3): MXFP8 (E4M3 elements) and MXFP4 (E2M1 elements), one E8M0
+// MX codecs (docs/spec.md sec. 3): MXFP8 (E4M3 elements) and MXFP4 (E2M1 elements), one E8M0
 // scale per 32 elements. Torch-free device code; the launchers are in mx/ops.cu.
 //
 // Three kernels, all memory-bound streaming passes:
@@ -44,7 +44,7 @@ struct ElemFormat<true> {
 };
 
 // Where the E8M0 byte of block (row, c) of a [batches * rows, kb] scale matrix goes:
-// linear, or the 128x4 swizzled layout with each batch padded to [mp, kp] (SPEC sec. 4).
+// linear, or the 128x4 swizzled layout with each batch padded to [mp, kp] (docs/spec.md sec. 4).
 struct ScaleLayout {
   int64_t kb = 0, rows = 0, mp = 0, kp = 0;
   FastDiv div_kb, div_rows;
@@ -79,18 +79,7 @@ __device__ __forceinline__ int64_t scale_offset(int64_t blk, const ScaleLayout& 
 template <typename I>
 __host__ __device__ __forceinline__ void write_scale_padding_impl(
     uint8_t* __restrict__ scales, I batches, I rows, I cols, I mp, I kp, I start, I stride) {
-  const I groups = kp / 4;
-  const I words_per_batch = (mp - rows) * groups;
-  const I n_words = batches * words_per_batch;
-  for (I i = start; i < n_words; i += stride) {
-    const I batch = i / words_per_batch;
-    const I q = i - batch * words_per_batch;
-    const I dr = q / groups;
-    const I g = q - dr * groups;
-    const int64_t off = int64_t(batch) * int64_t(mp) * int64_t(kp) +
-                        swizzle_offset(int64_t(rows + dr), int64_t(4 * g), int64_t(kp));
-    *reinterpret_cast<uint32_t*>(scales + off) = 0u;
-  }
+  zero_swizzled_row_padding<I>(scales, batches, rows, mp, kp, start, stride);
   const I side_w = kp - cols;  // 0..3
   const I bytes_per_batch = rows * side_w;
   const I n_bytes = batches * bytes_per_batch;
@@ -120,7 +109,7 @@ __device__ __forceinline__ void write_scale_padding(uint8_t* __restrict__ scales
   }
 }
 
-// E8M0 byte of a block from the integer max of abs_bits over it (SPEC sec. 3):
+// E8M0 byte of a block from the integer max of abs_bits over it (docs/spec.md sec. 3):
 // NaN/inf anywhere -> 255; else rceil/floor on the bits (amax 0 -> 0).
 template <bool E2M1, MxRounding R>
 __device__ __forceinline__ uint32_t block_scale(uint32_t amax_bits) {

@@ -1,4 +1,4 @@
-// The MX scale-search kernel (mx_quantize with scale_method "mse", SPEC sec. 5 over E8M0
+// The MX scale-search kernel (mx_quantize with scale_method "mse", docs/spec.md sec. 5 over E8M0
 // bytes): one thread per 32-element block runs mx_choose (search/choose.h), then encodes
 // the block. Launched from mx/ops.cu.
 #pragma once
@@ -21,13 +21,6 @@ struct MxSearchParams {
   int64_t n_blocks;
 };
 
-template <typename T>
-__device__ __forceinline__ void load32(const void* x, int64_t blk, float (&v)[32]) {
-  constexpr int kV = Elem<T>::kPerVec;
-  const char* p = static_cast<const char*>(x) + blk * 32 * static_cast<int64_t>(sizeof(T));
-#pragma unroll
-  for (int u = 0; u < 32 / kV; ++u) unpack_vec<T>(load_stream(p + 16 * u), v + kV * u);
-}
 
 // One thread per 32-element block: naive byte (rceil / floor), search, encode, store.
 template <typename T, bool kE2M1, MxRounding kR, bool kSwizzle>
@@ -36,7 +29,7 @@ __global__ void __launch_bounds__(kThreads) mx_mse_search_kernel(const MxSearchP
   for (int64_t blk = int64_t(blockIdx.x) * kThreads + threadIdx.x; blk < p.n_blocks;
        blk += int64_t(gridDim.x) * kThreads) {
     float v[32];
-    load32<T>(p.x, blk, v);
+    load_block<T>(p.x, blk, v);
     uint32_t amax_bits = 0;
 #pragma unroll
     for (int i = 0; i < 32; ++i) amax_bits = max(amax_bits, abs_bits(v[i]));

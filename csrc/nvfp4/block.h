@@ -1,4 +1,4 @@
-// The NVFP4 block math of SPEC sec. 2, one function per step, each written once and used
+// The NVFP4 block math of docs/spec.md sec. 2, one function per step, each written once and used
 // by the quantize, fake-quant, dequantize, global_scale and scale-search kernels (and the
 // host build of tests/cpp). Every fp32 operation is an explicit RN operation (core/bits.h),
 // so no FMA contraction changes a bit.
@@ -34,10 +34,10 @@ NVFP4_HD float nvfp4_osc(uint32_t sf, float inv_gs) {
   return (s == 0.0f || d == 0.0f) ? 0.0f : rn_rcp(d);
 }
 
-// Decode multiplier RN(fp32(sf) / gs) (a true division, as the SPEC says).
+// Decode multiplier RN(fp32(sf) / gs) (a true division, as docs/spec.md says).
 NVFP4_HD float nvfp4_dq(uint32_t sf, float gs) { return rn_div(e4m3_decode(sf), gs); }
 
-// The encode global scale from the bits of amax |x| (SPEC sec. 2): RN(2688 / amax); 1 when
+// The encode global scale from the bits of amax |x| (docs/spec.md sec. 2): RN(2688 / amax); 1 when
 // amax == 0; the largest finite fp32 when amax is finite but so small that the division
 // overflows (amax < 2688 / FLT_MAX, about 7.9e-36), so that finite input never becomes NaN;
 // an infinite amax gives 0 and a NaN amax NaN, as the division does.

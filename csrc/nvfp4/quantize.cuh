@@ -1,4 +1,4 @@
-// NVFP4 quantize / fake-quant / dequantize / global-amax kernels (SPEC sec. 2, 4).
+// NVFP4 quantize / fake-quant / dequantize / global-amax kernels (docs/spec.md sec. 2, 4).
 // Torch-free device code; the launchers are in nvfp4/ops.cu, the block math in nvfp4/block.h.
 //
 // Work layout (quantize, quant_dequant, dequantize): the data tensor is walked in 16-byte

@@ -1,4 +1,4 @@
-// The NVFP4 scale-search kernels (quantize with scale_method "mse" / "hessian", SPEC
+// The NVFP4 scale-search kernels (quantize with scale_method "mse" / "hessian", docs/spec.md
 // sec. 5): one thread per block runs nvfp4_choose (search/choose.h), then encodes the block
 // with the chosen byte. Launched from nvfp4/ops.cu.
 #pragma once
@@ -24,14 +24,6 @@ struct Nvfp4SearchParams {
   bool gs_per_batch;
 };
 
-// 16 elements of block blk as fp32: two (fp16/bf16) or four (fp32) 16-byte loads.
-template <typename T>
-__device__ __forceinline__ void load16(const void* x, int64_t blk, float (&v)[16]) {
-  constexpr int kV = Elem<T>::kPerVec;
-  const char* p = static_cast<const char*>(x) + blk * 16 * static_cast<int64_t>(sizeof(T));
-#pragma unroll
-  for (int u = 0; u < 16 / kV; ++u) unpack_vec<T>(load_stream(p + 16 * u), v + kV * u);
-}
 
 // Scale byte of block blk = (batch, row r, column c) and, in the swizzled layout, the zero
 // column padding after the last column of each row.
@@ -101,7 +93,7 @@ __global__ void __launch_bounds__(kThreads) nvfp4_mse_search_kernel(const Nvfp4S
          i += int64_t(gridDim.x) * kThreads) {
       const int64_t blk = g * per_group + i;
       float v[16];
-      load16<T>(p.x, blk, v);
+      load_block<T>(p.x, blk, v);
       const uint32_t byte = nvfp4_choose(v, gs, inv_gs, tab_osc, tab_s, nullptr, ring, ring, st);
       const int64_t row = blk / p.kb;
       const int64_t c = blk - row * p.kb;
@@ -143,7 +135,7 @@ __global__ void __launch_bounds__(kThreads) nvfp4_hessian_search_kernel(const Nv
         if (r >= p.rows) continue;
         const int64_t blk = (b * p.rows + r) * p.kb + j;
         float v[16];
-        load16<T>(p.x, blk, v);
+        load_block<T>(p.x, blk, v);
         const uint32_t byte = nvfp4_choose(v, gs, inv_gs, tab_osc, tab_s, &hg, ring, ei, st);
         finish_block<kSwizzle>(p, v, blk, b, r, j, byte, tab_osc, gs, inv_gs);
       }

@@ -21,51 +21,19 @@ constexpr int kThreads = 128;  // CTA size of the search kernels (nvfp4/, mx/sea
 // approximate quadratic form, only near-minimal ones the exact one. Exact, just slower.
 template <class Stats>
 NVFP4_HD int hessian_unbounded(const HessObj& o, int c0, float naive_obj, Stats& st) {
-  float ub = naive_obj, best = naive_obj;
-  int best_c = c0;
-  bool best_naive = true;
-  auto take = [&](int c, float v) {
-    if (v < best || (v == best && !best_naive && c < best_c)) {
-      best = v;
-      best_c = c;
-      best_naive = false;
-    }
-    ub = fminf(ub, v);
-  };
-  int rec_c[kRecords];
-  float rec_l[kRecords];
-#pragma unroll
-  for (int k = 0; k < kRecords; ++k) {
-    rec_c[k] = 0;
-    rec_l[k] = kInf;
-  }
+  Incumbent inc(c0, naive_obj);
   for (int c = 1; c <= kMaxByte; ++c) {
     st.approx2();
     float e[16];
     errors_approx16(o.x, o.tab_osc[c], o.tab_s[c], e);
     const Bound b = o.bracket(e, -kInf);
-    const float lo = b.lo, hi = b.hi;
-    if (lo > ub) continue;
-    bool done = false;
-#pragma unroll
-    for (int k = 0; k < kRecords; ++k) {
-      if (!done && !(rec_l[k] <= ub)) {
-        rec_c[k] = c;
-        rec_l[k] = lo;
-        done = true;
-      }
-    }
-    ub = fminf(ub, hi);
-    if (!done) {
-      st.exact();
-      take(c, o.exact(c));
-    }
+    if (!(b.lo > inc.ub)) inc.keep(o, c, b.lo, b.hi, st);
   }
-  exact_phase(o, rec_c, rec_l, ub, take, st);
-  return best_c;
+  inc.exact_phase(o, st);
+  return inc.best_c;
 }
 
-// ---- whole-block drivers (shared by the kernels and the CPU checks) -----------------------------
+// ---- whole-block drivers (shared by the kernels and tests/cpp) -----------------------------
 // NVFP4 block: x (16 values, fp32), the global scale and its RN reciprocal, the candidates'
 // multipliers tab_osc / tab_s (bytes 0..126). Returns the chosen scale byte (0x7F for a
 // non-finite block). hess: nullptr for "mse".

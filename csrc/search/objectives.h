@@ -1,4 +1,4 @@
-// Objectives of the scale search (SPEC sec. 5) for one NVFP4 block: the exact "mse" and
+// Objectives of the scale search (docs/spec.md sec. 5) for one NVFP4 block: the exact "mse" and
 // "hessian" values in the reference's operation order, the approximate passes with their
 // proven error brackets, and the bounds the pruned scan uses (MseObj, HessObj).
 // __host__ __device__, torch-free; proofs [P1]..[P7] in docs/search.md.
@@ -56,21 +56,30 @@ NVFP4_HD float err_signed_exact(float x, float osc, float s) {
   return rn_sub(x, rn_mul(f32_from_bits(f32_bits(q) | sgn), s));
 }
 
-// sum_i RN(e_i * t_i), t_i = sum_j RN(H[i][j] * e_j), both left to right
-// (reference._quadratic_form). H: 16x16 row-major. The row loop stays rolled (code size);
-// its e_i comes from the per-thread column ei (a copy of e).
-NVFP4_HD float quad_exact(const float (&e)[16], const float* __restrict__ H, Column ei) {
+// e^T H e for a 16x16 row-major H. kExact: sum_i RN(e_i * t_i), t_i = sum_j RN(H[i][j] * e_j),
+// both left to right (reference._quadratic_form); else fused products, the approximate form
+// of [P7]. The row loop stays rolled (code size); its e_i comes from the per-thread column
+// ei (a copy of e).
+template <bool kExact>
+NVFP4_HD float quad_form16(const float (&e)[16], const float* __restrict__ H, Column ei) {
 #pragma unroll
   for (int i = 0; i < 16; ++i) ei[i] = e[i];
   float obj = 0.0f;
 #pragma unroll 1
   for (int i = 0; i < 16; ++i) {
     const float* h = H + 16 * i;
-    float t = rn_mul(h[0], e[0]);
+    if constexpr (kExact) {
+      float t = rn_mul(h[0], e[0]);
 #pragma unroll
-    for (int j = 1; j < 16; ++j) t = rn_add(t, rn_mul(h[j], e[j]));
-    const float p = rn_mul(ei[i], t);
-    obj = i == 0 ? p : rn_add(obj, p);
+      for (int j = 1; j < 16; ++j) t = rn_add(t, rn_mul(h[j], e[j]));
+      const float p = rn_mul(ei[i], t);
+      obj = i == 0 ? p : rn_add(obj, p);
+    } else {
+      float t = 0.0f;
+#pragma unroll
+      for (int j = 0; j < 16; ++j) t = rn_fma(h[j], e[j], t);
+      obj = rn_fma(ei[i], t, obj);
+    }
   }
   return obj;
 }
@@ -79,7 +88,7 @@ NVFP4_HD float hess_exact(const float (&x)[16], Mult m, const float* __restrict_
   float e[16];
 #pragma unroll
   for (int i = 0; i < 16; ++i) e[i] = err_signed_exact(x[i], m.osc, m.s);
-  return quad_exact(e, H, ei);
+  return quad_form16<true>(e, H, ei);
 }
 
 // ---- approximate passes (fast path only: y never NaN, osc and s positive) ------------------
@@ -120,21 +129,6 @@ NVFP4_HD float sum_sq16(const float (&e)[16]) {
   return acc;
 }
 
-// Approximate e^T H e, fused products [P7]. The row loop stays rolled; e_i from column ei.
-NVFP4_HD float quad_approx16(const float (&e)[16], const float* __restrict__ H, Column ei) {
-#pragma unroll
-  for (int i = 0; i < 16; ++i) ei[i] = e[i];
-  float obj = 0.0f;
-#pragma unroll 1
-  for (int i = 0; i < 16; ++i) {
-    const float* h = H + 16 * i;
-    float t = 0.0f;
-#pragma unroll
-    for (int j = 0; j < 16; ++j) t = rn_fma(h[j], e[j], t);
-    obj = rn_fma(ei[i], t, obj);
-  }
-  return obj;
-}
 
 // ||U e||^2 for the upper-triangular U = L^T of the group's shifted Cholesky factor [P7]
 // (row k of U at U + 16 k, zero below the diagonal). Rows in 4 bands of 4; band g uses
@@ -275,7 +269,7 @@ struct HessObj {
       return {lw, fmaxf(lw, lo), rn_mul(hi, 1.0f + 0x1p-20f)};
     }
     // |obj - v| <= rho (2^-13 e2 + 2^-22 A)
-    const float v = quad_approx16(e, g.H, ei);
+    const float v = quad_form16<false>(e, g.H, ei);
     const float eta =
         rn_mul(rn_mul(g.k.rho, rn_add(rn_mul(e2, 0x1p-13f), rn_mul(a2, 0x1p-22f))), 1.0f + 0x1p-16f);
     return {lw, fmaxf(lw, rn_sub(v, eta)), rn_add(v, eta)};

@@ -1,8 +1,35 @@
-// The format-independent part of the bounded scale search (SPEC sec. 5): the pruned scan
-// over candidate bytes (nvfp4_pruned) and the exhaustive one it must equal, driven by an
-// objective object (search/objectives.h) that supplies exact values and proven bounds.
-// __host__ __device__ and torch-free: tests/cpp runs this very code against the exhaustive
-// search. The proofs of the bounds ([P1]..[P9]) are in docs/search.md.
+// The bounded scale search of docs/spec.md sec. 5 (scale_method "mse" / "hessian" for
+// NVFP4, "mse" for MXFP8 / MXFP4), bit-exact with the reference's exhaustive search. This
+// file: the format-independent pruned scan over candidate bytes (nvfp4_pruned), driven by an
+// objective object (search/objectives.h) that supplies exact values and proven bounds, and
+// the exhaustive scan it must equal.
+//
+// One thread owns one block (16 or 32 elements in registers) and searches its scale alone.
+// The per-block search (search/*.h) is __host__ __device__ and torch-free, so the very code
+// the kernels run is also compiled with g++ and checked against an exhaustive search by
+// tests/cpp/test_search.cpp.
+// Every pruning step is a proven lower bound; the proofs, with their fp32 rounding margins,
+// are in docs/search.md (referred to as [P1]..[P9] below). In short, NVFP4:
+//  * the naive (amax) scale is evaluated exactly; it is the incumbent;
+//  * downward from the naive byte: the max element's exact squared error is a lower bound
+//    of the objective [P1]; once that element saturates to 6 with a non-negative error it
+//    only grows as the byte falls [P2], so the scan stops at the first such byte above UB;
+//  * upward: a byte c + 8 has exactly twice the decode step of c, and its grid is a subset
+//    of c's below 7 * step, so no block error can shrink [P4]: a lower bound of c is one of
+//    every c + 8k, and 8 pruned bytes in a row end the scan;
+//  * every other byte gets an approximate pass (FMA arithmetic, 9 instructions per element
+//    instead of 11) whose result V brackets the exact objective: |SSE - V| is tiny and
+//    proven [P3], so the byte is dropped if its lower bound exceeds the least upper bound
+//    seen so far (UB), and only the few bytes left at the end are evaluated exactly, with
+//    the reference's tie rule (naive first, then the smallest byte).
+// "hessian" adds a weighted version of the same bounds, e^T H e >= sum_i w_i e_i^2 with
+// w_i = tau * H_ii - kappa [P6], and a bracket of e^T H e from the group's shifted Cholesky
+// factor (or an approximate quadratic form) with a proven error [P7] before the exact one.
+// MX scales are powers of two, so the dominance above is exact [P8] and the search is a
+// handful of exact evaluations.
+// Anything outside the proven ranges (a global scale below 2^-100 or above 2^100, negative
+// or non-finite; a block max outside [2^-60, 2^60]; a non-finite Hessian) falls back to
+// the exhaustive search with the reference's exact arithmetic, NaN semantics included.
 #pragma once
 
 #include "core/bits.h"
@@ -64,67 +91,82 @@ NVFP4_HD int nvfp4_exhaustive(const Obj& o, int c0, float naive_obj, Stats& st) 
   return best_c;
 }
 
-// Exact phase: evaluate the kept bytes whose bound is still within ub (each exact value can
-// lower ub and retire others). One evaluation per iteration, the first live slot of each
-// thread, so a warp runs as many evaluations as its busiest thread needs.
-template <class Obj, class Take, class Stats>
-NVFP4_HD void exact_phase(const Obj& o, const int (&rec_c)[kRecords], float (&rec_l)[kRecords],
-                        const float& ub, Take& take, Stats& st) {
-  for (int it = 0; it < kRecords; ++it) {
-    int c = -1;
+// The state of a search over candidate bytes: ub, the least proven upper bound of the minimum
+// objective; the best exact objective so far with the reference's tie rule (the naive byte
+// first, then the smallest byte); and kRecords slots of bytes kept for the exact phase with
+// their lower bounds (a slot whose bound has since exceeded ub is free: that byte can no
+// longer be the minimum).
+struct Incumbent {
+  float ub, best;
+  int best_c;
+  bool best_naive;
+  int rec_c[kRecords];
+  float rec_l[kRecords];
+
+  NVFP4_HD Incumbent(int c0, float naive_obj)
+      : ub(naive_obj), best(naive_obj), best_c(c0), best_naive(true) {
 #pragma unroll
     for (int k = 0; k < kRecords; ++k) {
-      if (c < 0 && rec_l[k] <= ub) {
-        c = rec_c[k];
-        rec_l[k] = kInf;
-      }
+      rec_c[k] = 0;
+      rec_l[k] = kInf;
     }
-    if (c < 0) break;
-    st.exact();
-    take(c, o.exact(c));
   }
-}
 
-template <class Obj, class Stats>
-NVFP4_HD int nvfp4_pruned(const Obj& o, int c0, float naive_obj, Ring ring, Stats& st) {
-  float ub = naive_obj;  // least proven upper bound of the minimum objective
-  float best = naive_obj;
-  int best_c = c0;
-  bool best_naive = true;
-  auto take = [&](int c, float v) {  // an exact objective, with the reference's tie rule
+  // The exact objective v of byte c.
+  NVFP4_HD void take(int c, float v) {
     if (v < best || (v == best && !best_naive && c < best_c)) {
       best = v;
       best_c = c;
       best_naive = false;
     }
     ub = fminf(ub, v);
-  };
-  int rec_c[kRecords];
-  float rec_l[kRecords];
-#pragma unroll
-  for (int k = 0; k < kRecords; ++k) {
-    rec_c[k] = 0;
-    rec_l[k] = kInf;
   }
-  // A byte not provably worse than ub: keep it for the exact phase (a slot whose bound has
-  // since exceeded ub is free: that byte can no longer be the minimum); with every slot
-  // live (near-ties), evaluate it exactly now.
-  auto keep = [&](int c, const Bound& b) {
+
+  // A byte not provably worse than ub, its objective in [lo, hi]: keep it for the exact
+  // phase; with every slot live (near-ties), evaluate it exactly now.
+  template <class Obj, class Stats>
+  NVFP4_HD void keep(const Obj& o, int c, float lo, float hi, Stats& st) {
     bool done = false;
 #pragma unroll
     for (int k = 0; k < kRecords; ++k) {
       if (!done && !(rec_l[k] <= ub)) {
         rec_c[k] = c;
-        rec_l[k] = b.lo;
+        rec_l[k] = lo;
         done = true;
       }
     }
-    ub = fminf(ub, b.hi);
+    ub = fminf(ub, hi);
     if (!done) {
       st.exact();
       take(c, o.exact(c));
     }
-  };
+  }
+
+  // Exact phase: evaluate the kept bytes whose bound is still within ub (each exact value
+  // can lower ub and retire others). One evaluation per iteration, the first live slot of
+  // each thread, so a warp runs as many evaluations as its busiest thread needs.
+  template <class Obj, class Stats>
+  NVFP4_HD void exact_phase(const Obj& o, Stats& st) {
+    for (int it = 0; it < kRecords; ++it) {
+      int c = -1;
+#pragma unroll
+      for (int k = 0; k < kRecords; ++k) {
+        if (c < 0 && rec_l[k] <= ub) {
+          c = rec_c[k];
+          rec_l[k] = kInf;
+        }
+      }
+      if (c < 0) break;
+      st.exact();
+      take(c, o.exact(c));
+    }
+  }
+};
+
+template <class Obj, class Stats>
+NVFP4_HD int nvfp4_pruned(const Obj& o, int c0, float naive_obj, Ring ring, Stats& st) {
+  Incumbent inc(c0, naive_obj);
+  const float& ub = inc.ub;  // least proven upper bound of the minimum objective
 
   // The scan as one loop whose body is a single approximate pass: the inner loop walks past
   // the bytes that the cheap bounds prune, so a warp pays about the largest number of passes
@@ -183,21 +225,21 @@ NVFP4_HD int nvfp4_pruned(const Obj& o, int c0, float naive_obj, Ring ring, Stat
     if (b.hi < kInf) st.approx2();
     if (down) {
       if (!(b.lo > ub)) {
-        keep(c, b);
+        inc.keep(o, c, b.lo, b.hi, st);
       } else if (o.sat_lb(c) > ub) {
         down = false;
         c = c0;
       }
     } else {
       const float lnew = dc ? fmaxf(lp, b.ldom) : lp;
-      if (!(b.lo > ub)) keep(c, b);
+      if (!(b.lo > ub)) inc.keep(o, c, b.lo, b.hi, st);
       ring[c & 7] = lnew;
       run = lnew > ub ? run + 1 : 0;
     }
   }
 
-  exact_phase(o, rec_c, rec_l, ub, take, st);
-  return best_c;
+  inc.exact_phase(o, st);
+  return inc.best_c;
 }
 
 }  // namespace search

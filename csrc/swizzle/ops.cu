@@ -1,5 +1,5 @@
 // swizzle_scales / unswizzle_scales: linear [.., M, Kb] block scales <-> the 128x4 layout
-// (docs/spec.md sec. 4). Any 1-byte dtype (uint8, int8, every float8, float4_e2m1fn_x2, ...),
+// (docs/spec.md sec. 4). Any 1-byte dtype (uint8, int8, bool, every float8, float4_e2m1fn_x2, ...),
 // as on CPU and under FakeTensor: the bytes are moved as they are.
 
 #include "core/swizzle.h"
@@ -47,7 +47,8 @@ __global__ void unswizzle_kernel(const uint8_t* __restrict__ in, uint8_t* __rest
 Tensor swizzle_scales_cuda(Tensor scales) {
   const char* op = "nvfp4.swizzle_scales";
   NVFP4_CHECK(is_one_byte_dtype(scales.scalar_type()), op,
-              ": scales must have a 1-byte dtype (uint8, float8_e4m3fn, float8_e8m0fnu), got ",
+              ": scales must have a 1-byte dtype (element_size() == 1: uint8, int8, "
+              "float8_e4m3fn, float8_e8m0fnu, ...), got ",
               dtype_name(scales.scalar_type()));
   check_dim_2_or_3(op, "scales", scales, "[M, Kb] or [B, M, Kb]");
   torch::stable::accelerator::DeviceGuard guard(scales.get_device_index());
@@ -70,7 +71,8 @@ Tensor swizzle_scales_cuda(Tensor scales) {
 Tensor unswizzle_scales_cuda(Tensor swizzled, int64_t rows, int64_t cols) {
   const char* op = "nvfp4.unswizzle_scales";
   NVFP4_CHECK(is_one_byte_dtype(swizzled.scalar_type()), op,
-              ": swizzled must have a 1-byte dtype (uint8, float8_e4m3fn, float8_e8m0fnu), got ",
+              ": swizzled must have a 1-byte dtype (element_size() == 1: uint8, int8, "
+              "float8_e4m3fn, float8_e8m0fnu, ...), got ",
               dtype_name(swizzled.scalar_type()));
   check_dim_2_or_3(op, "swizzled", swizzled, "[Mp, Kp] or [B, Mp, Kp]");
   NVFP4_CHECK(rows >= 0 && cols >= 0, op, ": rows and cols must be >= 0, got rows=", rows,

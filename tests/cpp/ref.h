@@ -31,7 +31,7 @@ inline float div(float a, float b) { return static_cast<float>(double(a) / doubl
 inline float sub(float a, float b) { return static_cast<float>(double(a) - double(b)); }
 inline float add(float a, float b) { return static_cast<float>(double(a) + double(b)); }
 
-// SPEC sec. 1: |y| <= 0.25 -> 0; (0.25, 0.75) -> 0.5; [0.75, 1.25] -> 1; (1.25, 1.75) -> 1.5;
+// docs/spec.md sec. 1: |y| <= 0.25 -> 0; (0.25, 0.75) -> 0.5; [0.75, 1.25] -> 1; (1.25, 1.75) -> 1.5;
 // [1.75, 2.5] -> 2; (2.5, 3.5) -> 3; [3.5, 5] -> 4; > 5 -> 6. NaN -> 0 (the NaN-safe rule).
 inline uint32_t e2m1_mag_code(float y) {
   const float a = std::fabs(y);
@@ -89,7 +89,7 @@ inline uint32_t e4m3_encode(float v) {
   return (std::signbit(v) ? 0x80u : 0u) | e4m3_byte_of(e4m3_round_mag(std::fabs(v)));
 }
 
-// The E8M0 byte of SPEC sec. 3 for a finite amax >= 0. rceil: the smallest normal fp32
+// The E8M0 byte of docs/spec.md sec. 3 for a finite amax >= 0. rceil: the smallest normal fp32
 // power of two >= d = RN(amax / Emax), as a biased exponent (a subnormal d gives 2^-126:
 // the spec rounds up on the fp32 bits); floor: floor(log2(amax)) + 127 - emax (the
 // exponent field for normals, 0 for zero and subnormals), at least 0.

@@ -230,7 +230,7 @@ int test_fastdiv_swizzle() {
       if (f.div(n) != n / d) c.fail("%u / %u", n, d);
     }
   }
-  // The layout of SPEC sec. 4, written with / and %; a bijection onto [0, Mp * Kp).
+  // The layout of docs/spec.md sec. 4, written with / and %; a bijection onto [0, Mp * Kp).
   for (int64_t m : {1, 128, 130, 300}) {
     for (int64_t kb : {1, 4, 7, 12}) {
       const int64_t mp = (m + 127) / 128 * 128, kp = (kb + 3) / 4 * 4;
@@ -252,7 +252,7 @@ int test_fastdiv_swizzle() {
         if (s != 1) c.fail("swizzle offsets of %lld x %lld are not a bijection", (long long)m, (long long)kb);
       // zero_swizzled_row_padding clears exactly the rows m..mp-1.
       std::vector<uint8_t> buf(2 * mp * kp, 0xAB);
-      nvfp4::zero_swizzled_row_padding(buf.data(), 2, m, mp, kp, 0, 1);
+      nvfp4::zero_swizzled_row_padding<int64_t>(buf.data(), 2, m, mp, kp, 0, 1);
       for (int64_t b = 0; b < 2; ++b)
         for (int64_t r = 0; r < mp; ++r)
           for (int64_t col = 0; col < kp; ++col) {

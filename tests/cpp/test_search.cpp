@@ -95,7 +95,7 @@ float ref_hess16(const float* x, RefMult m, const float* H) {
   return obj;
 }
 
-// SPEC sec. 5: the naive byte, then every candidate; a strictly smaller objective replaces.
+// docs/spec.md sec. 5: the naive byte, then every candidate; a strictly smaller objective replaces.
 uint32_t ref_nvfp4_choose(const float* x, float gs, const float* H) {
   float vmax = 0.0f;
   for (int i = 0; i < 16; ++i) {
@@ -169,7 +169,7 @@ uint32_t choose(const float (&x)[16], float gs, const s::HessGroup* hg, Stats& s
   return s::nvfp4_choose(x, gs, inv, tab_osc, tab_s, hg, ring, ei, st);
 }
 
-// The codes written for the chosen byte (search/choose.h nvfp4_encode16) against SPEC sec. 2.
+// The codes written for the chosen byte (search/choose.h nvfp4_encode16) against docs/spec.md sec. 2.
 void check_codes(Checker& c, const float (&x)[16], uint32_t byte, float gs) {
   const float osc = ref_mult(byte, gs).osc;
   uint32_t lo, hi;
