@@ -252,7 +252,7 @@ int test_nvfp4_hessian() {
   Checker c{"nvfp4 hessian search"};
   ref::Rng r(99);
   Stats all;
-  for (int g = 0; g < 200; ++g) {
+  for (int g = 0; g < 128; ++g) {
     float H[256], w[16], U[256];
     double work[528];
     make_hessian(r, g % 5, H);
@@ -284,7 +284,7 @@ template <bool kE2M1>
 int test_mx(const char* name) {
   Checker c{name};
   ref::Rng r(kE2M1 ? 5 : 6);
-  for (int n = 0; n < 5000; ++n) {
+  for (int n = 0; n < 4000; ++n) {
     float x[32];
     make_block(r, n % kDists, std::ldexp(1.0, static_cast<int>(r.next() % 61) - 30), x, 32);
     if (n % 89 == 0) x[r.next() % 32] = INFINITY;
