@@ -1,15 +1,22 @@
 """Build of nvfp4_ops._C.
 
-A CUDA extension when nvcc and a CUDA build of torch are present (kernels in
-csrc/ops/*.cu), a CPU-only extension otherwise (schemas only; every op then runs
-the pure-PyTorch reference). Built against the LibTorch stable ABI with torch 2.11
+A CUDA extension when nvcc and a CUDA build of torch are present (schemas in
+csrc/registration.cpp, kernels launched from csrc/*/ops.cu), a CPU-only extension
+otherwise (schemas only; every op then runs the pure-PyTorch reference). Built against the LibTorch stable ABI with torch 2.11
 as the target version and the Python limited API, so one build serves torch >= 2.11
 and every CPython >= 3.10.
 
 Environment:
-  TORCH_CUDA_ARCH_LIST   e.g. "9.0a;10.0a" (default: 8.0;9.0a;10.0a;12.0a; "+PTX" adds PTX)
+  TORCH_CUDA_ARCH_LIST   e.g. "9.0;10.0" (default: 8.0;9.0;10.0;12.0+PTX: machine code for
+                         sm_80, sm_90, sm_100, sm_120 and PTX of sm_120, which newer GPUs
+                         JIT-compile; "+PTX" embeds PTX for an arch, a suffix "a" builds an
+                         arch-specific target, which no kernel needs today)
   NVFP4_OPS_CPU_ONLY=1   build without the CUDA sources even when nvcc is there
   MAX_JOBS               parallel compile jobs (ninja)
+
+Object files are kept in build/ inside the checkout (build_temp), so that a second
+`pip install --no-build-isolation -e .` (or `setup.py build_ext --inplace`) recompiles only
+what changed: ninja compares the sources and headers with the objects there.
 """
 
 import glob
@@ -18,14 +25,18 @@ import os
 from setuptools import find_packages, setup
 
 ROOT = os.path.dirname(os.path.abspath(__file__))
-DEFAULT_ARCHS = "8.0;9.0a;10.0a;12.0a"
+DEFAULT_ARCHS = "8.0;9.0;10.0;12.0+PTX"
 # torch 2.11 is the oldest torch this build loads into (stable ABI target version).
 TORCH_TARGET_VERSION = "0x020b000000000000"
 
 
 def arch_flags(arch_list):
-    """nvcc -gencode flags for a TORCH_CUDA_ARCH_LIST-style string."""
-    flags, archs = [], []
+    """nvcc -gencode flags for a TORCH_CUDA_ARCH_LIST-style string.
+
+    Returns ``(flags, archs, ptx)``: ``archs`` names the machine code (``sm_90``, ``sm_100a``),
+    ``ptx`` the virtual archs whose PTX is embedded (``compute_120``).
+    """
+    flags, archs, ptx_archs = [], [], []
     for item in arch_list.replace(",", ";").replace(" ", ";").split(";"):
         item = item.strip()
         if not item:
@@ -36,22 +47,35 @@ def arch_flags(arch_list):
         flags.append(f"-gencode=arch=compute_{num},code=sm_{num}")
         if ptx:
             flags.append(f"-gencode=arch=compute_{num},code=compute_{num}")
+            ptx_archs.append(f"compute_{num}")
         archs.append(f"sm_{num}")
     if not archs:
         raise ValueError(f"TORCH_CUDA_ARCH_LIST names no architecture: {arch_list!r}")
-    return flags, archs
+    return flags, archs, ptx_archs
 
 
-def write_build_info(cuda, archs):
-    """nvfp4_ops/_build_info.py: what this build holds, for `python -m nvfp4_ops info`."""
+def write_build_info(cuda, archs, ptx):
+    """nvfp4_ops/_build_info.py: what this build holds, for `python -m nvfp4_ops info`.
+
+    Rewritten only when its text changes, so that an unchanged rebuild touches nothing.
+    """
     import torch
 
-    with open(os.path.join(ROOT, "nvfp4_ops", "_build_info.py"), "w") as f:
-        f.write("# Written by setup.py at build time.\n")
-        f.write(f"CUDA = {cuda!r}\n")
-        f.write(f"ARCHS = {archs!r}\n")
-        f.write(f"BUILT_WITH_TORCH = {torch.__version__!r}\n")
-        f.write(f"BUILT_WITH_CUDA = {torch.version.cuda if cuda else None!r}\n")
+    text = (
+        "# Written by setup.py at build time.\n"
+        f"CUDA = {cuda!r}\n"
+        f"ARCHS = {archs!r}\n"
+        f"PTX = {ptx!r}\n"
+        f"BUILT_WITH_TORCH = {torch.__version__!r}\n"
+        f"BUILT_WITH_CUDA = {torch.version.cuda if cuda else None!r}\n"
+    )
+    path = os.path.join(ROOT, "nvfp4_ops", "_build_info.py")
+    if os.path.exists(path):
+        with open(path) as f:
+            if f.read() == text:
+                return
+    with open(path, "w") as f:
+        f.write(text)
 
 
 def cudart_dirs(cuda_home):
@@ -74,17 +98,18 @@ def extensions():
         f"-DTORCH_TARGET_VERSION={TORCH_TARGET_VERSION}",
     ]
     cxx = ["-O3", "-std=c++17", *defines]
-    sources = ["csrc/bindings.cpp"]
+    sources = ["csrc/registration.cpp"]
     if not cuda:
-        write_build_info(False, [])
+        write_build_info(False, [], [])
         return [
             cpp_extension.CppExtension(
                 "nvfp4_ops._C", sources, extra_compile_args={"cxx": cxx}, py_limited_api=True
             )
         ]
-    gencode, archs = arch_flags(os.environ.get("TORCH_CUDA_ARCH_LIST") or DEFAULT_ARCHS)
-    write_build_info(True, archs)
-    sources += sorted(glob.glob("csrc/ops/*.cu"))
+    gencode, archs, ptx = arch_flags(os.environ.get("TORCH_CUDA_ARCH_LIST") or DEFAULT_ARCHS)
+    write_build_info(True, archs, ptx)
+    # One translation unit per op family (few, so that a 2-core CI build stays short).
+    sources += sorted(glob.glob("csrc/*/ops.cu"))
     nvcc = [
         "-O3",
         "-std=c++17",
@@ -92,7 +117,7 @@ def extensions():
         "-lineinfo",
         "-DUSE_CUDA",  # exposes the CUDA part of the AOTI shim (current stream)
         *defines,
-        f"-DNVFP4_OPS_ARCHS=\"{' '.join(archs)}\"",
+        f"-DNVFP4_OPS_ARCHS=\"{' '.join(archs + ptx)}\"",
         *gencode,
     ]
     return [
@@ -108,9 +133,22 @@ def extensions():
 
 
 def build_ext_cmd():
+    """torch's BuildExtension (ninja, incremental) with its objects kept in ROOT/build.
+
+    pip's PEP 660 editable install builds in a fresh temporary folder each time; pinning
+    build_temp to the checkout keeps the objects (and ninja's record of them) between
+    installs, so an unchanged source is not compiled again.
+    """
     from torch.utils.cpp_extension import BuildExtension
 
-    return BuildExtension.with_options(no_python_abi_suffix=True)
+    base = BuildExtension.with_options(no_python_abi_suffix=True)
+
+    class BuildExt(base):
+        def finalize_options(self):
+            super().finalize_options()
+            self.build_temp = os.path.join(ROOT, "build", "temp")
+
+    return BuildExt
 
 
 setup(
@@ -123,5 +161,5 @@ setup(
     options={"bdist_wheel": {"py_limited_api": "cp310"}},
     python_requires=">=3.10",
     install_requires=["torch>=2.11"],
-    entry_points={"console_scripts": ["nvfp4-ops=nvfp4_ops.__main__:main"]},
+    entry_points={"console_scripts": ["nvfp4-ops=nvfp4_ops.cli.main:main"]},
 )

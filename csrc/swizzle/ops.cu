@@ -1,8 +1,9 @@
-// swizzle_scales / unswizzle_scales: linear [.., M, Kb] block scales <-> the 128x4 layout.
-// Any 1-byte scale dtype (uint8, float8_e4m3fn, float8_e8m0fnu): the bytes are moved as is.
+// swizzle_scales / unswizzle_scales: linear [.., M, Kb] block scales <-> the 128x4 layout
+// (docs/spec.md sec. 4). Any 1-byte dtype (uint8, int8, bool, every float8, float4_e2m1fn_x2, ...),
+// as on CPU and under FakeTensor: the bytes are moved as they are.
 
-#include "kernels/swizzle.cuh"
-#include "ops/common.h"
+#include "core/swizzle.h"
+#include "torch_utils.h"
 
 namespace nvfp4 {
 namespace {
@@ -45,12 +46,11 @@ __global__ void unswizzle_kernel(const uint8_t* __restrict__ in, uint8_t* __rest
 
 Tensor swizzle_scales_cuda(Tensor scales) {
   const char* op = "nvfp4.swizzle_scales";
-  NVFP4_CHECK(scales.dim() == 2 || scales.dim() == 3, op,
-              ": scales must be 2-D [M, Kb] or 3-D [B, M, Kb], got ", scales.dim(), "-D shape ",
-              shape_str(scales));
-  NVFP4_CHECK(is_byte_dtype(scales.scalar_type()), op,
-              ": scales must be uint8, float8_e4m3fn or float8_e8m0fnu, got ",
+  NVFP4_CHECK(is_one_byte_dtype(scales.scalar_type()), op,
+              ": scales must have a 1-byte dtype (element_size() == 1: uint8, int8, "
+              "float8_e4m3fn, float8_e8m0fnu, ...), got ",
               dtype_name(scales.scalar_type()));
+  check_dim_2_or_3(op, "scales", scales, "[M, Kb] or [B, M, Kb]");
   torch::stable::accelerator::DeviceGuard guard(scales.get_device_index());
   Tensor in = torch::stable::contiguous(scales);
   const int64_t batches = in.dim() == 3 ? in.size(0) : 1;
@@ -70,18 +70,17 @@ Tensor swizzle_scales_cuda(Tensor scales) {
 
 Tensor unswizzle_scales_cuda(Tensor swizzled, int64_t rows, int64_t cols) {
   const char* op = "nvfp4.unswizzle_scales";
-  NVFP4_CHECK(swizzled.dim() == 2 || swizzled.dim() == 3, op,
-              ": swizzled must be 2-D [Mp, Kp] or 3-D [B, Mp, Kp], got ", swizzled.dim(),
-              "-D shape ", shape_str(swizzled));
-  NVFP4_CHECK(is_byte_dtype(swizzled.scalar_type()), op,
-              ": swizzled must be uint8, float8_e4m3fn or float8_e8m0fnu, got ",
+  NVFP4_CHECK(is_one_byte_dtype(swizzled.scalar_type()), op,
+              ": swizzled must have a 1-byte dtype (element_size() == 1: uint8, int8, "
+              "float8_e4m3fn, float8_e8m0fnu, ...), got ",
               dtype_name(swizzled.scalar_type()));
-  NVFP4_CHECK(rows >= 0 && cols >= 0, op, ": rows and cols must be >= 0, got ", rows, " and ",
-              cols);
+  check_dim_2_or_3(op, "swizzled", swizzled, "[Mp, Kp] or [B, Mp, Kp]");
+  NVFP4_CHECK(rows >= 0 && cols >= 0, op, ": rows and cols must be >= 0, got rows=", rows,
+              ", cols=", cols);
   const int64_t mp = round_up(rows, 128), kp = round_up(cols, 4);
-  NVFP4_CHECK(swizzled.size(-2) == mp && swizzled.size(-1) == kp, op, ": for rows=", rows,
-              " and cols=", cols, " swizzled must end in [", mp, ", ", kp, "], got ",
-              shape_str(swizzled));
+  NVFP4_CHECK(swizzled.size(-2) == mp && swizzled.size(-1) == kp, op,
+              ": swizzled must have shape [..., roundup(rows, 128), roundup(cols, 4)] = [..., ",
+              mp, ", ", kp, "] for rows=", rows, ", cols=", cols, ", got ", shape_str(swizzled));
   torch::stable::accelerator::DeviceGuard guard(swizzled.get_device_index());
   Tensor in = torch::stable::contiguous(swizzled);
   const int64_t batches = in.dim() == 3 ? in.size(0) : 1;

@@ -2,9 +2,9 @@
 //
 // The schemas are defined here, on every machine (CPU-only builds too), so that
 // torch.ops.nvfp4.* exists everywhere. Implementations are registered elsewhere:
-// CUDA kernels in csrc/ops/*.cu (STABLE_TORCH_LIBRARY_IMPL), the pure-PyTorch
-// reference for CPU (and for CUDA where no kernel is compiled) from Python.
-// Numerics: SPEC.md. Layouts and conventions: DESIGN.md and nvfp4_ops/ops.py.
+// CUDA kernels in csrc/{nvfp4,mx,swizzle}/ops.cu (STABLE_TORCH_LIBRARY_IMPL), the
+// pure-PyTorch reference for CPU (and for CUDA where no kernel is compiled) from Python.
+// Numerics: docs/spec.md. Layouts and conventions: nvfp4_ops/ops.py.
 
 #include <Python.h>
 
@@ -17,7 +17,7 @@ STABLE_TORCH_LIBRARY(nvfp4, m) {
   m.def("dequantize(Tensor packed, Tensor scales, Tensor global_scale, ScalarType out_dtype, bool swizzled=False) -> Tensor");
   // NVFP4 fake quant in one pass: equals dequantize(quantize(x)) in x's dtype; straight-through gradient.
   m.def("quant_dequant(Tensor x, Tensor global_scale) -> Tensor");
-  // Encode global scale 2688 / amax(|x|) over the whole tensor, as fp32 [1] (1 when amax is 0).
+  // Encode global scale 2688 / amax(|x|) over the whole tensor, as fp32 [1] (1 when amax is 0, FLT_MAX when it overflows).
   m.def("global_scale(Tensor x) -> Tensor");
   // MXFP8 (elem e4m3) / MXFP4 (elem e2m1) quantize with E8M0 scales per 32 along axis -1 or -2.
   m.def("mx_quantize(Tensor x, str elem=\"e4m3\", str rounding=\"rceil\", bool swizzle=False, int axis=-1, str scale_method=\"amax\") -> (Tensor, Tensor)");

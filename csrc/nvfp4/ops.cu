@@ -1,106 +1,39 @@
-// NVFP4 codecs on CUDA: quantize, dequantize, quant_dequant, global_scale.
-// Numerics: SPEC.md sec. 2 and 4, bit for bit with nvfp4_ops/reference.py. Kernels:
-// kernels/nvfp4_quant.cuh; scale_method "mse" / "hessian" go to the search kernels
-// (launch_nvfp4_search, search.cu). Argument errors use the reference's messages.
+// NVFP4 codecs on CUDA: quantize (scale_method "amax", "mse", "hessian"), dequantize,
+// quant_dequant, global_scale. Numerics: docs/spec.md sec. 2, 4, 5, bit for bit with
+// nvfp4_ops/reference. Kernels: nvfp4/quantize.cuh and nvfp4/search.cuh. Argument errors use
+// the reference's messages (torch_utils.h).
 
 #include <algorithm>
-#include <atomic>
-#include <initializer_list>
 #include <optional>
 #include <string>
 #include <tuple>
-#include <utility>
 #include <vector>
 
-#include "kernels/nvfp4_quant.cuh"
-#include "ops/common.h"
-#include "ops/launch.h"
+#include "nvfp4/quantize.cuh"
+#include "nvfp4/search.cuh"
+#include "torch_utils.h"
 
 namespace nvfp4 {
 namespace {
 
-using namespace quant;  // kernels/nvfp4_quant.cuh
+using namespace quant;  // nvfp4/quantize.cuh
 
 constexpr int kMaxThreads = 256;
 
-// Python's repr of a str, as the reference's messages print it.
-std::string py_repr(const std::string& s) {
-  const bool dq = s.find('\'') != std::string::npos && s.find('"') == std::string::npos;
-  const char quote = dq ? '"' : '\'';
-  std::string out(1, quote);
-  for (char ch : s) {
-    if (ch == '\\' || ch == quote) out += '\\';
-    out += ch;
-  }
-  return out + quote;
-}
-
-std::string shape_of(const std::vector<int64_t>& v) {
-  std::string s = "[";
-  for (size_t i = 0; i < v.size(); ++i) s += (i ? ", " : "") + std::to_string(v[i]);
-  return s + "]";
-}
-
-bool same_device(const Tensor& a, const Tensor& b) {
-  return a.is_cuda() == b.is_cuda() && a.is_cpu() == b.is_cpu() &&
-         (!a.is_cuda() || a.get_device_index() == b.get_device_index());
-}
-
-// "{op}: tensors must be on one device: x on cuda:0, global_scale on cpu" (all of them).
-void check_one_device(const char* op,
-                      std::initializer_list<std::pair<const char*, const Tensor*>> ts) {
-  const Tensor* first = ts.begin()->second;
-  bool ok = true;
-  for (const auto& t : ts) ok = ok && same_device(*first, *t.second);
-  if (ok) return;
-  std::string msg = str_cat(op, ": tensors must be on one device: ");
-  bool comma = false;
-  for (const auto& t : ts) {
-    msg += str_cat(comma ? ", " : "", t.first, " on ", device_str(*t.second));
-    comma = true;
-  }
-  fail(msg);
-}
-
-void check_float_dtype(const char* op, const char* name, const Tensor& t) {
-  NVFP4_CHECK(is_float_input(t.scalar_type()), op, ": ", name,
-              " must be float32, float16 or bfloat16, got ", dtype_name(t.scalar_type()));
-}
-
-void check_dim_2_or_3(const char* op, const char* name, const Tensor& t, const char* layout) {
-  NVFP4_CHECK(t.dim() == 2 || t.dim() == 3, op, ": ", name, " must be 2-D or 3-D (", layout,
-              "), got ", t.dim(), "-D shape ", shape_str(t));
-}
-
-// float32 with one element, or for 3-D data (batch >= 0) shape [batch].
-void check_global_scale(const char* op, const Tensor& gs, int64_t batch) {
-  const bool ok = gs.scalar_type() == ScalarType::Float &&
-                  (gs.numel() == 1 || (batch >= 0 && gs.dim() == 1 && gs.size(0) == batch));
-  if (ok) return;
-  std::string per_batch = batch >= 0 ? " or one per batch (" + std::to_string(batch) + ")" : "";
-  fail(op, ": global_scale must be float32 with 1 element", per_batch, ", got shape ",
-       shape_str(gs), " and dtype ", dtype_name(gs.scalar_type()));
-}
+enum class ScaleMethod : int { kAmax = 0, kMse = 1, kHessian = 2 };
 
 // check_quantize_args of the reference, in its order (hessian checks only for quantize).
 ScaleMethod check_quantize_args(const char* op, const Tensor& x, const Tensor& gs,
                                 const std::string& scale_method,
                                 const std::optional<Tensor>& hessian) {
   check_float_dtype(op, "x", x);
-  check_dim_2_or_3(op, "x", x, "[M, K] or [B, M, K]");
-  NVFP4_CHECK(x.size(-1) % 16 == 0, op, ": K (the last dim) must be a multiple of 16, got ",
-              x.size(-1));
+  check_dim_2_or_3(op, "x", x);
+  check_multiple(op, "K (the last dim)", x.size(-1), 16);
   check_global_scale(op, gs, x.dim() == 3 ? x.size(0) : -1);
-  ScaleMethod method;
-  if (scale_method == "amax") {
-    method = ScaleMethod::kAmax;
-  } else if (scale_method == "mse") {
-    method = ScaleMethod::kMse;
-  } else if (scale_method == "hessian") {
-    method = ScaleMethod::kHessian;
-  } else {
-    fail(op, ": scale_method must be 'amax', 'mse' or 'hessian', got ", py_repr(scale_method));
-  }
+  check_choice(op, "scale_method", scale_method, {"amax", "mse", "hessian"});
+  const ScaleMethod method = scale_method == "amax"  ? ScaleMethod::kAmax
+                             : scale_method == "mse" ? ScaleMethod::kMse
+                                                     : ScaleMethod::kHessian;
   const int64_t groups = x.size(-1) / 16;
   const std::string want =
       "[K/16, 16, 16] = [" + std::to_string(groups) + ", 16, 16]";
@@ -125,37 +58,41 @@ ScaleMethod check_quantize_args(const char* op, const Tensor& x, const Tensor& g
   return method;
 }
 
-InDtype in_dtype(ScalarType t) {
-  switch (t) {
-    case ScalarType::Float: return InDtype::kFloat32;
-    case ScalarType::Half: return InDtype::kFloat16;
-    default: return InDtype::kBFloat16;
+// Sets *flag (zeroed before) when any of the n floats is NaN or inf.
+__global__ void nonfinite_flag_kernel(const float* __restrict__ x, int64_t n,
+                                      unsigned* __restrict__ flag) {
+  bool bad = false;
+  for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < n;
+       i += int64_t(gridDim.x) * blockDim.x) {
+    bad = bad || abs_bits(x[i]) >= kInfBits;
   }
+  if (__syncthreads_or(bad) && threadIdx.x == 0) *flag = 1u;
 }
 
-bool aligned16(const void* p) { return (reinterpret_cast<uintptr_t>(p) & 15u) == 0; }
-
-// Contiguous, with a 16-byte aligned data pointer (a view with an odd storage offset is
-// copied; the bytes are the same).
-Tensor contiguous_aligned(const Tensor& t) {
-  Tensor c = torch::stable::contiguous(t);
-  if (c.numel() > 0 && !aligned16(c.const_data_ptr())) c = torch::stable::clone(c);
-  return c;
-}
-
-int sm_count(int device) {
-  static std::atomic<int> cache[64];
-  if (device < 0 || device >= 64) device = 0;
-  int n = cache[device].load(std::memory_order_relaxed);
-  if (n == 0) {
-    if (cudaDeviceGetAttribute(&n, cudaDevAttrMultiProcessorCount, device) != cudaSuccess ||
-        n <= 0) {
-      cudaGetLastError();  // clear it; a plain default is fine for a grid size
-      n = 132;
-    }
-    cache[device].store(n, std::memory_order_relaxed);
-  }
-  return n;
+// The value check of the reference after the metadata checks: a hessian holding NaN or
+// inf is an error (the search would otherwise run exhaustively on NaN objectives and
+// return meaningless bytes). One small reduction and one 4-byte copy to the host (which
+// synchronizes the stream). Skipped while the stream is capturing a CUDA graph: the copy
+// and the synchronization are not allowed inside a capture, and a check recorded into
+// the graph could not raise at replay anyway.
+void check_hessian_finite(const char* op, const Tensor& h, cudaStream_t stream) {
+  cudaStreamCaptureStatus capture = cudaStreamCaptureStatusNone;
+  NVFP4_CHECK(cudaStreamIsCapturing(stream, &capture) == cudaSuccess, op,
+              ": cudaStreamIsCapturing failed: ", cudaGetErrorString(cudaGetLastError()));
+  if (capture != cudaStreamCaptureStatusNone || h.numel() == 0) return;
+  Tensor flag = empty_like_shape(h, {1}, ScalarType::Int);
+  unsigned* f = static_cast<unsigned*>(flag.mutable_data_ptr());
+  NVFP4_CHECK(cudaMemsetAsync(f, 0, sizeof(unsigned), stream) == cudaSuccess, op,
+              ": cudaMemsetAsync failed: ", cudaGetErrorString(cudaGetLastError()));
+  nonfinite_flag_kernel<<<grid_for(h.numel(), 256, 64), 256, 0, stream>>>(
+      static_cast<const float*>(h.const_data_ptr()), h.numel(), f);
+  check_launch(op);
+  unsigned host = 0;
+  NVFP4_CHECK(cudaMemcpyAsync(&host, f, sizeof(unsigned), cudaMemcpyDeviceToHost, stream) ==
+                      cudaSuccess &&
+                  cudaStreamSynchronize(stream) == cudaSuccess,
+              op, ": reading the hessian check failed: ", cudaGetErrorString(cudaGetLastError()));
+  NVFP4_CHECK(host == 0u, op, ": hessian must be finite, got NaN or inf");
 }
 
 Nvfp4Geometry make_geometry(int64_t batches, int64_t rows, int64_t k) {
@@ -202,17 +139,55 @@ void launch_quantize_t(const QuantParams& p, int kg, int device, cudaStream_t st
 
 template <bool kSwizzle, bool kQdq>
 void launch_quantize(const QuantParams& p, ScalarType dtype, int device, cudaStream_t stream) {
-  switch (dtype) {
-    case ScalarType::Float:
-      launch_quantize_t<float, kSwizzle, kQdq>(p, 4, device, stream);
-      break;
-    case ScalarType::Half:
-      launch_quantize_t<__half, kSwizzle, kQdq>(p, 2, device, stream);
-      break;
-    default:
-      launch_quantize_t<__nv_bfloat16, kSwizzle, kQdq>(p, 2, device, stream);
-      break;
-  }
+  dispatch_float(dtype, [&](auto tag) {
+    using T = decltype(tag);
+    launch_quantize_t<T, kSwizzle, kQdq>(p, 16 / Elem<T>::kPerVec, device, stream);
+  });
+}
+
+// The fused search + quantize kernels (scale_method "mse" / "hessian"; nvfp4/search.cuh).
+void launch_search(const search::Nvfp4SearchParams& p, ScaleMethod method, bool swizzle,
+                   ScalarType dtype, cudaStream_t stream) {
+  using search::kThreads;
+  if (p.batches * p.per_batch == 0) return;  // no blocks, hence no padding either
+  auto go = [&](auto kernel) {
+    // The grid-stride search kernels launch no more CTAs than fit at once (a partial second
+    // wave would idle most SMs at the end; the per-block work varies, and many blocks per
+    // thread even it out).
+    const int64_t cap = resident_ctas(kernel, kThreads);
+    dim3 grid;
+    if (method == ScaleMethod::kHessian) {
+      // grid.x: column groups, grid.z: batches, grid.y: splits of the row tiles, about
+      // `cap` CTAs in all when that many fit (each CTA sets up its group's bounds once).
+      const int64_t gx = std::min<int64_t>(p.kb, 0x7FFFFFFF);
+      const int64_t gz = std::min<int64_t>(p.batches, 65535);
+      const int64_t gy = std::max<int64_t>(
+          1, std::min<int64_t>({ceil_div(cap, gx * gz), p.row_tiles, 65535}));
+      grid = dim3(static_cast<unsigned>(gx), static_cast<unsigned>(gy), static_cast<unsigned>(gz));
+    } else {
+      // "mse": grid.y walks the batches when each has its own global scale.
+      const int64_t gy = p.gs_per_batch ? std::min<int64_t>(p.batches, 65535) : 1;
+      const int64_t per_group = p.gs_per_batch ? p.per_batch : p.batches * p.per_batch;
+      grid = dim3(grid_for(std::max<int64_t>(per_group, 1), kThreads,
+                           std::max<int64_t>(1, cap / gy)),
+                  static_cast<unsigned>(gy));
+    }
+    kernel<<<grid, kThreads, 0, stream>>>(p);
+  };
+  dispatch_float(dtype, [&](auto tag) {
+    using T = decltype(tag);
+    if (method == ScaleMethod::kHessian) {
+      if (swizzle) {
+        go(search::nvfp4_hessian_search_kernel<T, true>);
+      } else {
+        go(search::nvfp4_hessian_search_kernel<T, false>);
+      }
+    } else if (swizzle) {
+      go(search::nvfp4_mse_search_kernel<T, true>);
+    } else {
+      go(search::nvfp4_mse_search_kernel<T, false>);
+    }
+  });
 }
 
 std::tuple<Tensor, Tensor> quantize_cuda(Tensor x, Tensor global_scale, bool swizzle,
@@ -223,6 +198,11 @@ std::tuple<Tensor, Tensor> quantize_cuda(Tensor x, Tensor global_scale, bool swi
   torch::stable::accelerator::DeviceGuard guard(x.get_device_index());
   const Tensor xc = contiguous_aligned(x);
   const Tensor gs = torch::stable::contiguous(global_scale);
+  std::optional<Tensor> h;
+  if (hessian.has_value()) {
+    h = torch::stable::contiguous(*hessian);
+    check_hessian_finite(op, *h, current_stream(xc));
+  }
   const int64_t batches = x.dim() == 3 ? x.size(0) : 1;
   const int64_t rows = x.size(-2), k = x.size(-1);
   const Nvfp4Geometry g = make_geometry(batches, rows, k);
@@ -241,22 +221,21 @@ std::tuple<Tensor, Tensor> quantize_cuda(Tensor x, Tensor global_scale, bool swi
   const cudaStream_t stream = current_stream(xc);
   const bool per_batch = gs.numel() != 1;
   if (method != ScaleMethod::kAmax) {
-    std::optional<Tensor> h;
-    if (hessian.has_value()) h = torch::stable::contiguous(*hessian);
-    Nvfp4QuantArgs a;
-    a.x = xc.const_data_ptr();
-    a.dtype = in_dtype(xc.scalar_type());
-    a.batches = batches;
-    a.rows = rows;
-    a.k = k;
-    a.global_scale = static_cast<const float*>(gs.const_data_ptr());
-    a.gs_per_batch = per_batch;
-    a.packed = static_cast<uint8_t*>(packed.mutable_data_ptr());
-    a.scales = static_cast<uint8_t*>(scales.mutable_data_ptr());
-    a.swizzle = swizzle;
-    launch_nvfp4_search(a, method,
-                        h.has_value() ? static_cast<const float*>(h->const_data_ptr()) : nullptr,
-                        stream);
+    search::Nvfp4SearchParams sp{};
+    sp.x = xc.const_data_ptr();
+    sp.packed = static_cast<uint8_t*>(packed.mutable_data_ptr());
+    sp.scales = static_cast<uint8_t*>(scales.mutable_data_ptr());
+    sp.gs = static_cast<const float*>(gs.const_data_ptr());
+    sp.hessian = h.has_value() ? static_cast<const float*>(h->const_data_ptr()) : nullptr;
+    sp.batches = batches;
+    sp.rows = rows;
+    sp.kb = g.kb;
+    sp.mp = g.mp;
+    sp.kp = g.kp;
+    sp.per_batch = rows * g.kb;
+    sp.row_tiles = ceil_div(rows, search::kThreads);
+    sp.gs_per_batch = per_batch;
+    launch_search(sp, method, swizzle, xc.scalar_type(), stream);
     check_launch(op);
     return {packed, scales};
   }
@@ -269,7 +248,6 @@ std::tuple<Tensor, Tensor> quantize_cuda(Tensor x, Tensor global_scale, bool swi
   p.gs = static_cast<const float*>(gs.const_data_ptr());
   p.gs_per_batch = per_batch;
   p.g = g;
-  p.pad_words = swizzle ? batches * (g.mp - rows) * (g.kp / 4) : 0;
   const int device = xc.get_device_index();
   if (swizzle) {
     launch_quantize<true, false>(p, xc.scalar_type(), device, stream);
@@ -313,17 +291,9 @@ void launch_dequantize_t(const DequantParams& p, int device, cudaStream_t stream
 template <bool kSwizzle>
 void launch_dequantize(const DequantParams& p, ScalarType out_dtype, int device,
                        cudaStream_t stream) {
-  switch (out_dtype) {
-    case ScalarType::Float:
-      launch_dequantize_t<float, kSwizzle>(p, device, stream);
-      break;
-    case ScalarType::Half:
-      launch_dequantize_t<__half, kSwizzle>(p, device, stream);
-      break;
-    default:
-      launch_dequantize_t<__nv_bfloat16, kSwizzle>(p, device, stream);
-      break;
-  }
+  dispatch_float(out_dtype, [&](auto tag) {
+    launch_dequantize_t<decltype(tag), kSwizzle>(p, device, stream);
+  });
 }
 
 Tensor dequantize_cuda(Tensor packed, Tensor scales, Tensor global_scale, ScalarType out_dtype,
@@ -333,28 +303,18 @@ Tensor dequantize_cuda(Tensor packed, Tensor scales, Tensor global_scale, Scalar
               ": packed must be uint8 (two E2M1 codes per byte), got ",
               dtype_name(packed.scalar_type()));
   check_dim_2_or_3(op, "packed", packed, "[M, K/2] or [B, M, K/2]");
-  NVFP4_CHECK(packed.size(-1) % 8 == 0, op,
-              ": the last dim of packed (K/2) must be a multiple of 8, got ", packed.size(-1));
+  check_multiple(op, "the last dim of packed (K/2)", packed.size(-1), 8);
   NVFP4_CHECK(scales.scalar_type() == ScalarType::Float8_e4m3fn, op,
               ": scales must be torch.float8_e4m3fn, got ", dtype_name(scales.scalar_type()));
   const int64_t batches = packed.dim() == 3 ? packed.size(0) : 1;
   const int64_t rows = packed.size(-2), k = packed.size(-1) * 2;
   const Nvfp4Geometry g = make_geometry(batches, rows, k);
-  {
-    std::vector<int64_t> want = swizzled ? std::vector<int64_t>{g.mp, g.kp}
-                                         : std::vector<int64_t>{rows, g.kb};
-    if (packed.dim() == 3) want.insert(want.begin(), batches);
-    bool ok = scales.dim() == static_cast<int64_t>(want.size());
-    for (size_t d = 0; ok && d < want.size(); ++d) ok = scales.size(d) == want[d];
-    NVFP4_CHECK(ok, op, ": scales must have shape ", shape_of(want),
-                swizzled ? " (swizzled, [..., roundup(M, 128), roundup(K/16, 4)])"
-                         : " (linear, [..., M, K/16])",
-                ", got ", shape_str(scales));
-  }
+  check_scales_shape(op, scales,
+                     with_batch(packed, swizzled ? std::vector<int64_t>{g.mp, g.kp}
+                                                 : std::vector<int64_t>{rows, g.kb}),
+                     swizzled, "K/16");
   check_global_scale(op, global_scale, packed.dim() == 3 ? batches : -1);
-  NVFP4_CHECK(is_float_input(out_dtype), op,
-              ": out_dtype must be torch.float32, torch.float16 or torch.bfloat16, got ",
-              dtype_name(out_dtype));
+  check_out_dtype(op, out_dtype);
   check_one_device(op, {{"packed", &packed}, {"scales", &scales}, {"global_scale", &global_scale}});
 
   torch::stable::accelerator::DeviceGuard guard(packed.get_device_index());
@@ -420,11 +380,9 @@ Tensor global_scale_cuda(Tensor x) {
   const cudaStream_t stream = current_stream(xc);
   float* o = static_cast<float*>(out.mutable_data_ptr());
   const int device = xc.get_device_index();
-  switch (xc.scalar_type()) {
-    case ScalarType::Float: launch_global_scale<float>(xc, o, device, stream, op); break;
-    case ScalarType::Half: launch_global_scale<__half>(xc, o, device, stream, op); break;
-    default: launch_global_scale<__nv_bfloat16>(xc, o, device, stream, op); break;
-  }
+  dispatch_float(xc.scalar_type(), [&](auto tag) {
+    launch_global_scale<decltype(tag)>(xc, o, device, stream, op);
+  });
   return out;
 }
 

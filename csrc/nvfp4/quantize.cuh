@@ -1,5 +1,5 @@
-// NVFP4 quantize / fake-quant / dequantize / global-amax kernels (SPEC.md sec. 2, 4).
-// Torch-free device code; the launchers are in csrc/ops/nvfp4.cu.
+// NVFP4 quantize / fake-quant / dequantize / global-amax kernels (docs/spec.md sec. 2, 4).
+// Torch-free device code; the launchers are in nvfp4/ops.cu, the block math in nvfp4/block.h.
 //
 // Work layout (quantize, quant_dequant, dequantize): the data tensor is walked in 16-byte
 // chunks of the wide side (x for quantize, the output for dequantize): 8 elements for
@@ -17,9 +17,10 @@
 #include <cstdint>
 #include <type_traits>
 
-#include "kernels/nvfp4_block.cuh"
-#include "kernels/swizzle.cuh"
-#include "kernels/vec.cuh"
+#include "core/e2m1.h"
+#include "core/swizzle.h"
+#include "core/vec.cuh"
+#include "nvfp4/block.h"
 
 namespace nvfp4 {
 namespace quant {
@@ -27,28 +28,6 @@ namespace quant {
 constexpr unsigned kFullMask = 0xFFFFFFFFu;
 // 16-byte chunks each thread loads per tile (quantize: of x, dequantize: of the output).
 constexpr int kChunksPerThread = 4;
-
-// n / d for 0 <= n < 2^31 and 1 <= d < 2^31 with one multiply-high (Granlund-Montgomery,
-// round-up variant): shift = ceil(log2 d), mul = floor(2^32 (2^shift - d) / d) + 1,
-// n / d = (umulhi(n, mul) + n) >> shift (the sum fits 32 bits because n < 2^31).
-struct FastDiv {
-  uint32_t mul = 1, shift = 0;
-
-  static FastDiv make(uint32_t d) {
-    FastDiv f;
-    while ((uint64_t(1) << f.shift) < d) ++f.shift;
-    f.mul = static_cast<uint32_t>(((((uint64_t(1) << f.shift) - d) << 32) / d) + 1);
-    return f;
-  }
-  __host__ __device__ __forceinline__ uint32_t div(uint32_t n) const {
-#ifdef __CUDA_ARCH__
-    const uint32_t hi = __umulhi(n, mul);
-#else
-    const uint32_t hi = static_cast<uint32_t>((uint64_t(n) * mul) >> 32);
-#endif
-    return (hi + n) >> shift;
-  }
-};
 
 // Geometry of contiguous [batches, rows, k] data with blocks of 16 along k, and where the
 // scale of each block lives (linear [batches, rows, kb], or swizzled per batch).
@@ -58,14 +37,6 @@ struct Nvfp4Geometry {
   FastDiv div_kb, div_rows;
   bool idx32;  // n_blocks and batches * mp * kp are < 2^31: 32-bit index math
 };
-
-// The 128x4 swizzled offset of S[r][c] (SPEC sec. 4) in 32-bit arithmetic; the same
-// formula as swizzle_offset() in kernels/swizzle.cuh, used where everything fits 31 bits.
-__host__ __device__ __forceinline__ uint32_t swizzle_offset32(uint32_t r, uint32_t c,
-                                                              uint32_t kp) {
-  return ((r >> 7) * (kp >> 2) + (c >> 2)) * 512u + (r & 31u) * 16u + ((r & 127u) >> 5) * 4u +
-         (c & 3u);
-}
 
 // Batch index and scale-byte offset of flat block index blk (< n_blocks). last_col: the
 // block is the last one of its row (its lane also zeroes the swizzled column padding).
@@ -103,40 +74,6 @@ __host__ __device__ __forceinline__ void block_position(const Nvfp4Geometry& g, 
   }
 }
 
-// fp32 value of an E4M3 byte, exactly: e4m3_decode, or on sm_89+ the hardware widening
-// convert E4M3 -> fp16 (exact: every E4M3 value, subnormals and NaN included, is an fp16
-// value) then fp16 -> fp32 (exact): 2 instructions instead of a branchy bit assembly.
-__device__ __forceinline__ float e4m3_to_f32(uint32_t b) {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 890
-  return __half2float(__half(__nv_cvt_fp8_to_halfraw(static_cast<__nv_fp8_storage_t>(b),
-                                                     __NV_E4M3)));
-#else
-  return e4m3_decode(b);
-#endif
-}
-
-// Decode multiplier RN(fp32(sf) / gs): nvfp4_decode_multiplier with e4m3_to_f32.
-__device__ __forceinline__ float nvfp4_dq(uint32_t sf, float gs) {
-  return __fdiv_rn(e4m3_to_f32(sf), gs);
-}
-
-// Element multiplier of a block with scale byte sf, exactly as the reference computes it:
-// osc = RN(1 / RN(fp32(sf) * RN(1/gs))), and 0 where fp32(sf) == 0 or where that product
-// is 0 (gs = +inf, or an underflow). NaN iff fp32(sf) is NaN (or gs is NaN, which makes
-// sf NaN too): exactly the blocks whose codes are 0. Never negative: fp32(sf) and 1/gs
-// have the sign of gs, so the code's sign bit is always the sign bit of x.
-// (= nvfp4_encode_multiplier() of nvfp4_block.cuh, with the 2-instruction E4M3 decode.)
-__device__ __forceinline__ float nvfp4_osc(uint32_t sf, float inv_gs) {
-  const float s = e4m3_to_f32(sf);
-  const float d = __fmul_rn(s, inv_gs);
-  return (s == 0.0f || d == 0.0f) ? 0.0f : __frcp_rn(d);
-}
-
-// Scale byte of a block from the bits of its |x| max: 0x7F when the block holds NaN/inf.
-__device__ __forceinline__ uint32_t nvfp4_block_scale(uint32_t amax_bits, float gs) {
-  return amax_bits >= kInfBits ? kNanScale : nvfp4_scale_byte(__uint_as_float(amax_bits), gs);
-}
-
 // Max over the kG lanes of a group for each of the kG values am[u], scattered: lane q of
 // the group returns the group max of am[q]. kG - 1 shuffles for kG values (a butterfly
 // reduce-scatter) instead of kG * log2(kG).
@@ -165,93 +102,12 @@ __device__ __forceinline__ uint32_t group_max_scatter(const uint32_t (&am)[kG], 
   }
 }
 
-// Packs two fp32 values into the low (a) and high (b) halves of a 32-bit word of T,
-// each rounded once to nearest even (the same conversion as Elem<T>::from_float).
-template <typename T>
-__device__ __forceinline__ uint32_t pack2(float a, float b);
-template <>
-__device__ __forceinline__ uint32_t pack2<__nv_bfloat16>(float a, float b) {
-  const __nv_bfloat162 v = __floats2bfloat162_rn(a, b);
-  return *reinterpret_cast<const uint32_t*>(&v);
-}
-template <>
-__device__ __forceinline__ uint32_t pack2<__half>(float a, float b) {
-  const __half2 v = __floats2half2_rn(a, b);
-  return *reinterpret_cast<const uint32_t*>(&v);
-}
-
-// Packs kPerVec fp32 values into one 16-byte vector of T (fp32: the bits as they are).
-template <typename T>
-__device__ __forceinline__ uint4 pack16(const float* v) {
-  if constexpr (Elem<T>::kPerVec == 4) {
-    return make_uint4(__float_as_uint(v[0]), __float_as_uint(v[1]), __float_as_uint(v[2]),
-                      __float_as_uint(v[3]));
-  } else {
-    return make_uint4(pack2<T>(v[0], v[1]), pack2<T>(v[2], v[3]), pack2<T>(v[4], v[5]),
-                      pack2<T>(v[6], v[7]));
-  }
-}
-
-// ---- E2M1 rounding, in fewer instructions than the 7 comparisons of e2m1_encode -------
-// The reference's formulation (reference.py, _e2m1_round_mag): with a = min(max(|y|, 0), 6)
-// (a NaN gives 0: max/min return the non-NaN operand) and c = 2^(max(e, 0) + 22) where 2^e
-// is the binade of a, RN(a + c) rounds a to a multiple of the E2M1 spacing 2^(max(e,0)-1)
-// with IEEE ties-to-even, which is the ties-to-even-code rule. Checked on the host against
-// e2m1_encode / e2m1_decode for all 2^32 fp32 inputs (magnitude code and value): equal.
-// kNanSafe = false: only for y that is never NaN (x * osc with x and osc finite), where
-// the max with 0 is a no-op.
-template <bool kNanSafe>
-__device__ __forceinline__ float e2m1_clamp_mag(float y) {
-  return fminf(kNanSafe ? fmaxf(fabsf(y), 0.0f) : fabsf(y), 6.0f);
-}
-__device__ __forceinline__ uint32_t e2m1_magic_bits(float a) {  // bits of c
-  return max((__float_as_uint(a) & 0x7F800000u) + (22u << 23), 0x3F800000u + (22u << 23));
-}
-
-// Magnitude code 0..7 of y: e2m1_encode(y) & 7. The sum RN(a + c) - c counts steps of the
-// binade's spacing; adding 2 * (binade) turns that count into the code.
-template <bool kNanSafe = true>
-__device__ __forceinline__ uint32_t e2m1_mag_code(float y) {
-  const float a = e2m1_clamp_mag<kNanSafe>(y);
-  const uint32_t cb = e2m1_magic_bits(a);
-  const uint32_t sb = __float_as_uint(__fadd_rn(a, __uint_as_float(cb)));
-  return sb - cb + ((cb >> 22) - 298u);
-}
-
-// The E2M1 magnitude nearest |y| as fp32: |e2m1_decode(e2m1_encode(y))|.
-template <bool kNanSafe = true>
-__device__ __forceinline__ float e2m1_mag_value(float y) {
-  const float a = e2m1_clamp_mag<kNanSafe>(y);
-  const float c = __uint_as_float(e2m1_magic_bits(a));
-  return __fsub_rn(__fadd_rn(a, c), c);
-}
-
-// e2m1_decode of the code in bits 31..28 of t: an arithmetic shift puts the sign at bit 31
-// and the magnitude bits at 24..22, which read as e2m1 * 2^-126 (exactly, subnormals
-// included); the product with 2^126 is exact. Checked for all 16 codes.
-__device__ __forceinline__ float e2m1_decode_top(uint32_t t) {
-  const uint32_t bits = static_cast<uint32_t>(static_cast<int32_t>(t) >> 6) & 0x81C00000u;
-  return __fmul_rn(__uint_as_float(bits), 0x1p126f);
-}
-
 // prmt.b32 (default mode): result byte n = byte (sel nibble n & 7) of {b:a}, or that byte's
 // sign replicated when the nibble's bit 3 is set.
 __device__ __forceinline__ uint32_t prmt(uint32_t a, uint32_t b, uint32_t sel) {
-#ifdef __CUDA_ARCH__
   uint32_t r;
   asm("prmt.b32 %0, %1, %2, %3;" : "=r"(r) : "r"(a), "r"(b), "r"(sel));
   return r;
-#else  // host emulation (unused by the build; lets the kernels run in a host test harness)
-  const uint64_t bytes = (uint64_t(b) << 32) | a;
-  uint32_t r = 0;
-  for (int n = 0; n < 4; ++n) {
-    const uint32_t s = (sel >> (4 * n)) & 15u;
-    uint32_t v = (bytes >> (8 * (s & 7u))) & 0xFFu;
-    if (s & 8u) v = (v & 0x80u) ? 0xFFu : 0u;
-    r |= v << (8 * n);
-  }
-  return r;
-#endif
 }
 
 // The sign bits of the elements of a 16-byte chunk, each at the sign bit (bit 3) of its
@@ -269,25 +125,6 @@ __device__ __forceinline__ uint32_t nibble_signs(const uint4& v) {
     const uint32_t even = prmt(lo, hi, 0xECA8u);  // 0xFF / 0x00: elements 0, 2, 4, 6
     const uint32_t odd = prmt(lo, hi, 0xFDB9u);   // elements 1, 3, 5, 7
     return (even & 0x08080808u) | (odd & 0x80808080u);
-  }
-}
-
-// The kPerVec elements of a 16-byte chunk as fp32 (exact widening; bf16 is a shift).
-template <typename T>
-__device__ __forceinline__ void unpack_chunk(const uint4& v, float* f) {
-  const uint32_t w[4] = {v.x, v.y, v.z, v.w};
-#pragma unroll
-  for (int j = 0; j < 4; ++j) {
-    if constexpr (std::is_same_v<T, float>) {
-      f[j] = __uint_as_float(w[j]);
-    } else if constexpr (std::is_same_v<T, __nv_bfloat16>) {
-      f[2 * j] = __uint_as_float(w[j] << 16);
-      f[2 * j + 1] = __uint_as_float(w[j] & 0xFFFF0000u);
-    } else {
-      const float2 h = __half22float2(*reinterpret_cast<const __half2*>(&w[j]));
-      f[2 * j] = h.x;
-      f[2 * j + 1] = h.y;
-    }
   }
 }
 
@@ -350,7 +187,6 @@ struct QuantParams {
   const float* gs;   // [1] or [batches] (gs_per_batch), the encode scale
   bool gs_per_batch;
   Nvfp4Geometry g;
-  int64_t pad_words;  // swizzle: batches * (mp - rows) * kp / 4 words of all-padding rows
 };
 
 // quantize (kQdq = false): packed codes and scale bytes; kSwizzle writes the scales in the
@@ -392,7 +228,7 @@ __global__ void __launch_bounds__(256) nvfp4_quantize_kernel(const QuantParams p
 #pragma unroll
       for (int j = 0; j < kG; ++j) {
         am[j] = chunk_amax_bits<T>(v[r * kG + j]);
-        unpack_chunk<T>(v[r * kG + j], f[j]);
+        unpack_vec<T>(v[r * kG + j], f[j]);
       }
       // Per-block work for the block of chunk u = r * kG + q.
       const uint32_t amax = group_max_scatter<kG>(am, q);
@@ -438,7 +274,7 @@ __global__ void __launch_bounds__(256) nvfp4_quantize_kernel(const QuantParams p
           } else {
             qdq_chunk<T, false>(f[j], osc_j[j], dq_j[j], out);
           }
-          store_stream(static_cast<uint4*>(p.out) + (base + tid) + u * bdim, pack16<T>(out));
+          store_stream(static_cast<uint4*>(p.out) + (base + tid) + u * bdim, pack_vec<T>(out));
         } else {
           uint32_t word = osc_inf ? encode_chunk<T, true>(v[u], f[j], osc_j[j])
                                   : encode_chunk<T, false>(v[u], f[j], osc_j[j]);
@@ -455,20 +291,10 @@ __global__ void __launch_bounds__(256) nvfp4_quantize_kernel(const QuantParams p
   }
 
   if constexpr (kSwizzle && !kQdq) {
-    // Rows rows..mp-1 of every batch are all padding: zero them a 4-byte word at a time
-    // (the 4 columns of one row within a 128x4 tile are adjacent). The column padding of
-    // the real rows was written above by the lane of each row's last block.
-    const int64_t words_per_row = p.g.kp / 4;
-    const int64_t per_batch = (p.g.mp - p.g.rows) * words_per_row;
-    for (int64_t w = int64_t(blockIdx.x) * bdim + tid; w < p.pad_words;
-         w += int64_t(gridDim.x) * bdim) {
-      const int64_t b = w / per_batch;
-      const int64_t rem = w - b * per_batch;
-      const int64_t r = p.g.rows + rem / words_per_row;
-      const int64_t c = (rem % words_per_row) * 4;
-      *reinterpret_cast<uint32_t*>(p.scales + b * p.g.mp * p.g.kp +
-                                   swizzle_offset(r, c, p.g.kp)) = 0u;
-    }
+    // Rows rows..mp-1 of every batch are all padding (pad_words words of them). The column
+    // padding of the real rows was written above by the lane of each row's last block.
+    zero_swizzled_row_padding(p.scales, p.g.batches, p.g.rows, p.g.mp, p.g.kp,
+                              int64_t(blockIdx.x) * bdim + tid, int64_t(gridDim.x) * bdim);
   }
 }
 
@@ -538,9 +364,9 @@ __global__ void __launch_bounds__(256) nvfp4_dequantize_kernel(const DequantPara
       float r[kV];
 #pragma unroll
       for (int i = 0; i < kV; ++i) {
-        r[i] = __fmul_rn(e2m1_decode_top(w[u] << (28 - 4 * i)), dq_u);  // nvfp4_decode
+        r[i] = __fmul_rn(e2m1_decode_top(w[u] << (28 - 4 * i)), dq_u);  // RN(e2m1(code) * dq)
       }
-      store_stream(out_t + u * bdim, pack16<OutT>(r));
+      store_stream(out_t + u * bdim, pack_vec<OutT>(r));
     }
   }
 }
@@ -573,12 +399,6 @@ __device__ __forceinline__ uint32_t cta_amax_bits(const T* __restrict__ x, int64
   __syncthreads();
   m = lane < static_cast<int>(blockDim.x >> 5) ? warp_max[lane] : 0u;
   return __reduce_max_sync(kFullMask, m);  // every warp holds the CTA max
-}
-
-// The encode global scale from the bits of amax |x|: RN(2688 / amax), 1 when amax == 0.
-// NaN gives NaN, inf gives 0 (reference.global_scale).
-__device__ __forceinline__ float nvfp4_global_scale_from_amax(uint32_t bits) {
-  return bits == 0 ? 1.0f : __fdiv_rn(2688.0f, __uint_as_float(bits));
 }
 
 // Many CTAs: fold each CTA's max into *out with atomicMax (*out is zeroed before).

@@ -1,5 +1,5 @@
-// MX codecs (SPEC.md sec. 3): MXFP8 (E4M3 elements) and MXFP4 (E2M1 elements), one E8M0
-// scale per 32 elements. Torch-free device code; the launchers are in ops/mx.cu.
+// MX codecs (docs/spec.md sec. 3): MXFP8 (E4M3 elements) and MXFP4 (E2M1 elements), one E8M0
+// scale per 32 elements. Torch-free device code; the launchers are in mx/ops.cu.
 //
 // Three kernels, all memory-bound streaming passes:
 //  * mx_quantize_rowwise_kernel: blocks of 32 along the contiguous last dim. A thread owns
@@ -15,17 +15,14 @@
 // Every fp32 operation is an explicit _rn intrinsic (no FMA contraction can change a bit).
 #pragma once
 
-#include <cuda_runtime.h>
-
 #include <cstdint>
-#include <cstring>
 
-#include "kernels/e2m1.cuh"
-#include "kernels/e4m3.cuh"
-#include "kernels/e8m0.cuh"
-#include "kernels/nvfp4_block.cuh"  // abs_bits
-#include "kernels/swizzle.cuh"
-#include "kernels/vec.cuh"
+#include "core/bits.h"
+#include "core/e2m1.h"
+#include "core/e4m3.h"
+#include "core/e8m0.h"
+#include "core/swizzle.h"
+#include "core/vec.cuh"
 
 namespace nvfp4 {
 namespace mx {
@@ -33,7 +30,6 @@ namespace mx {
 constexpr int kBlock = 32;
 constexpr int kThreads = 256;           // every MX kernel runs 256-thread CTAs
 constexpr uint32_t kNanByte = 255u;     // E8M0 NaN: the scale of a block holding NaN/inf
-constexpr uint32_t kInf = 0x7F800000u;  // abs_bits >= this: NaN or inf
 
 // Emax (largest element magnitude) and emax (its unbiased exponent) per element type.
 template <bool E2M1>
@@ -47,24 +43,8 @@ struct ElemFormat<true> {
   static constexpr int kEmax = 2;
 };
 
-// Division by a runtime constant with a multiply-high (Granlund-Montgomery, as CUTLASS's
-// FastDivmod): exact for dividends < 2^31 and divisors 1..2^31. The swizzled scale index
-// needs two divisions per block; 64-bit '/' would cost more than the block's codec.
-struct FastDiv {
-  uint32_t mul = 1, shift = 0;
-  FastDiv() = default;
-  __host__ explicit FastDiv(uint32_t d) {
-    if (d == 0) d = 1;  // unused (no work), keep the math defined
-    while ((uint64_t(1) << shift) < d) ++shift;
-    mul = static_cast<uint32_t>(((uint64_t(1) << 32) * ((uint64_t(1) << shift) - d)) / d + 1);
-  }
-  __device__ __forceinline__ uint32_t div(uint32_t n) const {
-    return (__umulhi(n, mul) + n) >> shift;
-  }
-};
-
 // Where the E8M0 byte of block (row, c) of a [batches * rows, kb] scale matrix goes:
-// linear, or the 128x4 swizzled layout with each batch padded to [mp, kp] (SPEC sec. 4).
+// linear, or the 128x4 swizzled layout with each batch padded to [mp, kp] (docs/spec.md sec. 4).
 struct ScaleLayout {
   int64_t kb = 0, rows = 0, mp = 0, kp = 0;
   FastDiv div_kb, div_rows;
@@ -99,18 +79,7 @@ __device__ __forceinline__ int64_t scale_offset(int64_t blk, const ScaleLayout& 
 template <typename I>
 __host__ __device__ __forceinline__ void write_scale_padding_impl(
     uint8_t* __restrict__ scales, I batches, I rows, I cols, I mp, I kp, I start, I stride) {
-  const I groups = kp / 4;
-  const I words_per_batch = (mp - rows) * groups;
-  const I n_words = batches * words_per_batch;
-  for (I i = start; i < n_words; i += stride) {
-    const I batch = i / words_per_batch;
-    const I q = i - batch * words_per_batch;
-    const I dr = q / groups;
-    const I g = q - dr * groups;
-    const int64_t off = int64_t(batch) * int64_t(mp) * int64_t(kp) +
-                        swizzle_offset(int64_t(rows + dr), int64_t(4 * g), int64_t(kp));
-    *reinterpret_cast<uint32_t*>(scales + off) = 0u;
-  }
+  zero_swizzled_row_padding<I>(scales, batches, rows, mp, kp, start, stride);
   const I side_w = kp - cols;  // 0..3
   const I bytes_per_batch = rows * side_w;
   const I n_bytes = batches * bytes_per_batch;
@@ -140,54 +109,13 @@ __device__ __forceinline__ void write_scale_padding(uint8_t* __restrict__ scales
   }
 }
 
-// E8M0 byte of a block from the integer max of abs_bits over it (SPEC sec. 3):
+// E8M0 byte of a block from the integer max of abs_bits over it (docs/spec.md sec. 3):
 // NaN/inf anywhere -> 255; else rceil/floor on the bits (amax 0 -> 0).
 template <bool E2M1, MxRounding R>
 __device__ __forceinline__ uint32_t block_scale(uint32_t amax_bits) {
-  const uint32_t b = e8m0_scale<R>(amax_bits < kInf ? amax_bits : 0u, ElemFormat<E2M1>::kMax,
+  const uint32_t b = e8m0_scale<R>(amax_bits < kInfBits ? amax_bits : 0u, ElemFormat<E2M1>::kMax,
                                    ElemFormat<E2M1>::kEmax);
-  return amax_bits < kInf ? b : kNanByte;
-}
-
-// E2M1 code of y: equal to e2m1_encode(y) for every y that is not NaN (checked over all
-// 2^32 - 2^24 non-NaN fp32 bit patterns on the host; NaN never reaches it here: blocks
-// holding one are zeroed). nvcc compiles e2m1_encode's seven comparisons to FSETP + SEL +
-// IADD each (about 24 instructions per element), which makes MXFP4 quantize
-// instruction-bound on H100/H200; this is about 11. The rounding is one fp32 addition:
-// with a = min(|y|, 6) in the binade [2^e, 2^(e+1)), e = max(e, 0), adding C = 2^(e+22)
-// rounds a to a multiple of the E2M1 spacing 2^(e-1) with IEEE ties-to-even, which is the
-// ties-to-even-code rule of SPEC sec. 1 (as reference._e2m1_round_mag does), and
-// bits(a + C) - bits(C) = n counts spacings, so the code is n + 2e.
-__host__ __device__ __forceinline__ uint32_t f32_bits(float f) {
-#ifdef __CUDA_ARCH__
-  return __float_as_uint(f);
-#else
-  uint32_t u;
-  memcpy(&u, &f, 4);
-  return u;
-#endif
-}
-__host__ __device__ __forceinline__ float f32_from_bits(uint32_t u) {
-#ifdef __CUDA_ARCH__
-  return __uint_as_float(u);
-#else
-  float f;
-  memcpy(&f, &u, 4);
-  return f;
-#endif
-}
-__host__ __device__ __forceinline__ uint32_t e2m1_encode_nonnan(float y) {
-  const float a = fminf(fabsf(y), 6.0f);
-  uint32_t x = f32_bits(a) & 0x7F800000u;
-  x = x > 0x3F800000u ? x : 0x3F800000u;  // 2^max(e, 0)
-  const uint32_t c = x + (22u << 23);     // C = 2^(e + 22)
-#ifdef __CUDA_ARCH__
-  const float t = __fadd_rn(a, f32_from_bits(c));
-#else
-  const float t = a + f32_from_bits(c);
-#endif
-  const uint32_t mag = f32_bits(t) - c + (x >> 22) - 254u;  // n + 2e
-  return mag | ((f32_bits(y) >> 28) & 8u);
+  return amax_bits < kInfBits ? b : kNanByte;
 }
 
 // N elements -> their bytes as little-endian 32-bit words: y = RN(x * mul), then E4M3
@@ -217,7 +145,7 @@ __device__ __forceinline__ Encoded<E2M1, N> encode_elems(const float* f, float m
     for (int i = 0; i < e.kWords; ++i) e.w[i] = 0;
 #pragma unroll
     for (int j = 0; j < N; ++j)
-      e.w[j / 8] |= e2m1_encode_nonnan(__fmul_rn(f[j], mul)) << (4 * (j % 8));
+      e.w[j / 8] |= e2m1_encode(__fmul_rn(f[j], mul)) << (4 * (j % 8));
   }
   if (zero) {  // non-finite block: element bytes 0
 #pragma unroll
@@ -252,20 +180,6 @@ __device__ __forceinline__ uint2 load_bytes(const uint8_t* p) {
     static_assert(kBytes == 2, "unsupported load width");
     return make_uint2(__ldcs(reinterpret_cast<const unsigned short*>(p)), 0u);
   }
-}
-
-// Two E4M3 bytes (low byte first) -> fp32, exactly as e4m3_decode (every E4M3 value is an
-// fp16, so E4M3 -> fp16 -> fp32 is exact; NaN stays NaN). On sm_89+ one cvt.f16x2.e4m3x2
-// replaces e4m3_decode's branches (about 17 instructions per element): the MXFP8
-// dequantize would otherwise be instruction-bound on H200.
-__device__ __forceinline__ float2 e4m3x2_decode(uint32_t two_bytes) {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 890
-  const __half2_raw h = __nv_cvt_fp8x2_to_halfraw2(
-      static_cast<__nv_fp8x2_storage_t>(two_bytes), __NV_E4M3);
-  return __half22float2(__half2(h));
-#else
-  return make_float2(e4m3_decode(two_bytes & 0xFFu), e4m3_decode((two_bytes >> 8) & 0xFFu));
-#endif
 }
 
 // ---------------------------------------------------------------------------------------

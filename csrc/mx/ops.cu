@@ -1,20 +1,19 @@
 // mx_quantize / mx_dequantize on CUDA: MXFP8 (elem "e4m3") and MXFP4 (elem "e2m1") with
-// E8M0 scales per 32 elements (SPEC.md sec. 3), rowwise (axis -1) and columnwise (axis -2,
-// output transposed, read once through shared-memory tiles). Kernels: kernels/mx_quant.cuh.
-// scale_method "mse" is handed to the fused search of search.cu (launch_mx_search).
-// Argument checks reproduce, in the same order and with the same text, the Python
-// validators check_mx_quantize_args / check_mx_dequantize_args of nvfp4_ops/reference.py.
+// E8M0 scales per 32 elements (docs/spec.md sec. 3), rowwise (axis -1) and columnwise
+// (axis -2, output transposed, read once through shared-memory tiles). Kernels:
+// mx/quantize.cuh; scale_method "mse": the fused search of mx/search.cuh. Argument checks
+// reproduce, in the same order and with the same text, the Python checks of
+// nvfp4_ops/reference (torch_utils.h).
 
 #include <cstdint>
-#include <initializer_list>
 #include <string>
 #include <tuple>
 #include <type_traits>
 #include <vector>
 
-#include "kernels/mx_quant.cuh"
-#include "ops/common.h"
-#include "ops/launch.h"
+#include "mx/quantize.cuh"
+#include "mx/search.cuh"
+#include "torch_utils.h"
 
 namespace nvfp4 {
 namespace {
@@ -24,95 +23,6 @@ using mx::kThreads;
 constexpr const char* kQuantOp = "nvfp4.mx_quantize";
 constexpr const char* kDequantOp = "nvfp4.mx_dequantize";
 constexpr int kVecPerThread = 4;  // the U of the rowwise and dequantize kernels
-
-// torch's name of a dtype, as the Python messages print it.
-const char* dtype_str(ScalarType t) {
-  switch (t) {
-    case ScalarType::Short: return "torch.int16";
-    case ScalarType::ComplexFloat: return "torch.complex64";
-    case ScalarType::ComplexDouble: return "torch.complex128";
-    case ScalarType::Float8_e5m2fnuz: return "torch.float8_e5m2fnuz";
-    case ScalarType::Float8_e4m3fnuz: return "torch.float8_e4m3fnuz";
-    case ScalarType::UInt16: return "torch.uint16";
-    case ScalarType::UInt32: return "torch.uint32";
-    case ScalarType::UInt64: return "torch.uint64";
-    case ScalarType::Float4_e2m1fn_x2: return "torch.float4_e2m1fn_x2";
-    default: return dtype_name(t);
-  }
-}
-
-// Python's repr() of a str (the validators print choices and values with !r).
-std::string py_repr(const std::string& s) {
-  const bool has_single = s.find('\'') != std::string::npos;
-  const bool has_double = s.find('"') != std::string::npos;
-  const char quote = (has_single && !has_double) ? '"' : '\'';
-  std::string out(1, quote);
-  for (unsigned char c : s) {
-    if (c == '\\') {
-      out += "\\\\";
-    } else if (c == static_cast<unsigned char>(quote)) {
-      out += '\\';
-      out += quote;
-    } else if (c == '\n') {
-      out += "\\n";
-    } else if (c == '\r') {
-      out += "\\r";
-    } else if (c == '\t') {
-      out += "\\t";
-    } else if (c < 0x20 || c == 0x7F) {
-      static const char* hex = "0123456789abcdef";
-      out += "\\x";
-      out += hex[c >> 4];
-      out += hex[c & 15];
-    } else {
-      out += static_cast<char>(c);  // printable ASCII; UTF-8 bytes pass through unchanged
-    }
-  }
-  out += quote;
-  return out;
-}
-
-// "<op>: <name> must be 'a' or 'b', got 'c'" (reference._check_choice).
-void check_choice(const char* op, const char* name, const std::string& value,
-                  std::initializer_list<const char*> choices) {
-  for (const char* c : choices)
-    if (value == c) return;
-  std::string want;
-  size_t i = 0;
-  for (const char* c : choices) {
-    if (i > 0) want += (i + 1 == choices.size()) ? " or " : ", ";
-    want += py_repr(c);
-    ++i;
-  }
-  fail(op, ": ", name, " must be ", want, ", got ", py_repr(value));
-}
-
-std::string dims_str(const std::vector<int64_t>& d) {
-  std::string s = "[";
-  for (size_t i = 0; i < d.size(); ++i) s += (i ? ", " : "") + std::to_string(d[i]);
-  return s + "]";
-}
-
-std::vector<int64_t> with_batch(const Tensor& like, std::vector<int64_t> dims) {
-  if (like.dim() == 3) dims.insert(dims.begin(), like.size(0));
-  return dims;
-}
-
-bool aligned16(const void* p) { return (reinterpret_cast<uintptr_t>(p) & 15u) == 0; }
-
-// A contiguous tensor whose data starts on a 16-byte boundary (a view with a storage
-// offset may not): the vector kernels need it. A fresh copy only in that rare case.
-Tensor contiguous_aligned(const Tensor& t) {
-  Tensor c = torch::stable::contiguous(t);
-  if (!aligned16(c.const_data_ptr())) c = torch::stable::clone(c);
-  return c;
-}
-
-InDtype in_dtype(ScalarType t) {
-  return t == ScalarType::Float ? InDtype::kFloat32
-         : t == ScalarType::Half ? InDtype::kFloat16
-                                 : InDtype::kBFloat16;
-}
 
 mx::ScaleLayout make_layout(int64_t batches, int64_t rows, int64_t kb, bool swizzle) {
   mx::ScaleLayout s;
@@ -124,21 +34,10 @@ mx::ScaleLayout make_layout(int64_t batches, int64_t rows, int64_t kb, bool swiz
   const int64_t lim = int64_t(1) << 31;
   s.fast = rows < lim && kb < lim && (kb == 0 || batches * rows < lim / kb);
   if (s.fast) {
-    s.div_kb = mx::FastDiv(static_cast<uint32_t>(kb));
-    s.div_rows = mx::FastDiv(static_cast<uint32_t>(rows));
+    s.div_kb = FastDiv::make(static_cast<uint32_t>(kb));
+    s.div_rows = FastDiv::make(static_cast<uint32_t>(rows));
   }
   return s;
-}
-
-// Calls f(T{}) with T = float, __half or __nv_bfloat16.
-template <typename F>
-void dispatch_float(ScalarType t, F&& f) {
-  switch (t) {
-    case ScalarType::Float: f(float{}); break;
-    case ScalarType::Half: f(__half{}); break;
-    case ScalarType::BFloat16: f(__nv_bfloat16{}); break;
-    default: fail("nvfp4: unexpected dtype ", dtype_str(t));
-  }
 }
 
 // Calls f(std::bool_constant<e2m1>, std::integral_constant<MxRounding, r>).
@@ -153,20 +52,37 @@ void dispatch_elem_rounding(bool e2m1, bool use_floor, F&& f) {
   }
 }
 
-unsigned grid_cap(int64_t blocks) {
-  const int64_t cap = int64_t(1) << 30;
-  return static_cast<unsigned>(blocks < 1 ? 1 : (blocks > cap ? cap : blocks));
+
+// The fused E8M0 scale search (scale_method "mse") + quantize, both element types.
+void launch_search(const search::MxSearchParams& p, ScalarType dtype, bool e2m1, bool use_floor,
+                   bool swizzle, cudaStream_t stream) {
+  if (p.n_blocks == 0) return;
+  dispatch_float(dtype, [&](auto tag) {
+    using T = decltype(tag);
+    dispatch_elem_rounding(e2m1, use_floor, [&](auto e2m1_c, auto r_c) {
+      auto go = [&](auto kernel) {
+        // No more CTAs than fit at once (see the NVFP4 search launcher).
+        const unsigned grid = grid_for(p.n_blocks, search::kThreads,
+                                       resident_ctas(kernel, search::kThreads));
+        kernel<<<grid, search::kThreads, 0, stream>>>(p);
+      };
+      constexpr bool kE2M1 = decltype(e2m1_c)::value;
+      constexpr MxRounding kR = decltype(r_c)::value;
+      if (swizzle) {
+        go(search::mx_mse_search_kernel<T, kE2M1, kR, true>);
+      } else {
+        go(search::mx_mse_search_kernel<T, kE2M1, kR, false>);
+      }
+    });
+  });
 }
 
 std::tuple<Tensor, Tensor> mx_quantize_cuda(Tensor x, std::string elem, std::string rounding,
                                             bool swizzle, int64_t axis,
                                             std::string scale_method) {
   const char* op = kQuantOp;
-  NVFP4_CHECK(is_float_input(x.scalar_type()), op,
-              ": x must be float32, float16 or bfloat16, got ", dtype_str(x.scalar_type()));
-  NVFP4_CHECK(x.dim() == 2 || x.dim() == 3, op,
-              ": x must be 2-D or 3-D ([M, K] or [B, M, K]), got ", x.dim(), "-D shape ",
-              shape_str(x));
+  check_float_dtype(op, "x", x);
+  check_dim_2_or_3(op, "x", x);
   check_choice(op, "elem", elem, {"e4m3", "e2m1"});
   check_choice(op, "rounding", rounding, {"rceil", "floor"});
   check_choice(op, "scale_method", scale_method, {"amax", "mse"});
@@ -175,13 +91,9 @@ std::tuple<Tensor, Tensor> mx_quantize_cuda(Tensor x, std::string elem, std::str
               ": axis must be -1 or -2 (the last two dims of a ", nd, "-D x), got ", axis);
   const bool colwise = !(axis == -1 || axis == nd - 1);
   if (!colwise) {
-    NVFP4_CHECK(x.size(-1) % mx::kBlock == 0, op,
-                ": K (the last dim, quantized with axis=-1) must be a multiple of 32, got ",
-                x.size(-1));
+    check_multiple(op, "K (the last dim, quantized with axis=-1)", x.size(-1), mx::kBlock);
   } else {
-    NVFP4_CHECK(x.size(-2) % mx::kBlock == 0, op,
-                ": M (dim -2, quantized with axis=-2) must be a multiple of 32, got ",
-                x.size(-2));
+    check_multiple(op, "M (dim -2, quantized with axis=-2)", x.size(-2), mx::kBlock);
   }
 
   torch::stable::accelerator::DeviceGuard guard(x.get_device_index());
@@ -209,18 +121,17 @@ std::tuple<Tensor, Tensor> mx_quantize_cuda(Tensor x, std::string elem, std::str
     Tensor src = colwise ? torch::stable::contiguous(torch::stable::transpose(x, -1, -2))
                          : torch::stable::contiguous(x);
     src = contiguous_aligned(src);
-    MxQuantArgs a;
-    a.x = src.const_data_ptr();
-    a.dtype = in_dtype(x.scalar_type());
-    a.batches = batches;
-    a.rows = rows;
-    a.k = cols;
-    a.e2m1 = e2m1;
-    a.floor = use_floor;
-    a.data = data_ptr;
-    a.scales = scales_ptr;
-    a.swizzle = swizzle;
-    launch_mx_search(a, stream);
+    search::MxSearchParams sp{};
+    sp.x = src.const_data_ptr();
+    sp.data = data_ptr;
+    sp.scales = scales_ptr;
+    sp.batches = batches;
+    sp.rows = rows;
+    sp.kb = kb;
+    sp.mp = round_up(rows, 128);
+    sp.kp = round_up(kb, 4);
+    sp.n_blocks = batches * rows * kb;
+    launch_search(sp, x.scalar_type(), e2m1, use_floor, swizzle, stream);
     check_launch(op);
     return std::make_tuple(data, scales);
   }
@@ -233,7 +144,7 @@ std::tuple<Tensor, Tensor> mx_quantize_cuda(Tensor x, std::string elem, std::str
       p.n_vec = xc.numel() / Elem<T>::kPerVec;
       p.batches = batches;
       p.layout = make_layout(batches, rows, kb, swizzle);
-      const unsigned grid = grid_cap(ceil_div(p.n_vec, int64_t(kThreads) * kVecPerThread));
+      const unsigned grid = grid_for(p.n_vec, int64_t(kThreads) * kVecPerThread, int64_t(1) << 30);
       dispatch_elem_rounding(e2m1, use_floor, [&](auto e2m1_c, auto r_c) {
         mx::mx_quantize_rowwise_kernel<T, decltype(e2m1_c)::value, decltype(r_c)::value>
             <<<grid, kThreads, 0, stream>>>(static_cast<const T*>(xc.const_data_ptr()),
@@ -257,7 +168,7 @@ std::tuple<Tensor, Tensor> mx_quantize_cuda(Tensor x, std::string elem, std::str
       p.kp = round_up(kb, 4);
       p.swizzle = swizzle;
       p.vec = (k * int64_t(sizeof(T))) % 16 == 0 && aligned16(xc.const_data_ptr());
-      const unsigned grid = grid_cap(batches * p.tiles_m * p.tiles_k);
+      const unsigned grid = grid_for(batches * p.tiles_m * p.tiles_k, 1, int64_t(1) << 30);
       dispatch_elem_rounding(e2m1, use_floor, [&](auto e2m1_c, auto r_c) {
         mx::mx_quantize_colwise_kernel<T, decltype(e2m1_c)::value, decltype(r_c)::value>
             <<<grid, kThreads, 0, stream>>>(static_cast<const T*>(xc.const_data_ptr()),
@@ -280,42 +191,29 @@ Tensor mx_dequantize_cuda(Tensor data, Tensor scales, std::string elem, ScalarTy
   if (!e2m1) {
     NVFP4_CHECK(data.scalar_type() == ScalarType::Float8_e4m3fn, op,
                 ": data must be torch.float8_e4m3fn for elem='e4m3', got ",
-                dtype_str(data.scalar_type()));
-    NVFP4_CHECK(data.dim() == 2 || data.dim() == 3, op,
-                ": data must be 2-D or 3-D ([M, K] or [B, M, K]), got ", data.dim(),
-                "-D shape ", shape_str(data));
+                dtype_name(data.scalar_type()));
+    check_dim_2_or_3(op, "data", data);
     k = data.size(-1);
-    NVFP4_CHECK(k % mx::kBlock == 0, op,
-                ": K (the last dim of data) must be a multiple of 32, got ", k);
+    check_multiple(op, "K (the last dim of data)", k, mx::kBlock);
   } else {
     NVFP4_CHECK(data.scalar_type() == ScalarType::Byte, op,
                 ": data must be uint8 (two E2M1 codes per byte) for elem='e2m1', got ",
-                dtype_str(data.scalar_type()));
-    NVFP4_CHECK(data.dim() == 2 || data.dim() == 3, op,
-                ": data must be 2-D or 3-D ([M, K/2] or [B, M, K/2]), got ", data.dim(),
-                "-D shape ", shape_str(data));
-    NVFP4_CHECK(data.size(-1) % (mx::kBlock / 2) == 0, op,
-                ": the last dim of data (K/2) must be a multiple of 16, got ", data.size(-1));
+                dtype_name(data.scalar_type()));
+    check_dim_2_or_3(op, "data", data, "[M, K/2] or [B, M, K/2]");
+    check_multiple(op, "the last dim of data (K/2)", data.size(-1), mx::kBlock / 2);
     k = data.size(-1) * 2;
   }
   NVFP4_CHECK(scales.scalar_type() == ScalarType::Byte ||
                   scales.scalar_type() == ScalarType::Float8_e8m0fnu,
               op, ": scales must be uint8 or torch.float8_e8m0fnu, got ",
-              dtype_str(scales.scalar_type()));
+              dtype_name(scales.scalar_type()));
   const int64_t m = data.size(-2), kb = k / mx::kBlock;
   const std::vector<int64_t> want =
       with_batch(data, swizzled ? std::vector<int64_t>{round_up(m, 128), round_up(kb, 4)}
                                 : std::vector<int64_t>{m, kb});
-  bool shape_ok = scales.dim() == static_cast<int64_t>(want.size());
-  for (int64_t d = 0; shape_ok && d < scales.dim(); ++d) shape_ok = scales.size(d) == want[d];
-  NVFP4_CHECK(shape_ok, op, ": scales must have shape ", dims_str(want),
-              swizzled ? " (swizzled, [..., roundup(M, 128), roundup(K/32, 4)])"
-                       : " (linear, [..., M, K/32])",
-              ", got ", shape_str(scales));
-  NVFP4_CHECK(is_float_input(out_dtype), op,
-              ": out_dtype must be torch.float32, torch.float16 or torch.bfloat16, got ",
-              dtype_str(out_dtype));
-  check_same_device(op, data, "data", scales, "scales");
+  check_scales_shape(op, scales, want, swizzled, "K/32");
+  check_out_dtype(op, out_dtype);
+  check_one_device(op, {{"data", &data}, {"scales", &scales}});
 
   torch::stable::accelerator::DeviceGuard guard(data.get_device_index());
   Tensor out = empty_like_shape(data, with_batch(data, {m, k}), out_dtype);
@@ -331,7 +229,7 @@ Tensor mx_dequantize_cuda(Tensor data, Tensor scales, std::string elem, ScalarTy
     mx::DequantParams p;
     p.n_units = out.numel() / Elem<O>::kPerVec;
     p.layout = make_layout(batches, m, kb, swizzled);
-    const unsigned grid = grid_cap(ceil_div(p.n_units, int64_t(kThreads) * kVecPerThread));
+    const unsigned grid = grid_for(p.n_units, int64_t(kThreads) * kVecPerThread, int64_t(1) << 30);
     O* optr = static_cast<O*>(out.mutable_data_ptr());
     if (e2m1) {
       mx::mx_dequantize_kernel<O, true><<<grid, kThreads, 0, stream>>>(dptr, sptr, optr, p);
