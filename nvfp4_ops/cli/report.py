@@ -58,6 +58,18 @@ def make_report(args, src, fmt, layout, method, device, backend, why, calib, lay
     }
 
 
+def _columns(values: Dict[str, Any], methods, has_out: bool) -> str:
+    """The per-method columns of one table row: ``values["rel_err"]`` (and ``["out_err"]``)
+    per method, ``-`` where a method has none."""
+    keys = ("rel_err", "out_err") if has_out else ("rel_err",)
+    cells = []
+    for key in keys:
+        for m in methods:
+            v = values.get(key, {}).get(m)
+            cells.append(f"  {v:>11.5f}" if v is not None else f"  {'-':>11}")
+    return "".join(cells)
+
+
 def print_report(r: dict) -> None:
     """The report as a table on stdout."""
     method = r["scales"]
@@ -83,13 +95,7 @@ def print_report(r: dict) -> None:
     print("-" * len(head))
     for l in r["layers"]:
         line = f"{l['name']:<{width}}  {'x'.join(map(str, l['shape'])):>11}"
-        for m in methods:
-            v = l["rel_err"].get(m)
-            line += f"  {v:>11.5f}" if v is not None else f"  {'-':>11}"
-        if has_out:
-            for m in methods:
-                v = l.get("out_err", {}).get(m)
-                line += f"  {v:>11.5f}" if v is not None else f"  {'-':>11}"
+        line += _columns(l, methods, has_out)
         line += f"  {l['time_s'].get(method, 0.0):>7.2f}"
         if l.get("note"):
             line += f"  ({l['note']})"
@@ -97,11 +103,8 @@ def print_report(r: dict) -> None:
     t = r["totals"]
     print("-" * len(head))
     line = f"{'mean over ' + str(t['quantized']) + ' layers':<{width}}  {'':>11}"
-    for m in methods:
-        line += f"  {t['rel_err_mean'][m]:>11.5f}"
-    if has_out:
-        for m in methods:
-            line += f"  {t.get('out_err_mean', {}).get(m, float('nan')):>11.5f}"
+    line += _columns({"rel_err": t["rel_err_mean"], "out_err": t.get("out_err_mean", {})},
+                     methods, has_out)
     line += f"  {t['time_s'][method]:>7.2f}"
     print(line)
     ov = t.get("rel_err_overall", {})
