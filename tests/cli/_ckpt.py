@@ -23,8 +23,8 @@ def randn(*shape, seed=0, dtype=torch.bfloat16):
 
 LINEARS = {
     "model.layers.0.self_attn.q_proj.weight": (64, 64),
-    "model.layers.0.mlp.up_proj.weight": (128, 64),
-    "model.layers.0.mlp.down_proj.weight": (64, 128),
+    "model.layers.0.mlp.up_proj.weight": (64, 32),
+    "model.layers.0.mlp.down_proj.weight": (32, 64),
 }
 
 

@@ -14,8 +14,8 @@ def test_hessian_with_captured_inputs(tmp_path, capsys):
     src = tmp_path / "in"
     t = make_ckpt(src)
     g = torch.Generator().manual_seed(5)
-    X_up = torch.randn(200, 64, generator=g) * torch.linspace(0.1, 3, 64)
-    X_down = torch.randn(150, 128, generator=g)
+    X_up = torch.randn(200, 32, generator=g) * torch.linspace(0.1, 3, 32)
+    X_down = torch.randn(150, 64, generator=g)
     calib = tmp_path / "calib.safetensors"
     # a module name, and a name with the weight suffix: both are accepted
     save_file({"model.layers.0.mlp.up_proj": X_up.bfloat16(),

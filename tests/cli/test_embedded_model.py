@@ -46,7 +46,8 @@ def test_missing_model_package_is_one_clear_line(tmp_path, capsys, monkeypatch):
 def test_embedded_default(tmp_path, capsys):
     """The embedded default, end to end: the encoder's embeddings behave, amax scales with
     calibration from a small text file, ModelOpt input scales, a short end-to-end check;
-    then the dequantized folder calibrated from token ids with the hessian search."""
+    then the dequantized folder calibrated from token ids with the hessian search (one
+    layer: the reference search takes seconds per layer on a CPU)."""
     from nvfp4_ops.cli.discover import default_model_dir
     from nvfp4_ops.cli.encoder import Encoder
 
@@ -98,11 +99,11 @@ def test_embedded_default(tmp_path, capsys):
     ids.write_text(json.dumps([[101, 1037, 3899, 102], [101, 7592, 102]]))
     out2 = tmp_path / "q2"
     rc, _, err = run(capsys, str(back), "--out", str(out2), "--scales", "hessian",
-                     "--calib", str(ids), "--include", "encoder.layer.0.attention.self.*",
+                     "--calib", str(ids), "--include", "encoder.layer.0.attention.self.query",
                      "--quiet", "--eval-sentences", "0")
     assert rc == 0, err
     r2 = json.loads((out2 / "report.json").read_text())
-    assert r2["calibration"]["tokens"] == 7 and len(r2["layers"]) == 3
+    assert r2["calibration"]["tokens"] == 7 and len(r2["layers"]) == 1
     assert all(l["method"] == "hessian" for l in r2["layers"])
     e = Encoder(back).encode(s[:2])
     assert float(e[0] @ e[1]) > 0.6
