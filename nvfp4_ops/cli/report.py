@@ -131,8 +131,9 @@ def print_report(r: dict) -> None:
         parts = [f"{m}: mean {v['mean']:.5f}, min {v['min']:.5f}" for m, v in e["cosine"].items()]
         print(f"end to end, cosine(float, quantized) embeddings of {e['sentences']} built-in "
               f"sentences: " + "; ".join(parts))
+    warnings = {l["warning"] for l in r["layers"] if l.get("warning")}
     for n in r.get("notes", []):
-        print(f"note: {n}")
+        print(f"{'warning' if n in warnings else 'note'}: {n}")
 
 
 def _rate(v, unit: str, size: bool = False) -> str:

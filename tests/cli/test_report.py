@@ -64,8 +64,8 @@ def test_tiny_valued_weight_warns(tmp_path, capsys):
     g = torch.Generator().manual_seed(3)
     tiny = torch.randn(32, 64, generator=g) * 1e-42  # fp32 subnormals
     make_ckpt(src, extra={"model.layers.0.tiny_proj.weight": tiny})
-    rc, _, err = run(capsys, str(src), "--out", str(tmp_path / "o"), "--format", "mxfp4",
-                     "--scales", "amax")
+    rc, stdout, err = run(capsys, str(src), "--out", str(tmp_path / "o"), "--format", "mxfp4",
+                          "--scales", "amax")
     assert rc == 0, err
     # what a terminal shows: tqdm clears the bar (\r) and prints the warning above it
     warnings = [l for l in re.split(r"[\r\n]", err) if l.startswith("warning:")]
@@ -77,3 +77,4 @@ def test_tiny_valued_weight_warns(tmp_path, capsys):
     assert row["warning"] == warnings[0][len("warning: "):]
     assert row["warning"] in r["notes"]
     assert sum("warning" in l for l in r["layers"]) == 1
+    assert warnings[0] in stdout.split("\n")  # repeated under the table
