@@ -48,7 +48,7 @@ A model without 3-D expert parameters has nothing this layout can hold:
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Dict, Iterable, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 
 import torch
 from torch import Tensor
@@ -56,6 +56,7 @@ from torch import Tensor
 __all__ = [
     "ExpertParam",
     "find_expert_params",
+    "is_k_first",
     "require_experts",
     "to_nk",
     "from_nk",
@@ -99,9 +100,7 @@ def find_expert_params(tensors: Iterable[Tuple[str, Sequence[int], str]],
     Orientation: K-first for the model types whose forward is ``x @ W[e]`` (gpt-oss,
     Llama 4: ``config["model_type"]``), ``[E, N, K]`` otherwise.
     """
-    mt = (config or {}).get("model_type", "")
-    text = (config or {}).get("text_config") or {}
-    k_first = mt in _K_FIRST_TYPES or text.get("model_type", "") in _K_FIRST_TYPES
+    k_first = is_k_first(config)
     out = []
     for name, shape, dtype in tensors:
         parent, _, leaf = name.rpartition(".")
@@ -109,6 +108,14 @@ def find_expert_params(tensors: Iterable[Tuple[str, Sequence[int], str]],
                 and parent.rpartition(".")[2] == "experts"):
             out.append(ExpertParam(name, tuple(int(s) for s in shape), k_first))
     return out
+
+
+def is_k_first(config: Optional[dict]) -> bool:
+    """Whether the model's 3-D experts are stored ``[E, K, N]`` (``config["model_type"]``,
+    or its ``text_config``'s, is gpt-oss or Llama 4)."""
+    mt = (config or {}).get("model_type", "")
+    text = (config or {}).get("text_config") or {}
+    return mt in _K_FIRST_TYPES or text.get("model_type", "") in _K_FIRST_TYPES
 
 
 def require_experts(params: Sequence[ExpertParam], label: str) -> None:
@@ -132,35 +139,46 @@ def from_nk(w: Tensor, k_first: bool) -> Tensor:
     return to_nk(w, k_first)
 
 
-def quantize_experts(w: Tensor, fmt: str, scale_method: str = "amax") -> Dict[str, Tensor]:
-    """Quantize ``[E, N, K]`` expert weights, one expert at a time (rows along K).
+def _quantize_2d(fmt: str, scale_method: str) -> Callable[[Tensor], Dict[str, Tensor]]:
+    """The default per-expert quantizer: nvfp4_ops's ops on one ``[N, K]`` matrix."""
+    import nvfp4_ops
+
+    if fmt not in ("nvfp4", "mxfp8", "mxfp4"):
+        raise ValueError(f"quantize_experts: format must be nvfp4, mxfp8 or mxfp4, got {fmt!r}")
+
+    def run(x: Tensor) -> Dict[str, Tensor]:
+        if fmt == "nvfp4":
+            gs = nvfp4_ops.global_scale(x)
+            q, s = nvfp4_ops.quantize(x, gs, scale_method=scale_method)
+            return {"data": q, "scales": s, "global_scale": gs}
+        q, s = nvfp4_ops.mx_quantize(x, "e4m3" if fmt == "mxfp8" else "e2m1",
+                                     scale_method=scale_method)
+        return {"data": q, "scales": s}
+
+    return run
+
+
+def quantize_experts(w: Tensor, fmt: str, scale_method: str = "amax",
+                     quantize_2d: Optional[Callable[[Tensor], Dict[str, Tensor]]] = None
+                     ) -> Dict[str, Tensor]:
+    """Quantize ``[E, N, K]`` expert weights, one expert at a time (blocks along K).
 
     Returns ``data`` (``[E, N, K/2]`` uint8 for nvfp4 / mxfp4, ``[E, N, K]`` e4m3 for mxfp8),
     ``scales`` (``[E, N, K/16]`` e4m3 or ``[E, N, K/32]`` uint8 E8M0) and, for nvfp4,
     ``global_scale`` fp32 ``[E]`` (each expert its own ``2688 / amax``: gate and up of one
-    fused expert tensor share it, as vLLM's w13 rule wants).
+    fused expert tensor share it, as vLLM's w13 rule wants). ``quantize_2d`` (one contiguous
+    ``[N, K]`` expert -> ``{"data", "scales"[, "global_scale"]}``) replaces nvfp4_ops's ops
+    with ``fmt`` / ``scale_method`` (the CLI passes its chunked quantizer that also measures
+    the errors).
     """
-    import nvfp4_ops
-
     if w.dim() != 3:
         raise ValueError(f"quantize_experts: expected [E, N, K], got shape {list(w.shape)}")
-    datas, scales, gss = [], [], []
-    for e in range(w.shape[0]):
-        x = w[e].contiguous()
-        if fmt == "nvfp4":
-            gs = nvfp4_ops.global_scale(x)
-            q, s = nvfp4_ops.quantize(x, gs, scale_method=scale_method)
-            gss.append(gs)
-        elif fmt in ("mxfp8", "mxfp4"):
-            q, s = nvfp4_ops.mx_quantize(x, "e4m3" if fmt == "mxfp8" else "e2m1",
-                                         scale_method=scale_method)
-        else:
-            raise ValueError(f"quantize_experts: format must be nvfp4, mxfp8 or mxfp4, got {fmt!r}")
-        datas.append(q)
-        scales.append(s)
-    out = {"data": torch.stack(datas), "scales": torch.stack(scales)}
-    if gss:
-        out["global_scale"] = torch.cat(gss)
+    run = quantize_2d or _quantize_2d(fmt, scale_method)
+    parts = [run(w[e].contiguous()) for e in range(w.shape[0])]
+    out = {"data": torch.stack([p["data"] for p in parts]),
+           "scales": torch.stack([p["scales"] for p in parts])}
+    if "global_scale" in parts[0]:
+        out["global_scale"] = torch.cat([p["global_scale"].reshape(1) for p in parts])
     return out
 
 
@@ -176,9 +194,15 @@ def gpt_oss_tensors(name: str, data: Tensor, scales: Tensor) -> Dict[str, Tensor
     return {f"{name}_blocks": g["blocks"], f"{name}_scales": g["scales"]}
 
 
-def gpt_oss_quantization_config(kept_experts: Sequence[str] = ()) -> dict:
-    """``quantization_config`` as gpt-oss ships it; ``kept_experts`` (3-D expert parameters
-    left in float, e.g. by ``--exclude``) are added by their module (``...mlp.experts``)."""
-    extra = sorted({n.rpartition(".")[0] for n in kept_experts})
+def gpt_oss_quantization_config(not_converted: Sequence[str] = ()) -> dict:
+    """``quantization_config`` as gpt-oss ships it. ``not_converted``: modules or 3-D expert
+    parameters also left in float (e.g. by ``--exclude``); an expert parameter is listed by
+    its experts module (``...mlp.experts``: transformers converts or keeps a whole one)."""
+    extra = []
+    for n in not_converted:
+        parent, _, leaf = n.rpartition(".")
+        m = parent if leaf in EXPERT_LEAVES and parent.endswith("experts") else n
+        if m not in GPT_OSS_NOT_CONVERT and m not in extra:
+            extra.append(m)
     return {"quant_method": "mxfp4",
-            "modules_to_not_convert": list(GPT_OSS_NOT_CONVERT) + extra}
+            "modules_to_not_convert": list(GPT_OSS_NOT_CONVERT) + sorted(extra)}

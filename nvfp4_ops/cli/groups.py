@@ -50,7 +50,7 @@ The default rule is :data:`DEFAULT_GROUPS`; ``--fused-groups`` overrides it with
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Dict, Iterable, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 
 import torch
 from torch import Tensor
@@ -61,6 +61,7 @@ __all__ = [
     "parse_groups",
     "find_groups",
     "shared_global_scale",
+    "group_global_scales",
 ]
 
 #: leaf names fused by the serving engines (see the module docstring)
@@ -177,3 +178,26 @@ def shared_global_scale(amaxes: Sequence[Tensor]) -> Tensor:
     amax = a.abs().amax().reshape(1)
     tiny = torch.isinf(gs) & torch.isfinite(amax) & (amax > 0)
     return torch.where(tiny, torch.full_like(gs, FLT_MAX), gs)
+
+
+def group_global_scales(groups: Sequence[FusedGroup],
+                        amax_of: Callable[[str], Tensor]) -> Tuple[Dict[str, Tensor], List[dict]]:
+    """The shared global scale of every member of ``groups``.
+
+    ``amax_of(name)`` gives a member's ``amax(|w|)`` (the CLI reads the weight once for it).
+    A member whose amax is not finite (NaN / inf: the quantizer skips such a weight) leaves
+    its group; a group left with fewer than 2 members shares nothing. Returns
+    ``({member: fp32 [1] scale}, [{"group", "members", "global_scale"}, ...])`` (the second
+    for the report).
+    """
+    scales: Dict[str, Tensor] = {}
+    rows: List[dict] = []
+    for g in groups:
+        amax = {m: amax_of(m).detach().reshape(1).float() for m in g.members}
+        members = [m for m in g.members if bool(torch.isfinite(amax[m]).all())]
+        if len(members) < 2:
+            continue
+        gs = shared_global_scale([amax[m] for m in members])
+        scales.update({m: gs for m in members})
+        rows.append({"group": g.label, "members": members, "global_scale": float(gs)})
+    return scales, rows
