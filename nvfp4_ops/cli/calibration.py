@@ -14,6 +14,7 @@ from torch import Tensor
 
 from .common import CliError, read_json
 from .discover import Source
+from .encoder import calibration_and_eval_sentences
 
 
 class Calibration:
@@ -88,12 +89,10 @@ def _calib_key(k: str) -> str:
 def load_calibration(path: Optional[str], src: Source, model) -> Optional[Calibration]:
     """Calibration inputs: ``--calib`` FILE, else (for a model this tool can run) the
     built-in calibration sentences, else None."""
-    from .. import minilm
-
     if path is None:
         if model is None:
             return None
-        cal, _ = minilm.calibration_and_eval_sentences()
+        cal, _ = calibration_and_eval_sentences()
         c = Calibration(f"{len(cal)} built-in sentences")
         c._acts = model.capture_linear_inputs(cal)
         c.tokens = _count_tokens(c._acts)
@@ -145,7 +144,7 @@ def _run_model_calib(p: Path, model, texts=None, ids=None) -> Calibration:
                        "encoder with tokenizer.json, like the embedded default); for other "
                        "models pass captured inputs (.safetensors of [T, K] per linear layer)")
     if ids is not None:
-        vocab = int(model.config.get("vocab_size", 0)) or None
+        vocab = int(getattr(model.config, "vocab_size", 0) or 0) or None
         bad = [i for r in ids for i in r if i < 0 or (vocab and i >= vocab)]
         if bad:
             raise CliError(f"--calib {p}: token id {bad[0]} is outside the vocabulary "

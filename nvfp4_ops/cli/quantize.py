@@ -21,6 +21,7 @@ from .discover import TensorInfo, discover
 from .experts import (ExpertParam, find_expert_params, gpt_oss_tensors, quantize_experts,
                       require_experts, to_nk)
 from .groups import find_groups, group_global_scales, parse_groups
+from .encoder import Encoder, calibration_and_eval_sentences
 from .hf_config import quantization_config
 from .io import AtomicOutput, ShardWriter, atomic_output, copy_side_files, free_bytes
 from .report import make_report, print_report
@@ -224,9 +225,30 @@ def _config_dtype(config: dict, layout: str, notes: List[str]) -> Optional[str]:
     return "" if orig is None else str(orig)
 
 
+def _load_encoder(src, needed: bool) -> Optional[Encoder]:
+    """The input as a transformers sentence encoder, for calibration and the end-to-end
+    check; None (with one note line) when it cannot run, unless ``needed`` (--calib texts
+    or token ids), when that is an error."""
+    try:
+        model = Encoder(src.folder)
+        model.encode(["A short test sentence."])
+        return model
+    except CliError as e:  # transformers is missing
+        if needed:
+            raise
+        print(f"note: {e}; quantizing without calibration and end-to-end check",
+              file=sys.stderr)
+    except Exception as e:  # not fatal: no calibration / end-to-end check then
+        if needed:
+            raise CliError(f"cannot run {src.label} with transformers ({e})") from e
+        print(f"note: cannot run {src.label} with transformers ({e}); no end-to-end check",
+              file=sys.stderr)
+    return None
+
+
 def run_quantize(args: argparse.Namespace) -> int:
     """Run ``nvfp4-ops quantize`` with parsed ``args``; the exit status."""
-    from .. import _library, minilm
+    from .. import _library
 
     from tqdm import tqdm
 
@@ -281,14 +303,9 @@ def run_quantize(args: argparse.Namespace) -> int:
     # a model this tool can run: calibration (hessian, output error, input scales) and the
     # end-to-end check
     model = None
-    if src.bert:
-        try:
-            model = minilm.BertEncoder.from_folder(src.folder)
-            model.encode(["A short test sentence."])
-        except Exception as e:  # not fatal: no calibration / end-to-end check then
-            model = None
-            print(f"note: cannot run {src.label} as a BERT encoder ({e}); no end-to-end check",
-                  file=sys.stderr)
+    if src.encoder:
+        model = _load_encoder(src, needed=bool(args.calib) and Path(args.calib).suffix.lower()
+                              in (".txt", ".json", ".jsonl"))
     calib = None
     t_cal = time.perf_counter()
     if method == "hessian" or model is not None or args.calib:
@@ -427,7 +444,7 @@ def run_quantize(args: argparse.Namespace) -> int:
         e2e = None
         t_eval = time.perf_counter()
         if model is not None and deq_all and args.eval_sentences > 0:
-            _, eval_sents = minilm.calibration_and_eval_sentences(n_eval=args.eval_sentences)
+            _, eval_sents = calibration_and_eval_sentences(n_eval=args.eval_sentences)
             ref = model.encode(eval_sents)
             methods = [method] if method == "amax" else ["amax", method]
             e2e = {"sentences": len(eval_sents),
@@ -437,8 +454,8 @@ def run_quantize(args: argparse.Namespace) -> int:
                            "activations in fp32",
                    "cosine": {}}
             for m in methods:
-                repl = {n: dq[m] for n, dq in deq_all.items()}
-                emb = model.with_weights(repl).encode(eval_sents)
+                with model.weights({n: dq[m] for n, dq in deq_all.items()}):
+                    emb = model.encode(eval_sents)
                 cos = (emb * ref).sum(1)
                 e2e["cosine"][m] = {"mean": float(cos.mean()), "min": float(cos.min())}
             deq_all.clear()

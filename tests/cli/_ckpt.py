@@ -80,3 +80,24 @@ def tree_hash(folder: Path) -> str:
 
 def leftovers(parent: Path) -> list:
     return [p.name for p in parent.iterdir() if ".partial-" in p.name or ".old-" in p.name]
+
+
+WORDS = ("the a dog cat man woman runs eats sleeps in on park house food today night "
+         "is was very small big red green").split()
+
+
+def make_encoder(folder: Path) -> Path:
+    """A tiny random BERT sentence encoder (hidden 32, one layer, K = 32 / 64) saved with
+    transformers, with a word-level tokenizer: the CLI calibrates it and checks it end to end."""
+    from transformers import BertConfig, BertModel, BertTokenizerFast
+
+    folder.mkdir(parents=True, exist_ok=True)
+    vocab = folder / "vocab.txt"
+    vocab.write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", ".", "?", ","]
+                               + WORDS) + "\n")
+    BertTokenizerFast(vocab_file=str(vocab)).save_pretrained(str(folder))
+    torch.manual_seed(0)
+    cfg = BertConfig(vocab_size=8 + len(WORDS), hidden_size=32, num_hidden_layers=1,
+                     num_attention_heads=2, intermediate_size=64, max_position_embeddings=64)
+    BertModel(cfg).eval().save_pretrained(str(folder))
+    return folder

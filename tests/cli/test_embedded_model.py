@@ -47,11 +47,11 @@ def test_embedded_default(tmp_path, capsys):
     """The embedded default, end to end: the encoder's embeddings behave, amax scales with
     calibration from a small text file, ModelOpt input scales, a short end-to-end check;
     then the dequantized folder calibrated from token ids with the hessian search."""
-    from nvfp4_ops import minilm
     from nvfp4_ops.cli.discover import default_model_dir
+    from nvfp4_ops.cli.encoder import Encoder
 
     folder = default_model_dir()
-    model = minilm.BertEncoder.from_folder(folder)
+    model = Encoder(folder)
     s = ["A man is eating food.", "A man is eating a piece of bread.",
          "A man is riding a horse.", "The girl is carrying a baby.",
          "How do I reset my password?", "I forgot my password, how can I change it?"]
@@ -61,7 +61,7 @@ def test_embedded_default(tmp_path, capsys):
     sim = e @ e.T
     assert sim[0, 1] > 0.6 and sim[0, 1] > sim[0, 2] > sim[0, 3]
     assert sim[4, 5] > 0.6 and sim[4, 5] > max(sim[4, :4])
-    # what transformers' BertModel + mean pooling gives for this pair
+    # what sentence-transformers gives for this pair
     assert abs(float(sim[0, 1]) - 0.7553) < 2e-3
     # padding does not change an embedding
     assert torch.allclose(model.encode(s[:1]), e[:1], atol=1e-5)
@@ -104,5 +104,5 @@ def test_embedded_default(tmp_path, capsys):
     r2 = json.loads((out2 / "report.json").read_text())
     assert r2["calibration"]["tokens"] == 7 and len(r2["layers"]) == 3
     assert all(l["method"] == "hessian" for l in r2["layers"])
-    e = minilm.BertEncoder.from_folder(back).encode(s[:2])
+    e = Encoder(back).encode(s[:2])
     assert float(e[0] @ e[1]) > 0.6
