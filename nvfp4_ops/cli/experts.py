@@ -57,6 +57,8 @@ __all__ = [
     "ExpertParam",
     "find_expert_params",
     "is_k_first",
+    "is_moe_router",
+    "per_expert_modules",
     "require_experts",
     "to_nk",
     "from_nk",
@@ -74,6 +76,8 @@ _K_FIRST_TYPES = ("gpt_oss", "llama4", "llama4_text")
 GPT_OSS_NOT_CONVERT = ("model.layers.*.self_attn", "model.layers.*.mlp.router",
                        "model.embed_tokens", "lm_head")
 _FLOATS = ("F32", "F16", "BF16", "F64")
+#: parents of a MoE router named ``gate``
+_MOE_BLOCKS = ("mlp", "block_sparse_moe", "feed_forward", "moe")
 
 
 @dataclass(frozen=True)
@@ -116,6 +120,23 @@ def is_k_first(config: Optional[dict]) -> bool:
     mt = (config or {}).get("model_type", "")
     text = (config or {}).get("text_config") or {}
     return mt in _K_FIRST_TYPES or text.get("model_type", "") in _K_FIRST_TYPES
+
+
+def is_moe_router(name: str) -> bool:
+    """Whether weight ``name`` is a MoE router: ``mlp.gate`` / ``block_sparse_moe.gate`` /
+    ``feed_forward.gate`` (Mixtral, Qwen-MoE, DeepSeek), ``*.router`` (gpt-oss) or Qwen's
+    ``shared_expert_gate``. transformers 5 loads these into router modules that are not
+    ``nn.Linear`` (a quantized router comes back missing and randomly initialised)."""
+    module = name[:-len(".weight")] if name.endswith(".weight") else name
+    parent, _, leaf = module.rpartition(".")
+    return (leaf in ("router", "shared_expert_gate")
+            or (leaf == "gate" and parent.rpartition(".")[2] in _MOE_BLOCKS))
+
+
+def per_expert_modules(names: Iterable[str]) -> List[str]:
+    """The weights of per-expert 2-D modules (``...experts.<e>.<proj>.weight``)."""
+    return [n for n in names if ".experts." in n
+            and n.split(".experts.", 1)[1].split(".", 1)[0].isdigit()]
 
 
 def require_experts(params: Sequence[ExpertParam], label: str) -> None:

@@ -18,8 +18,8 @@ from torch import Tensor
 from .calibration import load_calibration
 from .common import LAYOUTS, CliError, fmt_bytes, pick_device
 from .discover import TensorInfo, discover
-from .experts import (ExpertParam, find_expert_params, gpt_oss_tensors, quantize_experts,
-                      require_experts, to_nk)
+from .experts import (ExpertParam, find_expert_params, gpt_oss_tensors, per_expert_modules,
+                      quantize_experts, require_experts, to_nk)
 from .groups import find_groups, group_global_scales, parse_groups
 from .encoder import Encoder, calibration_and_eval_sentences
 from .hf_config import quantization_config
@@ -417,6 +417,12 @@ def run_quantize(args: argparse.Namespace) -> int:
         writer.metadata["nvfp4_ops.source_dtypes"] = json.dumps(src_dtypes, separators=(",", ":"))
         config = dict(src.config or {})
         orig_dtype = _config_dtype(config, layout, notes)
+        moe = per_expert_modules(l["name"] for l in layers)
+        if moe:
+            notes.append(f"{len(moe)} per-expert MoE weights quantized (e.g. {moe[0]}): vLLM and "
+                         "SGLang read them; transformers 5 (checked with 5.24) fuses per-expert "
+                         "modules into 3-D parameters, which its compressed-tensors loading does "
+                         "not decompress: such a MoE checkpoint does not load correctly there")
         if orig_dtype is not None:
             writer.metadata["nvfp4_ops.config_dtype"] = orig_dtype
         shards = writer.close()
