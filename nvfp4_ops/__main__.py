@@ -2,7 +2,10 @@
 
 import sys
 
-from nvfp4_ops.cli.main import main
-
 if __name__ == "__main__":
+    try:
+        from nvfp4_ops.cli.main import main
+    except KeyboardInterrupt:  # Ctrl-C while torch is being imported
+        print("nvfp4-ops: interrupted", file=sys.stderr)
+        sys.exit(130)
     sys.exit(main())

@@ -108,6 +108,8 @@ def load_calibration(path: Optional[str], src: Source, model) -> Optional[Calibr
             texts = [ln.strip() for ln in p.read_text().splitlines() if ln.strip()]
         except (OSError, UnicodeDecodeError) as e:
             raise CliError(f"--calib {p}: cannot read it as text ({e})") from e
+        if not texts:
+            raise CliError(f"--calib {p}: no text in it (expected one text per line)")
         return _run_model_calib(p, model, texts=texts)
     if suffix in (".json", ".jsonl"):
         if suffix == ".jsonl":

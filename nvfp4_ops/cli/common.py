@@ -7,7 +7,7 @@ import argparse
 import json
 import re
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import torch
 
@@ -82,4 +82,20 @@ def parse_size(s: str) -> int:
     mult = {"": 1, "K": 1e3, "M": 1e6, "G": 1e9, "T": 1e12}[m.group(2)]
     if m.group(3) == "IB":
         mult = {"": 1, "K": 2**10, "M": 2**20, "G": 2**30, "T": 2**40}[m.group(2)]
-    return int(float(m.group(1)) * mult)
+    n = int(float(m.group(1)) * mult)
+    if n <= 0:
+        raise argparse.ArgumentTypeError(f"size {s!r}: must be more than 0 bytes")
+    return n
+
+
+def int_at_least(low: int) -> Callable[[str], int]:
+    """An argparse type: an integer ``>= low``."""
+    def parse(s: str) -> int:
+        try:
+            n = int(s)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{s!r}: expected an integer") from None
+        if n < low:
+            raise argparse.ArgumentTypeError(f"{n}: must be at least {low}")
+        return n
+    return parse

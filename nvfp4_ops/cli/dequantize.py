@@ -105,37 +105,35 @@ def run_dequantize(args: argparse.Namespace) -> int:
 
         writer = ShardWriter(atomic.tmp, args.max_shard_size, {"format": "pt"})
         items = [t for t in src.tensors if t.name in groups or t.name not in consumed]
-        bar = tqdm(items, unit="tensor", desc="dequantize", disable=args.quiet, file=sys.stderr,
-                   dynamic_ncols=True, mininterval=0.25)
-        for t in bar:
-            if t.name not in groups:
-                writer.add(t.name, get(t.name))
-                continue
-            wname, parts = groups[t.name]
-            d = {k: get(v).to(device) for k, v in parts.items()}
-            dt = out_dtype(wname)
-            if fmt == "nvfp4":
-                if layout == "modelopt":
-                    packed, scales, gs, _ = formats.from_modelopt(d)
+        with tqdm(items, unit="tensor", desc="dequantize", disable=args.quiet,
+                  file=sys.stderr, dynamic_ncols=True, mininterval=0.25) as bar:
+            for t in bar:
+                if t.name not in groups:
+                    writer.add(t.name, get(t.name))
+                    continue
+                wname, parts = groups[t.name]
+                d = {k: get(v).to(device) for k, v in parts.items()}
+                dt = out_dtype(wname)
+                if fmt == "nvfp4":
+                    if layout == "modelopt":
+                        packed, scales, gs, _ = formats.from_modelopt(d)
+                    else:
+                        packed, scales, gs, _ = formats.from_compressed_tensors(d)
+                    w = nvfp4_ops.dequantize(packed, scales, gs, dt)
+                elif fmt == "mxfp8":
+                    w = nvfp4_ops.mx_dequantize(d["weight"], d["weight_scale"], "e4m3", dt)
+                elif layout == "gpt-oss":
+                    data, scales = formats.from_gpt_oss_mxfp4(d)
+                    if data.dim() == 3:  # MoE experts [E, N, K/2]: back to the disk orientation
+                        w = from_nk(torch.stack([
+                            nvfp4_ops.mx_dequantize(data[e], scales[e], "e2m1", dt)
+                            for e in range(data.shape[0])]), is_k_first(src.config))
+                    else:
+                        w = nvfp4_ops.mx_dequantize(data, scales, "e2m1", dt)
                 else:
-                    packed, scales, gs, _ = formats.from_compressed_tensors(d)
-                w = nvfp4_ops.dequantize(packed, scales, gs, dt)
-            elif fmt == "mxfp8":
-                w = nvfp4_ops.mx_dequantize(d["weight"], d["weight_scale"], "e4m3", dt)
-            elif layout == "gpt-oss":
-                data, scales = formats.from_gpt_oss_mxfp4(d)
-                if data.dim() == 3:  # MoE experts [E, N, K/2]: back to the on-disk orientation
-                    w = from_nk(torch.stack([nvfp4_ops.mx_dequantize(data[e], scales[e], "e2m1",
-                                                                     dt)
-                                             for e in range(data.shape[0])]),
-                                is_k_first(src.config))
-                else:
-                    w = nvfp4_ops.mx_dequantize(data, scales, "e2m1", dt)
-            else:
-                w = nvfp4_ops.mx_dequantize(d["weight_packed"], d["weight_scale"], "e2m1", dt)
-            writer.add(wname, w)
-            n_deq += 1
-        bar.close()
+                    w = nvfp4_ops.mx_dequantize(d["weight_packed"], d["weight_scale"], "e2m1", dt)
+                writer.add(wname, w)
+                n_deq += 1
         shards = writer.close()
         config = dict(src.config or {})
         config.pop("quantization_config", None)

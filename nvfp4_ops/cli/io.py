@@ -11,6 +11,7 @@ import os
 import shutil
 import signal
 import struct
+from glob import escape as glob_escape
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
@@ -152,6 +153,7 @@ class AtomicOutput:
         for d in reversed(missing):
             d.mkdir()
             self.created.append(d)
+        remove_stale_partials(self.out)
         self.tmp = self.out.parent / f".{self.out.name}.partial-{os.getpid()}"
         if self.tmp.exists():
             shutil.rmtree(self.tmp)
@@ -179,6 +181,37 @@ class AtomicOutput:
                 d.rmdir()
             except OSError:
                 pass
+
+
+def _pid_alive(pid: int) -> bool:
+    """Whether process ``pid`` exists (on this machine)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # it exists, owned by someone else
+        return True
+    except OSError:
+        return True  # cannot tell: keep its folder
+    return True
+
+
+def remove_stale_partials(out: Path) -> List[Path]:
+    """Remove the ``.OUT.partial-PID`` / ``.OUT.old-PID`` folders next to ``out`` left by
+    processes that no longer run (killed with SIGKILL, a power cut); the removed paths."""
+    removed = []
+    if not out.parent.is_dir():
+        return removed
+    for kind in ("partial", "old"):
+        for p in out.parent.glob(f".{glob_escape(out.name)}.{kind}-*"):
+            pid = p.name.rsplit("-", 1)[1]
+            if pid.isdigit() and int(pid) != os.getpid() and not _pid_alive(int(pid)):
+                if p.is_dir() and not p.is_symlink():
+                    shutil.rmtree(p, ignore_errors=True)
+                else:
+                    p.unlink(missing_ok=True)
+                removed.append(p)
+    return removed
 
 
 def copy_side_files(folder: Optional[Path], dest: Path, skip: Sequence[str],

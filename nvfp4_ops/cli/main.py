@@ -16,9 +16,7 @@ import sys
 from typing import Callable, List, Optional
 
 from . import hf_config
-from .common import ALL_LAYOUTS, FORMATS, METHODS, CliError, parse_size
-from .dequantize import run_dequantize
-from .quantize import run_quantize
+from .common import ALL_LAYOUTS, FORMATS, METHODS, CliError, int_at_least, parse_size
 
 
 def info(args: argparse.Namespace) -> int:
@@ -64,6 +62,9 @@ def info(args: argparse.Namespace) -> int:
 
 def add_parsers(sub) -> None:
     """Add the ``quantize`` and ``dequantize`` subcommands to ``sub``."""
+    from .dequantize import run_dequantize
+    from .quantize import run_quantize
+
     q = sub.add_parser(
         "quantize",
         help="quantize a safetensors checkpoint (default: the embedded all-MiniLM-L6-v2)",
@@ -81,11 +82,12 @@ def add_parsers(sub) -> None:
     q.add_argument("--out", required=True, metavar="DIR", help="output folder (must not exist "
                    "unless --force)")
     q.add_argument("--format", choices=FORMATS, default="nvfp4")
-    q.add_argument("--scales", choices=METHODS, default="mse",
-                   help="block-scale choice: amax (the naive amax/6 scale), mse (default) or "
-                        "hessian: the exact search for the scale of least squared / "
-                        "Hessian-weighted error (hessian: nvfp4 only, needs calibration "
-                        "inputs); the report compares the choice with amax")
+    q.add_argument("--scales", choices=METHODS, default=None,
+                   help="block-scale choice: amax (the naive amax/6 scale), mse or hessian: "
+                        "the exact search for the scale of least squared / Hessian-weighted "
+                        "error (hessian: nvfp4 only, needs calibration inputs); the report "
+                        "compares the choice with amax (default: mse; amax for mxfp8, where "
+                        "the search costs ~100x and rarely changes a byte)")
     q.add_argument("--layout", choices=ALL_LAYOUTS, default=None,
                    help="checkpoint layout (default: compressed-tensors); gpt-oss (mxfp4 only) "
                         "writes the MoE experts of a gpt-oss-style model as gpt-oss ships them")
@@ -108,10 +110,10 @@ def add_parsers(sub) -> None:
     q.add_argument("--force", action="store_true", help="replace --out if it exists")
     q.add_argument("--max-shard-size", type=parse_size, default=parse_size("5GB"),
                    metavar="SIZE", help="largest output shard (default 5GB)")
-    q.add_argument("--eval-sentences", type=int, default=256, metavar="N",
+    q.add_argument("--eval-sentences", type=int_at_least(0), default=256, metavar="N",
                    help="for a BERT encoder like the embedded default: how many built-in "
                         "sentences the end-to-end check embeds (default 256; 0: no check)")
-    q.add_argument("--threads", type=int, default=None, metavar="N",
+    q.add_argument("--threads", type=int_at_least(1), default=None, metavar="N",
                    help="CPU threads for torch (default: torch's choice, one per core)")
     q.add_argument("--quiet", action="store_true", help="no progress bar and no table")
     q.set_defaults(func=_wrap(run_quantize, "quantize"))
@@ -146,17 +148,32 @@ def _wrap(fn: Callable[[argparse.Namespace], int],
     return run
 
 
-def main(argv: Optional[List[str]] = None) -> int:
-    """Parse ``argv`` (default: ``sys.argv[1:]``), run the subcommand; the exit status."""
+def _build_parser() -> argparse.ArgumentParser:
+    """The ``nvfp4-ops`` parser with its subcommands."""
     parser = argparse.ArgumentParser(prog="nvfp4-ops", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("info", help="environment, build and which implementation serves each op")
     p.set_defaults(func=info)
     add_parsers(sub)
-    args = parser.parse_args(argv)
-    return args.func(args)
+    return parser
 
+
+def main(argv: Optional[List[str]] = None) -> int:
+    """Parse ``argv`` (default: ``sys.argv[1:]``), run the subcommand; the exit status.
+
+    A bad option is argparse's usage line and status 2; an interrupt (Ctrl-C) at any point,
+    start-up included, is one line and status 130."""
+    try:
+        parser = _build_parser()
+        try:
+            args = parser.parse_args(argv)
+        except SystemExit as e:  # --help, or a bad option (argparse printed why)
+            return e.code if isinstance(e.code, int) else 2
+        return args.func(args)
+    except KeyboardInterrupt:
+        print("nvfp4-ops: interrupted", file=sys.stderr)
+        return 130
 
 if __name__ == "__main__":
     sys.exit(main())

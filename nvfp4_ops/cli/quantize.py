@@ -24,8 +24,8 @@ from .groups import find_groups, group_global_scales, parse_groups
 from .encoder import Encoder, calibration_and_eval_sentences
 from .hf_config import quantization_config
 from .io import AtomicOutput, ShardWriter, atomic_output, copy_side_files, free_bytes
-from .report import make_report, print_report
-from .select import Decision, classify, module_of
+from .report import load_hint, make_report, print_report
+from .select import Decision, check_patterns, classify, module_of
 
 
 @dataclass
@@ -37,6 +37,7 @@ class LayerResult:
     out_err: Dict[str, float]
     time_s: Dict[str, float]
     deq: Dict[str, Tensor]               # method -> fp32 dequantized weight (when asked)
+    amax: float = 0.0                    # the weight's largest magnitude
     note: str = ""
 
 
@@ -52,7 +53,8 @@ def quantize_tensor(w: Tensor, fmt: str, method: str, layout: str, device: torch
     """Quantize one 2-D weight with ``method`` (and with ``amax`` for the comparison), in
     row chunks (rows are independent; the global scale is the whole tensor's, or the
     ``global_scale`` of its fused group when given), so that the working memory stays near
-    the size of the weight. Returns the layout's tensors."""
+    the size of the weight. Returns the layout's tensors (the gpt-oss layout's experts go
+    through :func:`_quantize_expert_param`)."""
     import nvfp4_ops
     from .. import formats
 
@@ -90,6 +92,7 @@ def quantize_tensor(w: Tensor, fmt: str, method: str, layout: str, device: torch
     oe = {m: 0.0 for m in methods}
     tm = {m: 0.0 for m in methods}
     wsq = 0.0
+    wmax = 0.0
     wg = 0.0
     deq = {m: torch.empty((M, K), dtype=torch.float32) for m in methods} if keep_deq else {}
     for r0 in range(0, M, rows):
@@ -98,6 +101,7 @@ def quantize_tensor(w: Tensor, fmt: str, method: str, layout: str, device: torch
             x = x.float()
         xf = x.float()
         wsq += float(xf.double().square().sum())
+        wmax = max(wmax, float(xf.abs().amax()))
         if gram is not None:
             wg += float(((xf @ gram) * xf).double().sum())
         for m in methods:
@@ -137,12 +141,23 @@ def quantize_tensor(w: Tensor, fmt: str, method: str, layout: str, device: torch
             outputs = formats.to_compressed_tensors(data, scales, gs)
     elif fmt == "mxfp8":
         outputs = {"weight": data, "weight_scale": scales}
-    elif layout == "gpt-oss":
-        g = formats.to_gpt_oss_mxfp4(data, scales)
-        outputs = {"weight_blocks": g["blocks"], "weight_scales": g["scales"]}
     else:
         outputs = {"weight_packed": data, "weight_scale": scales}
-    return LayerResult(outputs, rel, out, tm, deq)
+    return LayerResult(outputs, rel, out, tm, deq, amax=wmax)
+
+
+#: a weight quantized with a relative error at least this large is reported as tiny-valued
+TINY_REL_ERR = 0.5
+
+
+def _tiny_warning(name: str, fmt: str, rel_err: float, amax: float) -> str:
+    """A warning when ``name`` lost most of itself to quantization (its values are too small
+    for ``fmt``'s scales, so most blocks quantize to zero); "" otherwise."""
+    if rel_err < TINY_REL_ERR:  # also False for NaN: warned about as well
+        return ""
+    return (f"{name}: relative error {rel_err:.3f}: its values are too small for {fmt} "
+            f"(largest magnitude {amax:.3g}), most of it quantizes to zero; keep it in float "
+            f"with --exclude {module_of(name)}")
 
 
 class _Skip(Exception):
@@ -157,6 +172,27 @@ def _estimate_out_bytes(t: TensorInfo, d: Decision, fmt: str,
     M, K = t.shape if expert is None else (expert.nk[0] * expert.nk[1], expert.nk[2])
     return {"nvfp4": M * K // 2 + M * K // 16 + 8, "mxfp8": M * K + M * K // 32,
             "mxfp4": M * K // 2 + M * K // 32}[fmt]
+
+
+def _load_encoder(src, needed: bool) -> Optional[Encoder]:
+    """The input as a transformers sentence encoder, for calibration and the end-to-end
+    check; None (with one note line) when it cannot run, unless ``needed`` (--calib texts
+    or token ids), when that is an error."""
+    try:
+        model = Encoder(src.folder)
+        model.encode(["A short test sentence."])
+        return model
+    except CliError as e:  # transformers is missing
+        if needed:
+            raise
+        print(f"note: {e}; quantizing without calibration and end-to-end check",
+              file=sys.stderr)
+    except Exception as e:  # not fatal: no calibration / end-to-end check then
+        if needed:
+            raise CliError(f"cannot run {src.label} with transformers ({e})") from e
+        print(f"note: cannot run {src.label} with transformers ({e}); no end-to-end check",
+              file=sys.stderr)
+    return None
 
 
 def _classify_all(src, fmt: str, layout: str, include, exclude,
@@ -200,7 +236,8 @@ def _quantize_expert_param(w: Tensor, p: ExpertParam, fmt: str, method: str,
            (den or 1.0) for m in results[0].rel_err}
     rel["_norm"] = den
     tm = {m: sum(r.time_s[m] for r in results) for m in results[0].time_s}
-    return LayerResult(gpt_oss_tensors("", q["data"], q["scales"]), rel, {}, tm, {})
+    return LayerResult(gpt_oss_tensors("", q["data"], q["scales"]), rel, {}, tm, {},
+                       amax=max(r.amax for r in results))
 
 
 def _config_dtype(config: dict, layout: str, notes: List[str]) -> Optional[str]:
@@ -225,27 +262,6 @@ def _config_dtype(config: dict, layout: str, notes: List[str]) -> Optional[str]:
     return "" if orig is None else str(orig)
 
 
-def _load_encoder(src, needed: bool) -> Optional[Encoder]:
-    """The input as a transformers sentence encoder, for calibration and the end-to-end
-    check; None (with one note line) when it cannot run, unless ``needed`` (--calib texts
-    or token ids), when that is an error."""
-    try:
-        model = Encoder(src.folder)
-        model.encode(["A short test sentence."])
-        return model
-    except CliError as e:  # transformers is missing
-        if needed:
-            raise
-        print(f"note: {e}; quantizing without calibration and end-to-end check",
-              file=sys.stderr)
-    except Exception as e:  # not fatal: no calibration / end-to-end check then
-        if needed:
-            raise CliError(f"cannot run {src.label} with transformers ({e})") from e
-        print(f"note: cannot run {src.label} with transformers ({e}); no end-to-end check",
-              file=sys.stderr)
-    return None
-
-
 def run_quantize(args: argparse.Namespace) -> int:
     """Run ``nvfp4-ops quantize`` with parsed ``args``; the exit status."""
     from .. import _library
@@ -255,9 +271,9 @@ def run_quantize(args: argparse.Namespace) -> int:
     t_start = time.perf_counter()
     cpu_start = time.process_time()
     fmt, method = args.format, args.scales
+    if method is None:  # MXFP8: the search rarely beats amax and costs ~100x (issue 11)
+        method = "amax" if fmt == "mxfp8" else "mse"
     if args.threads is not None:
-        if args.threads < 1:
-            raise CliError(f"--threads must be at least 1, got {args.threads}")
         torch.set_num_threads(args.threads)
     layout = args.layout or LAYOUTS[fmt][0]
     if layout not in LAYOUTS[fmt]:
@@ -269,8 +285,10 @@ def run_quantize(args: argparse.Namespace) -> int:
     device = pick_device(args.device)
     backend, why = _library.op_implementation("quantize" if fmt == "nvfp4" else "mx_quantize", device)
 
-    src = discover(args.input)
     include, exclude = args.include or [], args.exclude or []
+    check_patterns("--include", include)
+    check_patterns("--exclude", exclude)
+    src = discover(args.input)
     try:
         rules = parse_groups(getattr(args, "fused_groups", None))
     except ValueError as e:
@@ -349,70 +367,77 @@ def run_quantize(args: argparse.Namespace) -> int:
 
         meta = {"format": "pt", "producer": "nvfp4_ops quantize"}
         writer = ShardWriter(atomic.tmp, shard_bytes, meta)
-        bar = tqdm(total=len(src.tensors), unit="tensor", desc=f"quantize {fmt}/{method}",
-                   disable=args.quiet, file=sys.stderr, dynamic_ncols=True, mininterval=0.25)
         t_loop = time.perf_counter()
-        for f in src.files:
-            try:
-                h = safe_open(str(f), framework="pt")
-            except Exception as e:
-                raise CliError(f"{f}: not a valid safetensors file ({e})") from e
-            for info in [t for t in src.tensors if t.file == f]:
-                d = decisions[info.name]
+        # the bar is closed (its line ended) before an error or the table is printed;
+        # warnings during the loop go above it (tqdm.write)
+        with tqdm(total=len(src.tensors), unit="tensor", desc=f"quantize {fmt}/{method}",
+                  disable=args.quiet, file=sys.stderr, dynamic_ncols=True,
+                  mininterval=0.25) as bar:
+            for f in src.files:
                 try:
-                    w = h.get_tensor(info.name)
+                    h = safe_open(str(f), framework="pt")
                 except Exception as e:
-                    raise CliError(f"{f}: cannot read tensor {info.name} ({e})") from e
-                bytes_in += info.nbytes
-                if d.action == "quantize":
-                    mod = module_of(info.name)
-                    stats = None
-                    m_used = method
-                    note = ""
-                    if calib is not None:
-                        stats = calib.stats(info.name, info.shape[1], device, method == "hessian")
-                    if stats is None and calib is not None:
-                        no_calib.append(info.name)
-                    if method == "hessian" and (stats is None or "hessian" not in stats):
-                        m_used, note = "mse", "no calibration inputs for this layer: mse"
+                    raise CliError(f"{f}: not a valid safetensors file ({e})") from e
+                for info in [t for t in src.tensors if t.file == f]:
+                    d = decisions[info.name]
                     try:
-                        if info.name in experts:
-                            r = _quantize_expert_param(w, experts[info.name], fmt, m_used,
-                                                       device, chunk)
+                        w = h.get_tensor(info.name)
+                    except Exception as e:
+                        raise CliError(f"{f}: cannot read tensor {info.name} ({e})") from e
+                    bytes_in += info.nbytes
+                    if d.action == "quantize":
+                        mod = module_of(info.name)
+                        stats = None
+                        m_used = method
+                        note = ""
+                        if calib is not None:
+                            stats = calib.stats(info.name, info.shape[1], device, method == "hessian")
+                        if stats is None and calib is not None:
+                            no_calib.append(info.name)
+                        if method == "hessian" and (stats is None or "hessian" not in stats):
+                            m_used, note = "mse", "no calibration inputs for this layer: mse"
+                        try:
+                            if info.name in experts:
+                                r = _quantize_expert_param(w, experts[info.name], fmt, m_used,
+                                                           device, chunk)
+                            else:
+                                r = quantize_tensor(w, fmt, m_used, layout, device, stats,
+                                                    keep_deq, chunk, shared_gs.get(info.name))
+                        except _Skip as s:
+                            d = decisions[info.name] = Decision("skip", str(s))
                         else:
-                            r = quantize_tensor(w, fmt, m_used, layout, device, stats, keep_deq,
-                                                chunk, shared_gs.get(info.name))
-                    except _Skip as s:
-                        d = decisions[info.name] = Decision("skip", str(s))
-                    else:
-                        for k, v in r.outputs.items():
-                            writer.add(f"{mod}.{k}" if k[0] != "_" else mod + k, v)
-                        src_dtypes[info.name] = info.dtype
-                        norm = r.rel_err.pop("_norm")
-                        if m_used != method:  # a fallback: listed under the requested method
-                            for dct in (r.rel_err, r.out_err, r.time_s):
-                                if m_used in dct:
-                                    dct[method] = dct.pop(m_used)
-                        row = {"name": info.name, "shape": list(info.shape), "dtype": info.dtype,
-                               "method": m_used, "rel_err": r.rel_err, "time_s": r.time_s,
-                               "norm": norm}
-                        if r.out_err:
-                            row["out_err"] = r.out_err
-                        if note:
-                            row["note"] = note
-                        layers.append(row)
-                        if keep_deq and r.deq:  # the layer's amax and chosen-method weights
-                            deq_all[info.name] = {"amax": r.deq["amax"], method: r.deq[m_used]}
-                if d.action != "quantize":
-                    writer.add(info.name, w)
-                    entry = {"name": info.name, "shape": list(info.shape), "action": d.action,
-                             "reason": d.reason}
-                    (skipped if d.action == "skip" else kept).append(entry)
-                del w
-                bar.update(1)
-                el = max(time.perf_counter() - t_loop, 1e-9)
-                bar.set_postfix_str(f"{bytes_in / el / 1e9:.3f} GB/s", refresh=False)
-        bar.close()
+                            for k, v in r.outputs.items():
+                                writer.add(f"{mod}.{k}" if k[0] != "_" else mod + k, v)
+                            src_dtypes[info.name] = info.dtype
+                            norm = r.rel_err.pop("_norm")
+                            if m_used != method:  # a fallback: listed under the requested method
+                                for dct in (r.rel_err, r.out_err, r.time_s):
+                                    if m_used in dct:
+                                        dct[method] = dct.pop(m_used)
+                            row = {"name": info.name, "shape": list(info.shape), "dtype": info.dtype,
+                                   "method": m_used, "rel_err": r.rel_err, "time_s": r.time_s,
+                                   "norm": norm}
+                            if r.out_err:
+                                row["out_err"] = r.out_err
+                            if note:
+                                row["note"] = note
+                            warning = _tiny_warning(info.name, fmt, r.rel_err[method], r.amax)
+                            if warning:
+                                row["warning"] = warning
+                                notes.append(warning)
+                                tqdm.write(f"warning: {warning}", file=sys.stderr)
+                            layers.append(row)
+                            if keep_deq and r.deq:  # the layer's amax and chosen-method weights
+                                deq_all[info.name] = {"amax": r.deq["amax"], method: r.deq[m_used]}
+                    if d.action != "quantize":
+                        writer.add(info.name, w)
+                        entry = {"name": info.name, "shape": list(info.shape), "action": d.action,
+                                 "reason": d.reason}
+                        (skipped if d.action == "skip" else kept).append(entry)
+                    del w
+                    bar.update(1)
+                    el = max(time.perf_counter() - t_loop, 1e-9)
+                    bar.set_postfix_str(f"{fmt_bytes(bytes_in / el)}/s", refresh=False)
         t_loop = time.perf_counter() - t_loop
         writer.metadata["nvfp4_ops.source_dtypes"] = json.dumps(src_dtypes, separators=(",", ":"))
         config = dict(src.config or {})
@@ -436,9 +461,9 @@ def run_quantize(args: argparse.Namespace) -> int:
             notes.append(f"{len(no_calib)} layers have no calibration inputs and so no "
                          f"input_scale (e.g. {no_calib[0]})")
         if layout == "modelopt" and not act:
-            notes.append("no calibration inputs, so no input_scale and no input_activations in "
-                         "the config: vLLM serves it as W4A16 NVFP4 (weights only); the "
-                         "modelopt layout is read by vLLM and SGLang, not by transformers")
+            notes.append("no calibration inputs, so no input_scale: vLLM serves this ModelOpt "
+                         "NVFP4 checkpoint as W4A16 (NVFP4 weights, 16-bit activations); pass "
+                         "--calib for W4A4 input scales")
         config["quantization_config"] = qc
         copied = copy_side_files(src.folder, atomic.tmp, ["config.json", "hf_quant_config.json",
                                                             "report.json"], src.is_folder)
@@ -483,4 +508,6 @@ def run_quantize(args: argparse.Namespace) -> int:
             print(f"fused groups sharing one global scale: {len(fused_rows)} (e.g. "
                   f"{fused_rows[0]['group']}; report.json: fused_groups)")
     print(f"wrote {out} ({', '.join(shards)}, config.json, report.json)")
+    for line in load_hint(layout, out, src.config):
+        print(line)
     return 0

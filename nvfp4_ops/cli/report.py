@@ -42,7 +42,7 @@ def make_report(args, src, fmt, layout, method, device, backend, why, calib, lay
         "time_s": {m: sum(l["time_s"].get(m, 0.0) for l in layers) for m in methods},
         "loop_time_s": t_loop, "total_time_s": total_time,
         "tensors_per_s": n_tensors / t_loop if t_loop > 0 else None,
-        "gb_per_s": bytes_in / t_loop / 1e9 if t_loop > 0 else None,
+        "bytes_per_s": bytes_in / t_loop if t_loop > 0 else None,
     })
     return {
         "tool": "nvfp4-ops quantize", "nvfp4_ops_version": __version__,
@@ -56,6 +56,18 @@ def make_report(args, src, fmt, layout, method, device, backend, why, calib, lay
         "totals": totals, "end_to_end": e2e, "notes": notes,
         "files": shards, "copied": copied,
     }
+
+
+def _columns(values: Dict[str, Any], methods, has_out: bool) -> str:
+    """The per-method columns of one table row: ``values["rel_err"]`` (and ``["out_err"]``)
+    per method, ``-`` where a method has none."""
+    keys = ("rel_err", "out_err") if has_out else ("rel_err",)
+    cells = []
+    for key in keys:
+        for m in methods:
+            v = values.get(key, {}).get(m)
+            cells.append(f"  {v:>11.5f}" if v is not None else f"  {'-':>11}")
+    return "".join(cells)
 
 
 def print_report(r: dict) -> None:
@@ -83,13 +95,7 @@ def print_report(r: dict) -> None:
     print("-" * len(head))
     for l in r["layers"]:
         line = f"{l['name']:<{width}}  {'x'.join(map(str, l['shape'])):>11}"
-        for m in methods:
-            v = l["rel_err"].get(m)
-            line += f"  {v:>11.5f}" if v is not None else f"  {'-':>11}"
-        if has_out:
-            for m in methods:
-                v = l.get("out_err", {}).get(m)
-                line += f"  {v:>11.5f}" if v is not None else f"  {'-':>11}"
+        line += _columns(l, methods, has_out)
         line += f"  {l['time_s'].get(method, 0.0):>7.2f}"
         if l.get("note"):
             line += f"  ({l['note']})"
@@ -97,11 +103,8 @@ def print_report(r: dict) -> None:
     t = r["totals"]
     print("-" * len(head))
     line = f"{'mean over ' + str(t['quantized']) + ' layers':<{width}}  {'':>11}"
-    for m in methods:
-        line += f"  {t['rel_err_mean'][m]:>11.5f}"
-    if has_out:
-        for m in methods:
-            line += f"  {t.get('out_err_mean', {}).get(m, float('nan')):>11.5f}"
+    line += _columns({"rel_err": t["rel_err_mean"], "out_err": t.get("out_err_mean", {})},
+                     methods, has_out)
     line += f"  {t['time_s'][method]:>7.2f}"
     print(line)
     ov = t.get("rel_err_overall", {})
@@ -118,7 +121,7 @@ def print_report(r: dict) -> None:
     print(f"{t['tensors']} tensors: {t['quantized']} quantized ({t['params_quantized']:,} params), "
           f"{t['skipped']} skipped, {t['kept']} kept as they are; "
           f"{fmt_bytes(t['bytes_in'])} -> {fmt_bytes(t['bytes_out'])}; "
-          f"{t['tensors_per_s']:.1f} tensors/s, {t['gb_per_s']:.3f} GB/s; "
+          f"{_rate(t['tensors_per_s'], ' tensors/s')}, {_rate(t['bytes_per_s'], '/s', True)}; "
           f"total {t['total_time_s']:.1f} s (calibration {t.get('calibration_time_s', 0):.1f} s, "
           f"quantization {t['loop_time_s']:.1f} s, "
           f"end-to-end check {t.get('eval_time_s', 0):.1f} s; "
@@ -130,3 +133,45 @@ def print_report(r: dict) -> None:
               f"sentences: " + "; ".join(parts))
     for n in r.get("notes", []):
         print(f"note: {n}")
+
+
+def _rate(v, unit: str, size: bool = False) -> str:
+    """A throughput for the summary line: ``12.3 MB/s``, ``4.0 tensors/s`` (``-`` when the
+    loop took no measurable time)."""
+    if v is None:
+        return "-" + unit
+    return (fmt_bytes(v) if size else f"{v:.1f}") + unit
+
+
+#: the engines that read each layout, and how (printed after a run)
+_READERS = {
+    "compressed-tensors": ("transformers (with compressed-tensors installed)", "vLLM, SGLang"),
+    "modelopt": (None, "vLLM, SGLang, TensorRT-LLM"),
+    "gpt-oss": ("transformers (its MXFP4 integration)", "vLLM"),
+}
+
+
+def load_hint(layout: str, out, config) -> list:
+    """Lines that say how to load the output ``out`` of ``layout`` in transformers and vLLM."""
+    archs = (config or {}).get("architectures") or []
+    auto = "AutoModel"
+    for suffix, cls in (("ForCausalLM", "AutoModelForCausalLM"),
+                        ("ForConditionalGeneration", "AutoModelForImageTextToText"),
+                        ("ForSequenceClassification", "AutoModelForSequenceClassification"),
+                        ("ForMaskedLM", "AutoModelForMaskedLM")):
+        if any(str(a).endswith(suffix) for a in archs):
+            auto = cls
+            break
+    tf, serve = _READERS[layout]
+    lines = [f"load it ({layout}; read by {', '.join(x for x in (tf, serve) if x)}):"]
+    if tf:
+        lines.append(f"  transformers: from transformers import {auto}; "
+                     f"model = {auto}.from_pretrained({str(out)!r})")
+    else:
+        lines.append(f"  transformers: not readable (transformers has no {layout} method); "
+                     f"nvfp4-ops dequantize {out} --out DIR gives a float checkpoint")
+    if auto == "AutoModel":  # an encoder: vLLM serves its embeddings
+        lines.append(f"  vLLM: from vllm import LLM; LLM({str(out)!r}, runner='pooling')")
+    else:
+        lines.append(f"  vLLM: vllm serve {out}")
+    return lines

@@ -8,7 +8,7 @@ import re
 from dataclasses import dataclass
 from typing import Sequence
 
-from .common import BLOCK
+from .common import BLOCK, CliError
 from .discover import TensorInfo
 from .experts import is_moe_router
 
@@ -18,6 +18,16 @@ _NORM_WORDS = ("norm", "ln_", ".ln", "layernorm")
 #: linear layers left in float unless --include names them (as llm-compressor and ModelOpt do)
 DEFAULT_EXCLUDE = ("lm_head",)
 FLOAT_CODES = ("F32", "F16", "BF16", "F64")
+
+
+def check_patterns(option: str, patterns: Sequence[str]) -> None:
+    """Refuse a ``re:`` pattern that is not a valid regular expression, naming it."""
+    for p in patterns:
+        if p.startswith("re:"):
+            try:
+                re.compile(p[3:])
+            except re.error as e:
+                raise CliError(f"{option} {p!r}: not a valid regular expression ({e})") from None
 
 
 def _pattern_hits(pattern: str, name: str) -> bool:

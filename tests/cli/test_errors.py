@@ -77,3 +77,63 @@ def test_dequantize_refuses_a_float_checkpoint(tmp_path, capsys):
     make_ckpt(src)
     rc, _, err = run(capsys, "dequantize", str(src), "--out", str(tmp_path / "o"))
     assert rc == 2 and "not a quantized checkpoint" in err
+
+
+def test_bad_values_are_one_line_each(tmp_path, capsys):
+    """Each bad input: exit 2, one line naming the option, nothing written, no traceback."""
+    src = tmp_path / "in"
+    make_ckpt(src)
+    out = str(tmp_path / "out")
+    empty = tmp_path / "empty.txt"
+    empty.write_text("\n  \n")
+    cases = [
+        (["--calib", str(empty)], "--calib " + str(empty) + ": no text in it"),
+        (["--exclude", "re:("], "--exclude 're:(': not a valid regular expression"),
+        (["--include", "re:[a-"], "--include 're:[a-': not a valid regular expression"),
+        (["--max-shard-size", "0"], "argument --max-shard-size: size '0': must be more than 0"),
+        (["--eval-sentences", "-5"], "argument --eval-sentences: -5: must be at least 0"),
+        (["--threads", "0"], "argument --threads: 0: must be at least 1"),
+    ]
+    for extra, msg in cases:
+        rc, _, err = run(capsys, str(src), "--out", out, *extra)
+        assert rc == 2, (extra, err)
+        assert msg in err and "Traceback" not in err, (extra, err)
+        assert not Path(out).exists()
+    assert not leftovers(tmp_path)
+
+
+def test_ctrl_c_during_start_up(monkeypatch, capsys):
+    from nvfp4_ops.cli import main as cli_main
+
+    def interrupted():
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli_main, "_build_parser", interrupted)
+    assert cli_main.main(["quantize", "--out", "x"]) == 130
+    assert capsys.readouterr().err == "nvfp4-ops: interrupted\n"
+
+
+def test_error_inside_the_loop_is_printed_on_its_own_line(tmp_path, capsys, monkeypatch):
+    """The progress bar is closed before the error is printed: the error starts a line and
+    nothing (no redrawn bar) follows it."""
+    from nvfp4_ops.cli.common import CliError
+    from nvfp4_ops.cli.io import ShardWriter
+
+    src = tmp_path / "in"
+    make_ckpt(src)
+    real_add = ShardWriter.add
+    calls = []
+
+    def failing(self, name, t):
+        calls.append(name)
+        if len(calls) == 3:
+            raise CliError("boom on the third tensor")
+        return real_add(self, name, t)
+
+    monkeypatch.setattr(ShardWriter, "add", failing)
+    rc, _, err = run(capsys, str(src), "--out", str(tmp_path / "out"))
+    assert rc == 2
+    assert "quantize nvfp4/mse" in err  # the bar was shown
+    lines = [l for l in err.split("\n") if l.strip()]
+    assert lines[-1] == "nvfp4-ops quantize: error: boom on the third tensor"
+    assert not (tmp_path / "out").exists() and not leftovers(tmp_path)

@@ -98,3 +98,25 @@ def test_disk_full_and_interrupt_leave_nothing(tmp_path, capsys, monkeypatch):
     rc, _, err = run(capsys, str(src), "--out", str(out), "--quiet")
     assert rc == 130 and "interrupted" in err
     assert not out.exists() and not leftovers(out.parent)
+
+
+def test_stale_partial_folders_of_dead_processes_are_removed(tmp_path, capsys):
+    import os
+    import subprocess
+    import sys
+
+    src = tmp_path / "in"
+    make_ckpt(src)
+    p = subprocess.Popen([sys.executable, "-c", "pass"])
+    p.wait()  # a process id that no longer runs
+    dead = tmp_path / f".out.partial-{p.pid}"
+    dead_old = tmp_path / f".out.old-{p.pid}"
+    live = tmp_path / f".out.partial-{os.getppid()}"  # a running process: left alone
+    other = tmp_path / f".other.partial-{p.pid}"  # another output's: left alone
+    for d in (dead, dead_old, live, other):
+        d.mkdir()
+        (d / "model.safetensors").write_bytes(b"half")
+    rc, _, err = run(capsys, str(src), "--out", str(tmp_path / "out"), "--quiet")
+    assert rc == 0, err
+    assert not dead.exists() and not dead_old.exists()
+    assert live.is_dir() and other.is_dir()
