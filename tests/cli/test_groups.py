@@ -129,3 +129,58 @@ def test_vllm_max_of_shards_rule(layout):
     errs = [float((b - w).norm() / w.norm()) for b, w in zip(bad, ws)]
     good = [float((a - w).norm() / w.norm()) for a, w in zip(loaded, ws)]
     assert max(errs) > 2 * max(good), (errs, good)
+
+
+def _fused_ckpt(folder):
+    """q/k/v and gate/up with very different ranges, and o_proj alone."""
+    from safetensors.torch import save_file
+
+    folder.mkdir()
+    g = torch.Generator().manual_seed(5)
+    scales = {"q_proj": 0.02, "k_proj": 0.3, "v_proj": 4.0, "o_proj": 1.0, "gate_proj": 0.1,
+              "up_proj": 2.0}
+    t = {}
+    for leaf, s in scales.items():
+        part = "mlp" if leaf in ("gate_proj", "up_proj") else "self_attn"
+        t[f"model.layers.0.{part}.{leaf}.weight"] = (torch.randn(32, 64, generator=g) * s)
+    save_file({k: v.to(torch.bfloat16) for k, v in t.items()}, str(folder / "model.safetensors"))
+    (folder / "config.json").write_text('{"model_type": "llama", "dtype": "bfloat16"}')
+    return t
+
+
+@pytest.mark.parametrize("layout", ["compressed-tensors", "modelopt"])
+def test_cli_writes_shared_scales_that_vllm_loads_exactly(tmp_path, layout):
+    from safetensors.torch import load_file
+
+    from nvfp4_ops.cli.main import main
+
+    _fused_ckpt(tmp_path / "in")
+    outs = {}
+    for spec in ("auto", "none"):
+        out = tmp_path / spec
+        assert main(["quantize", str(tmp_path / "in"), "--out", str(out), "--layout", layout,
+                     "--scales", "amax", "--fused-groups", spec, "--device", "cpu",
+                     "--quiet"]) == 0
+        outs[spec] = load_file(str(out / "model.safetensors"))
+    import json
+    rows = json.loads((tmp_path / "auto" / "report.json").read_text())["fused_groups"]
+    assert sorted(r["group"] for r in rows) == ["model.layers.0.mlp.{gate_proj,up_proj}",
+                                                "model.layers.0.self_attn.{q_proj,k_proj,v_proj}"]
+    assert json.loads((tmp_path / "none" / "report.json").read_text())["fused_groups"] == []
+    read = formats.from_compressed_tensors if layout == "compressed-tensors" else \
+        formats.from_modelopt
+    gkey = "weight_global_scale" if layout == "compressed-tensors" else "weight_scale_2"
+    errs = {}
+    for spec, sd in outs.items():
+        for r in rows:
+            mods = [m[:-len(".weight")] for m in r["members"]]
+            shards = [read({k[len(m) + 1:]: v for k, v in sd.items() if k.startswith(m + ".")})
+                      for m in mods]
+            per_layer = [ref.dequantize(q, s, gs, torch.float32) for q, s, gs, _ in shards]
+            if spec == "auto":  # one stored scale for the whole group
+                assert len({float(sd[f"{m}.{gkey}"].reshape(())) for m in mods}) == 1
+            loaded = _vllm_load([(q, s, gs) for q, s, gs, _ in shards], layout)
+            for a, b in zip(loaded, per_layer):
+                errs.setdefault(spec, []).append(float((a - b).norm() / b.norm()))
+    assert max(errs["auto"]) == 0.0   # exactly the per-layer dequantization
+    assert max(errs["none"]) > 0.05   # per-tensor scales: vLLM's max rule breaks a shard
