@@ -62,6 +62,7 @@ __all__ = [
     "find_groups",
     "shared_global_scale",
     "group_global_scales",
+    "group_input_scales",
 ]
 
 #: leaf names fused by the serving engines (see the module docstring)
@@ -201,3 +202,24 @@ def group_global_scales(groups: Sequence[FusedGroup],
         scales.update({m: gs for m in members})
         rows.append({"group": g.label, "members": members, "global_scale": float(gs)})
     return scales, rows
+
+
+def group_input_scales(groups: Sequence[FusedGroup],
+                       scale_of: Callable[[str], Optional[Tensor]]) -> Dict[str, Tensor]:
+    """One static activation scale per fused group (W4A4): every member gets the smallest
+    of the members' ENCODE ``input_global_scale`` (``scale_of(name)``, None when a member has
+    no calibration inputs: it is left out), i.e. ``2688 / max(input amax)``. vLLM takes
+    ``input_global_scale.max()`` (compressed-tensors, encode) or ``input_scale.max()``
+    (ModelOpt, decode) over the shards; with equal scales both rules give this one.
+    (q/k/v and gate/up read the same input, so their scales are equal already when captured
+    together; captured separately, they may differ.) A member whose inputs are all zero has
+    scale 1 by the contract and takes part like any other."""
+    out: Dict[str, Tensor] = {}
+    for g in groups:
+        got = {m: scale_of(m) for m in g.members}
+        have = [m for m in g.members if got[m] is not None]
+        if len(have) < 2:
+            continue
+        shared = torch.stack([got[m].reshape(()).float() for m in have]).amin().reshape(1)
+        out.update({m: shared for m in have})
+    return out

@@ -20,7 +20,7 @@ from .common import LAYOUTS, CliError, fmt_bytes, pick_device
 from .discover import TensorInfo, discover
 from .experts import (ExpertParam, find_expert_params, gpt_oss_tensors, per_expert_modules,
                       quantize_experts, require_experts, to_nk)
-from .groups import find_groups, group_global_scales, parse_groups
+from .groups import find_groups, group_global_scales, group_input_scales, parse_groups
 from .encoder import Encoder, calibration_and_eval_sentences
 from .hf_config import quantization_config
 from .io import AtomicOutput, ShardWriter, atomic_output, copy_side_files, free_bytes
@@ -339,6 +339,7 @@ def run_quantize(args: argparse.Namespace) -> int:
 
     # fused groups: one NVFP4 global scale per group (an extra read of each member's amax)
     shared_gs: Dict[str, Tensor] = {}
+    shared_igs: Dict[str, Tensor] = {}
     fused_rows: List[dict] = []
     if fmt == "nvfp4":
         from safetensors import safe_open
@@ -349,8 +350,14 @@ def run_quantize(args: argparse.Namespace) -> int:
             with safe_open(str(by_name[name].file), framework="pt") as fh:
                 return fh.get_tensor(name).to(device).abs().amax().float()
 
-        shared_gs, fused_rows = group_global_scales(
-            find_groups([t.name for t in todo], rules), amax_of)
+        fused = find_groups([t.name for t in todo], rules)
+        shared_gs, fused_rows = group_global_scales(fused, amax_of)
+        if calib is not None:  # static W4A4 activation scales: one per group too
+            def input_scale_of(name: str) -> Optional[Tensor]:
+                st = calib.stats(name, by_name[name].shape[1], device, False)
+                return None if st is None else st["input_global_scale"]
+
+            shared_igs = group_input_scales(fused, input_scale_of)
     keep_deq = model is not None and args.eval_sentences > 0
     chunk = (1 << 26) if device.type == "cuda" else (1 << 22)
     layers: List[dict] = []
@@ -392,6 +399,8 @@ def run_quantize(args: argparse.Namespace) -> int:
                         note = ""
                         if calib is not None:
                             stats = calib.stats(info.name, info.shape[1], device, method == "hessian")
+                        if stats is not None and info.name in shared_igs:
+                            stats = dict(stats, input_global_scale=shared_igs[info.name])
                         if stats is None and calib is not None:
                             no_calib.append(info.name)
                         if method == "hessian" and (stats is None or "hessian" not in stats):

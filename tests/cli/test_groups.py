@@ -184,3 +184,39 @@ def test_cli_writes_shared_scales_that_vllm_loads_exactly(tmp_path, layout):
                 errs.setdefault(spec, []).append(float((a - b).norm() / b.norm()))
     assert max(errs["auto"]) == 0.0   # exactly the per-layer dequantization
     assert max(errs["none"]) > 0.05   # per-tensor scales: vLLM's max rule breaks a shard
+
+
+def test_group_input_scales():
+    rules = G.find_groups(LLAMA)
+    t = torch.tensor
+    igs = {LLAMA[0]: t([10.0]), LLAMA[1]: t([2.0]), LLAMA[2]: None,  # v_proj: no inputs
+           LLAMA[4]: t([1.0]), LLAMA[5]: t([1.0])}
+    out = G.group_input_scales(rules, igs.get)
+    assert set(out) == {LLAMA[0], LLAMA[1], LLAMA[4], LLAMA[5]}
+    assert out[LLAMA[0]].item() == out[LLAMA[1]].item() == 2.0  # 2688 / the largest amax
+    assert out[LLAMA[4]].shape == (1,)
+    assert G.group_input_scales(rules, lambda m: None) == {}
+
+
+def test_cli_w4a4_input_scales_shared(tmp_path):
+    """ModelOpt with captured inputs: q/k/v captured with different ranges get one
+    input_scale (vLLM: input_scale.max() over the fused shards)."""
+    from safetensors.torch import load_file, save_file
+
+    from nvfp4_ops.cli.main import main
+
+    _fused_ckpt(tmp_path / "in")
+    g = torch.Generator().manual_seed(6)
+    acts = {f"model.layers.0.self_attn.{m}": torch.randn(40, 64, generator=g) * s
+            for m, s in (("q_proj", 1.0), ("k_proj", 3.0), ("v_proj", 0.5))}
+    save_file(acts, str(tmp_path / "acts.safetensors"))
+    out = tmp_path / "o"
+    assert main(["quantize", str(tmp_path / "in"), "--out", str(out), "--layout", "modelopt",
+                 "--scales", "amax", "--calib", str(tmp_path / "acts.safetensors"),
+                 "--device", "cpu", "--quiet"]) == 0
+    sd = load_file(str(out / "model.safetensors"))
+    got = {m: sd[f"model.layers.0.self_attn.{m}.input_scale"] for m in ("q_proj", "k_proj",
+                                                                          "v_proj")}
+    want = formats.encode_to_decode(ref.global_scale(acts["model.layers.0.self_attn.k_proj"]))
+    for v in got.values():
+        assert torch.equal(v.reshape(1), want.reshape(1))
