@@ -8,7 +8,6 @@ are ``nvfp4-ops dequantize``'s (tight: the client must decode exactly what nvfp4
 """
 
 import json
-import logging
 
 import pytest
 import torch
@@ -76,7 +75,7 @@ def _rel(a, b):
     return float((a - b).norm() / b.norm())
 
 
-def _check(tmp_path, src, kind, fmt, layout, dtype, loose, **load):
+def _check(tmp_path, src, kind, fmt, layout, loose, **load):
     """Quantize, load with the defaults (or ``load``), run; compare with the float model and
     with the model of nvfp4-ops's dequantized weights (in the dtype the client computes in)."""
     out = tmp_path / f"{src.name}-{fmt}-{layout}"
@@ -97,8 +96,7 @@ def _check(tmp_path, src, kind, fmt, layout, dtype, loose, **load):
 @pytest.mark.parametrize("fmt", ["nvfp4", "mxfp8", "mxfp4"])
 def test_llama_bf16(tmp_path, fmt):
     src = _make(tmp_path, "llama", torch.bfloat16)
-    report, q = _check(tmp_path, src, "llama", fmt, "compressed-tensors", torch.bfloat16,
-                       loose=0.5)
+    report, q = _check(tmp_path, src, "llama", fmt, "compressed-tensors", loose=0.5)
     assert q.dtype == torch.bfloat16
     if fmt == "nvfp4":  # the fused groups share one global scale
         assert sorted(g["group"] for g in report["fused_groups"]) == [
@@ -111,7 +109,7 @@ def test_fp32_and_fp16_sources_load_by_default(tmp_path, kind, dtype):
     """compressed-tensors decompresses to bf16: the config says bfloat16, so the default load
     runs (it crashed with "self and mat2 must have the same dtype" when it kept fp32)."""
     src = _make(tmp_path, kind, dtype)
-    report, q = _check(tmp_path, src, kind, "nvfp4", "compressed-tensors", dtype, loose=0.5)
+    report, q = _check(tmp_path, src, kind, "nvfp4", "compressed-tensors", loose=0.5)
     assert q.dtype == torch.bfloat16
     assert any("bfloat16" in n for n in report["notes"])
     if kind == "bert":
@@ -130,7 +128,7 @@ def test_gpt_oss_layout(tmp_path):
         load = {}
     except ImportError:  # the same dequantizing path transformers takes on a CPU
         load = {"quantization_config": transformers.Mxfp4Config(dequantize=True)}
-    report, q = _check(tmp_path, src, "gpt_oss", "mxfp4", "gpt-oss", torch.bfloat16, loose=0.5,
+    report, q = _check(tmp_path, src, "gpt_oss", "mxfp4", "gpt-oss", loose=0.5,
                        **load)
     assert sorted(l["name"] for l in report["layers"]) == [
         "model.layers.0.mlp.experts.down_proj", "model.layers.0.mlp.experts.gate_up_proj"]
@@ -143,8 +141,7 @@ def test_gpt_oss_layout(tmp_path):
 def test_gpt_oss_in_compressed_tensors(tmp_path):
     """The other layouts quantize gpt-oss's linear layers and keep its 3-D experts float."""
     src = _make(tmp_path, "gpt_oss", torch.bfloat16)
-    report, _ = _check(tmp_path, src, "gpt_oss", "nvfp4", "compressed-tensors", torch.bfloat16,
-                       loose=0.5)
+    report, _ = _check(tmp_path, src, "gpt_oss", "nvfp4", "compressed-tensors", loose=0.5)
     kept = {k["name"]: k["reason"] for k in report["kept"]}
     assert "only --format mxfp4 --layout gpt-oss" in kept["model.layers.0.mlp.experts.gate_up_proj"]
     assert "model.layers.0.mlp.router.weight" not in [l["name"] for l in report["layers"]]
