@@ -41,6 +41,15 @@ The gpt-oss MXFP4 layout (what the openai/gpt-oss checkpoints are):
   with gpt-oss's list (``model.layers.*.self_attn``, ``model.layers.*.mlp.router``,
   ``model.embed_tokens``, ``lm_head``) plus the experts left in float.
 
+transformers 5.24 does not load a compressed-tensors checkpoint with per-expert modules
+correctly (``integrations/compressed_tensors.py`` ``CompressedTensorsDequantize``, the path
+that merges ``experts.<e>.*`` into the 3-D parameters): its NVFP4 expert path builds a module
+without ``weight_global_scale`` (every expert comes back scaled by its global scale), rebuilds
+K as ``packed columns * (32 // num_bits)`` (4x too large for 4-bit codes packed two per byte)
+unless ``weight_shape`` is stored, multiplies MXFP8 weights by the raw E8M0 bytes, and fails
+("Concatenate ... Ckpt contains: 0") when the experts are left in float. The quantizer says so
+in its report; vLLM and SGLang read these checkpoints.
+
 A model without 3-D expert parameters has nothing this layout can hold:
 :func:`require_experts` refuses it with the reason and the alternative.
 """
