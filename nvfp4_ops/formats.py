@@ -33,7 +33,34 @@ bits matter.
 gpt-oss MXFP4 stores ``blocks`` (uint8 ``[..., N, K/32, 16]``: the 32 E2M1 codes of a
 block packed two per byte, low nibble first, the same bytes as nvfp4_ops's packed
 ``[..., N, K/2]``) and ``scales`` (uint8 E8M0 ``[..., N, K/32]``, bias 127), so the
-conversion is a reshape.
+conversion is a reshape; the leading ``...`` is the expert dim ``E`` of gpt-oss's 3-D
+experts (transformers dequantizes with ``ldexp(lut[code], scale - 127)``, which gives
+exactly :func:`nvfp4_ops.mx_dequantize`'s values).
+
+Who reads each layout, and the rules this module matches (read in transformers 5.24,
+compressed-tensors 0.20.1 and the vLLM 0.33 wheel):
+
+* compressed-tensors (transformers and vLLM). compressed-tensors'
+  ``compressors/nvfp4/base.py`` ``decompress`` unpacks ``weight_packed`` to bfloat16 codes
+  (``unpack_fp4_from_uint8``), casts ``weight_scale`` to that dtype and dequantizes with
+  ``weight_global_scale`` as the ENCODE scale; ``compressors/mxfp4`` and ``mxfp8`` read
+  ``weight_scale`` as E8M0 exponents and decompress to bfloat16 too. transformers
+  (``quantizers/quantizer_compressed_tensors.py``) applies the config to ``Linear`` targets
+  and decompresses at the first forward, so the decompressed weights are bfloat16 whatever
+  the model's dtype (the quantizer therefore writes ``dtype: bfloat16`` into config.json).
+  vLLM: ``layers/quantization/compressed_tensors/schemes/compressed_tensors_w4a4_nvfp4.py``
+  registers ``weight_packed`` uint8 ``[N, K/2]``, ``weight_scale`` e4m3 ``[N, K/16]``,
+  ``weight_global_scale`` and ``input_global_scale`` (fp32, one per fused shard) and, after
+  loading, uses ``weight_global_scale.max()`` over the shards of a fused layer
+  (``nvfp4_ops.cli.groups`` makes them equal).
+* ModelOpt (vLLM and SGLang; transformers 5.24 has no ``modelopt`` quant method).
+  ``layers/quantization/modelopt.py``: ``weight`` uint8, ``weight_scale`` e4m3,
+  ``weight_scale_2`` and ``input_scale`` DECODE scales, ``weight_scale_2.max()`` and
+  ``input_scale.max()`` over fused shards; a config whose groups have no
+  ``input_activations`` is served as W4A16 NVFP4 (weights only).
+* gpt-oss MXFP4 (transformers ``integrations/mxfp4.py``, vLLM ``models/gpt_oss.py``): MoE
+  experts only, ``*_blocks`` / ``*_scales`` of 3-D ``[E, N, K/32, 16]`` / ``[E, N, K/32]``
+  tensors; see :mod:`nvfp4_ops.cli.experts` for the names, the orientation and the config.
 
 All functions check shapes and dtypes and raise ``ValueError`` naming the expected and
 the actual value; they do not copy tensors that are already contiguous.

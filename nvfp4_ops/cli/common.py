@@ -19,7 +19,7 @@ BLOCK = {"nvfp4": 16, "mxfp8": 32, "mxfp4": 32}
 LAYOUTS = {
     "nvfp4": ("compressed-tensors", "modelopt"),
     "mxfp8": ("compressed-tensors",),
-    "mxfp4": ("gpt-oss", "compressed-tensors"),
+    "mxfp4": ("compressed-tensors", "gpt-oss"),
 }
 ALL_LAYOUTS = ("compressed-tensors", "modelopt", "gpt-oss")
 CT_FORMAT = {"nvfp4": "nvfp4-pack-quantized", "mxfp8": "mxfp8-quantized",

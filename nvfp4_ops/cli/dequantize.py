@@ -14,6 +14,7 @@ from torch import Tensor
 
 from .common import CliError, pick_device
 from .discover import discover
+from .experts import from_nk, is_k_first
 from .hf_config import detect_layout
 from .io import AtomicOutput, ShardWriter, atomic_output, copy_side_files
 
@@ -123,7 +124,12 @@ def run_dequantize(args: argparse.Namespace) -> int:
                     w = nvfp4_ops.mx_dequantize(d["weight"], d["weight_scale"], "e4m3", dt)
                 elif layout == "gpt-oss":
                     data, scales = formats.from_gpt_oss_mxfp4(d)
-                    w = nvfp4_ops.mx_dequantize(data, scales, "e2m1", dt)
+                    if data.dim() == 3:  # MoE experts [E, N, K/2]: back to the disk orientation
+                        w = from_nk(torch.stack([
+                            nvfp4_ops.mx_dequantize(data[e], scales[e], "e2m1", dt)
+                            for e in range(data.shape[0])]), is_k_first(src.config))
+                    else:
+                        w = nvfp4_ops.mx_dequantize(data, scales, "e2m1", dt)
                 else:
                     w = nvfp4_ops.mx_dequantize(d["weight_packed"], d["weight_scale"], "e2m1", dt)
                 writer.add(wname, w)
@@ -131,6 +137,14 @@ def run_dequantize(args: argparse.Namespace) -> int:
         shards = writer.close()
         config = dict(src.config or {})
         config.pop("quantization_config", None)
+        orig = [m["nvfp4_ops.config_dtype"] for m in src.metadata.values()
+                if "nvfp4_ops.config_dtype" in m]
+        if orig:  # quantize wrote bfloat16 for compressed-tensors' decompression
+            for key in ("dtype", "torch_dtype"):
+                if key in config and orig[0]:
+                    config[key] = orig[0]
+                elif key in config:  # the source config had no dtype
+                    del config[key]
         copy_side_files(folder, atomic.tmp, ["config.json", "hf_quant_config.json", "report.json"])
         (atomic.tmp / "config.json").write_text(json.dumps(config, indent=2) + "\n")
         atomic.commit()

@@ -17,12 +17,20 @@ nvfp4       modelopt            ``P.weight`` (uint8 [N, K/2]), ``P.weight_scale`
                                 quant_algo "NVFP4", also in ``hf_quant_config.json``
 mxfp8       compressed-tensors  ``P.weight`` (float8_e4m3fn [N, K]), ``P.weight_scale``
                                 (uint8 E8M0 [N, K/32]); format "mxfp8-quantized"
-mxfp4       gpt-oss (default)   ``P.weight_blocks`` (uint8 [N, K/32, 16]),
-                                ``P.weight_scales`` (uint8 E8M0 [N, K/32]); quant_method
-                                "mxfp4"
 mxfp4       compressed-tensors  ``P.weight_packed`` (uint8 [N, K/2]), ``P.weight_scale``
-                                (uint8 E8M0 [N, K/32]); format "mxfp4-pack-quantized"
+            (default)           (uint8 E8M0 [N, K/32]); format "mxfp4-pack-quantized"
+mxfp4       gpt-oss             only the 3-D MoE experts of a gpt-oss-style model
+                                ``E.gate_up_proj`` / ``E.down_proj``: ``E.*_blocks`` (uint8
+                                [E, N, K/32, 16], each expert transposed to [out, in]),
+                                ``E.*_scales`` (uint8 E8M0 [E, N, K/32]); attention,
+                                router, embeddings stay float; quant_method "mxfp4",
+                                modules_to_not_convert as gpt-oss ships it
 ==========  ==================  =======================================================
+
+Fused layers (q/k/v, gate/up, query/key/value, w1/w3, ...) share one NVFP4 global scale
+(``--fused-groups``), as vLLM's loaders need. Readers: compressed-tensors -> transformers
+(weights decompressed to bfloat16; config.json says ``dtype: bfloat16``) and vLLM;
+modelopt -> vLLM and SGLang (not transformers); gpt-oss -> transformers and vLLM.
 """
 
 from __future__ import annotations
@@ -81,7 +89,9 @@ def quantization_config(fmt: str, layout: str, ignore: List[str],
             "producer": producer,
             "quant_method": "modelopt",
         }, hf)
-    return ({"quant_method": "mxfp4", "modules_to_not_convert": ignore}, None)
+    from .experts import gpt_oss_quantization_config
+
+    return (gpt_oss_quantization_config(ignore), None)
 
 
 def detect_layout(folder: Path, config: Optional[dict]) -> Tuple[str, str]:

@@ -89,7 +89,12 @@ def add_parsers(sub) -> None:
                         "compares the choice with amax (default: mse; amax for mxfp8, where "
                         "the search costs ~100x and rarely changes a byte)")
     q.add_argument("--layout", choices=ALL_LAYOUTS, default=None,
-                   help="checkpoint layout (default: compressed-tensors; gpt-oss for mxfp4)")
+                   help="checkpoint layout (default: compressed-tensors); gpt-oss (mxfp4 only) "
+                        "writes the MoE experts of a gpt-oss-style model as gpt-oss ships them")
+    q.add_argument("--fused-groups", default="auto", metavar="SPEC",
+                   help="layers that serving engines fuse into one GEMM share one NVFP4 global "
+                        "scale: 'auto' (q/k/v, gate/up, query/key/value, w1/w3, ...), 'none', "
+                        "or leaf names like 'q_proj,k_proj,v_proj;gate_proj,up_proj'")
     q.add_argument("--calib", metavar="FILE",
                    help="calibration inputs: .txt (one text per line) or .json (texts or token "
                         "ids) for a BERT encoder like the embedded default, or .safetensors / "

@@ -18,6 +18,9 @@ from torch import Tensor
 from .calibration import load_calibration
 from .common import LAYOUTS, CliError, fmt_bytes, pick_device
 from .discover import TensorInfo, discover
+from .experts import (ExpertParam, find_expert_params, gpt_oss_tensors, per_expert_modules,
+                      quantize_experts, require_experts, to_nk)
+from .groups import find_groups, group_global_scales, group_input_scales, parse_groups
 from .encoder import Encoder, calibration_and_eval_sentences
 from .hf_config import quantization_config
 from .io import AtomicOutput, ShardWriter, atomic_output, copy_side_files, free_bytes
@@ -46,10 +49,12 @@ def _sync(device: torch.device) -> None:
 
 def quantize_tensor(w: Tensor, fmt: str, method: str, layout: str, device: torch.device,
                     stats: Optional[Dict[str, Tensor]], keep_deq: bool,
-                    chunk_elems: int) -> LayerResult:
+                    chunk_elems: int, global_scale: Optional[Tensor] = None) -> LayerResult:
     """Quantize one 2-D weight with ``method`` (and with ``amax`` for the comparison), in
-    row chunks (rows are independent; the global scale is the whole tensor's), so that the
-    working memory stays near the size of the weight. Returns the layout's tensors."""
+    row chunks (rows are independent; the global scale is the whole tensor's, or the
+    ``global_scale`` of its fused group when given), so that the working memory stays near
+    the size of the weight. Returns the layout's tensors (the gpt-oss layout's experts go
+    through :func:`_quantize_expert_param`)."""
     import nvfp4_ops
     from .. import formats
 
@@ -67,7 +72,8 @@ def quantize_tensor(w: Tensor, fmt: str, method: str, layout: str, device: torch
             if not bool(torch.isfinite(x).all()):
                 raise _Skip("holds NaN or inf")
             amaxes.append(x.abs().amax().float().reshape(1))
-        gs = nvfp4_ops.global_scale(torch.cat(amaxes))
+        gs = (nvfp4_ops.global_scale(torch.cat(amaxes)) if global_scale is None
+              else global_scale.to(device))
     elif not all(bool(torch.isfinite(w[r0:r0 + rows]).all()) for r0 in range(0, M, rows)):
         raise _Skip("holds NaN or inf")
 
@@ -135,9 +141,6 @@ def quantize_tensor(w: Tensor, fmt: str, method: str, layout: str, device: torch
             outputs = formats.to_compressed_tensors(data, scales, gs)
     elif fmt == "mxfp8":
         outputs = {"weight": data, "weight_scale": scales}
-    elif layout == "gpt-oss":
-        g = formats.to_gpt_oss_mxfp4(data, scales)
-        outputs = {"weight_blocks": g["blocks"], "weight_scales": g["scales"]}
     else:
         outputs = {"weight_packed": data, "weight_scale": scales}
     return LayerResult(outputs, rel, out, tm, deq, amax=wmax)
@@ -161,11 +164,12 @@ class _Skip(Exception):
     """This weight cannot be quantized (the message says why): it is kept as it is."""
 
 
-def _estimate_out_bytes(t: TensorInfo, d: Decision, fmt: str) -> int:
+def _estimate_out_bytes(t: TensorInfo, d: Decision, fmt: str,
+                        expert: Optional[ExpertParam] = None) -> int:
     """Bytes the output of ``t`` takes (for the free-space check)."""
     if d.action != "quantize":
         return t.nbytes
-    M, K = t.shape
+    M, K = t.shape if expert is None else (expert.nk[0] * expert.nk[1], expert.nk[2])
     return {"nvfp4": M * K // 2 + M * K // 16 + 8, "mxfp8": M * K + M * K // 32,
             "mxfp4": M * K // 2 + M * K // 32}[fmt]
 
@@ -189,6 +193,73 @@ def _load_encoder(src, needed: bool) -> Optional[Encoder]:
         print(f"note: cannot run {src.label} with transformers ({e}); no end-to-end check",
               file=sys.stderr)
     return None
+
+
+def _classify_all(src, fmt: str, layout: str, include, exclude,
+                  experts: Dict[str, ExpertParam]) -> Dict[str, Decision]:
+    """Every tensor's :class:`Decision`. With ``--layout gpt-oss`` only the 3-D expert
+    parameters are quantized (by the same rules, as if they were ``[E*N, K]`` weights); in
+    the other layouts they stay in float, with the reason."""
+    out = {}
+    for t in src.tensors:
+        p = experts.get(t.name)
+        if p is None:
+            d = classify(t, fmt, include, exclude)
+            if layout == "gpt-oss" and d.action == "quantize":
+                d = Decision("keep", "the gpt-oss layout holds only the MoE experts in MXFP4")
+        elif layout == "gpt-oss":
+            E, N, K = p.nk
+            d = classify(TensorInfo(t.name + ".weight", t.file, (E * N, K), t.dtype),
+                         fmt, include, exclude)
+        else:
+            d = Decision("keep", "3-D MoE expert parameter: only --format mxfp4 --layout "
+                                 "gpt-oss holds it")
+        out[t.name] = d
+    return out
+
+
+def _quantize_expert_param(w: Tensor, p: ExpertParam, fmt: str, method: str,
+                           device: torch.device, chunk: int) -> LayerResult:
+    """A 3-D expert parameter in the gpt-oss layout: each expert ``[N, K]`` quantized by
+    :func:`quantize_tensor`; errors over all experts, times summed."""
+    results: List[LayerResult] = []
+
+    def one(x: Tensor) -> Dict[str, Tensor]:
+        r = quantize_tensor(x, fmt, method, "compressed-tensors", device, None, False, chunk)
+        results.append(r)
+        return {"data": r.outputs["weight_packed"], "scales": r.outputs["weight_scale"]}
+
+    q = quantize_experts(to_nk(w, p.k_first), fmt, method, quantize_2d=one)
+    norms = [r.rel_err.pop("_norm") for r in results]
+    den = math.sqrt(sum(n * n for n in norms))
+    rel = {m: math.sqrt(sum((r.rel_err[m] * n) ** 2 for r, n in zip(results, norms))) /
+           (den or 1.0) for m in results[0].rel_err}
+    rel["_norm"] = den
+    tm = {m: sum(r.time_s[m] for r in results) for m in results[0].time_s}
+    return LayerResult(gpt_oss_tensors("", q["data"], q["scales"]), rel, {}, tm, {},
+                       amax=max(r.amax for r in results))
+
+
+def _config_dtype(config: dict, layout: str, notes: List[str]) -> Optional[str]:
+    """Make the default transformers load run: compressed-tensors decompresses every weight
+    to bfloat16 (its unpacking returns bf16; ``compressors/nvfp4``, ``mxfp4``, ``mxfp8``), so a
+    float32 or float16 model whose config keeps its dtype crashes at the first matmul (``self
+    and mat2 must have the same dtype``). The config then says ``bfloat16``, the dtype the
+    loaded model has; the source dtype goes into the shards' metadata, and ``dequantize``
+    restores it. Returns the source dtype when it was changed."""
+    if layout != "compressed-tensors":
+        return None
+    orig = config.get("dtype", config.get("torch_dtype"))
+    if orig == "bfloat16":
+        return None
+    config["dtype"] = "bfloat16"
+    if "torch_dtype" in config:
+        config["torch_dtype"] = "bfloat16"
+    notes.append(f"config.json dtype {orig} -> bfloat16: compressed-tensors decompresses the "
+                 "weights to bfloat16, so transformers loads the whole model in bfloat16 (pass "
+                 "dtype=... to from_pretrained for another; `nvfp4-ops dequantize` restores "
+                 f"{orig})")
+    return "" if orig is None else str(orig)
 
 
 def run_quantize(args: argparse.Namespace) -> int:
@@ -218,7 +289,18 @@ def run_quantize(args: argparse.Namespace) -> int:
     check_patterns("--include", include)
     check_patterns("--exclude", exclude)
     src = discover(args.input)
-    decisions = {t.name: classify(t, fmt, include, exclude) for t in src.tensors}
+    try:
+        rules = parse_groups(getattr(args, "fused_groups", None))
+    except ValueError as e:
+        raise CliError(f"--fused-groups: {e}") from e
+    experts = {p.name: p for p in find_expert_params(
+        ((t.name, t.shape, t.dtype) for t in src.tensors), src.config)}
+    if layout == "gpt-oss":
+        try:
+            require_experts(list(experts.values()), src.label)
+        except ValueError as e:
+            raise CliError(str(e)) from e
+    decisions = _classify_all(src, fmt, layout, include, exclude, experts)
     todo = [t for t in src.tensors if decisions[t.name].action == "quantize"]
     if not todo:
         raise CliError(f"nothing to quantize in {src.label}: no 2-D linear weight is left after "
@@ -227,7 +309,8 @@ def run_quantize(args: argparse.Namespace) -> int:
     out = Path(args.out)
     inputs = src.files + ([src.folder] if src.folder and src.is_folder else [])
     AtomicOutput.check(out, args.force, inputs)
-    est = sum(_estimate_out_bytes(t, decisions[t.name], fmt) for t in src.tensors)
+    est = sum(_estimate_out_bytes(t, decisions[t.name], fmt, experts.get(t.name))
+              for t in src.tensors)
     shard_bytes = args.max_shard_size
     free = free_bytes(out.absolute().parent)
     need = est + min(est, shard_bytes)
@@ -253,6 +336,28 @@ def run_quantize(args: argparse.Namespace) -> int:
                            "or a .safetensors of captured [T, K] inputs per linear layer)")
 
     t_cal = time.perf_counter() - t_cal
+
+    # fused groups: one NVFP4 global scale per group (an extra read of each member's amax)
+    shared_gs: Dict[str, Tensor] = {}
+    shared_igs: Dict[str, Tensor] = {}
+    fused_rows: List[dict] = []
+    if fmt == "nvfp4":
+        from safetensors import safe_open
+
+        by_name = {t.name: t for t in todo}
+
+        def amax_of(name: str) -> Tensor:
+            with safe_open(str(by_name[name].file), framework="pt") as fh:
+                return fh.get_tensor(name).to(device).abs().amax().float()
+
+        fused = find_groups([t.name for t in todo], rules)
+        shared_gs, fused_rows = group_global_scales(fused, amax_of)
+        if calib is not None:  # static W4A4 activation scales: one per group too
+            def input_scale_of(name: str) -> Optional[Tensor]:
+                st = calib.stats(name, by_name[name].shape[1], device, False)
+                return None if st is None else st["input_global_scale"]
+
+            shared_igs = group_input_scales(fused, input_scale_of)
     keep_deq = model is not None and args.eval_sentences > 0
     chunk = (1 << 26) if device.type == "cuda" else (1 << 22)
     layers: List[dict] = []
@@ -294,17 +399,24 @@ def run_quantize(args: argparse.Namespace) -> int:
                         note = ""
                         if calib is not None:
                             stats = calib.stats(info.name, info.shape[1], device, method == "hessian")
+                        if stats is not None and info.name in shared_igs:
+                            stats = dict(stats, input_global_scale=shared_igs[info.name])
                         if stats is None and calib is not None:
                             no_calib.append(info.name)
                         if method == "hessian" and (stats is None or "hessian" not in stats):
                             m_used, note = "mse", "no calibration inputs for this layer: mse"
                         try:
-                            r = quantize_tensor(w, fmt, m_used, layout, device, stats, keep_deq, chunk)
+                            if info.name in experts:
+                                r = _quantize_expert_param(w, experts[info.name], fmt, m_used,
+                                                           device, chunk)
+                            else:
+                                r = quantize_tensor(w, fmt, m_used, layout, device, stats,
+                                                    keep_deq, chunk, shared_gs.get(info.name))
                         except _Skip as s:
                             d = decisions[info.name] = Decision("skip", str(s))
                         else:
                             for k, v in r.outputs.items():
-                                writer.add(f"{mod}.{k}", v)
+                                writer.add(f"{mod}.{k}" if k[0] != "_" else mod + k, v)
                             src_dtypes[info.name] = info.dtype
                             norm = r.rel_err.pop("_norm")
                             if m_used != method:  # a fallback: listed under the requested method
@@ -324,7 +436,7 @@ def run_quantize(args: argparse.Namespace) -> int:
                                 notes.append(warning)
                                 tqdm.write(f"warning: {warning}", file=sys.stderr)
                             layers.append(row)
-                            if keep_deq:  # the layer's amax and chosen-method weights
+                            if keep_deq and r.deq:  # the layer's amax and chosen-method weights
                                 deq_all[info.name] = {"amax": r.deq["amax"], method: r.deq[m_used]}
                     if d.action != "quantize":
                         writer.add(info.name, w)
@@ -337,6 +449,16 @@ def run_quantize(args: argparse.Namespace) -> int:
                     bar.set_postfix_str(f"{fmt_bytes(bytes_in / el)}/s", refresh=False)
         t_loop = time.perf_counter() - t_loop
         writer.metadata["nvfp4_ops.source_dtypes"] = json.dumps(src_dtypes, separators=(",", ":"))
+        config = dict(src.config or {})
+        orig_dtype = _config_dtype(config, layout, notes)
+        moe = per_expert_modules(l["name"] for l in layers)
+        if moe:
+            notes.append(f"{len(moe)} per-expert MoE weights quantized (e.g. {moe[0]}): vLLM and "
+                         "SGLang read them; transformers 5 (checked with 5.24) fuses per-expert "
+                         "modules into 3-D parameters, which its compressed-tensors loading does "
+                         "not decompress: such a MoE checkpoint does not load correctly there")
+        if orig_dtype is not None:
+            writer.metadata["nvfp4_ops.config_dtype"] = orig_dtype
         shards = writer.close()
 
         # config.json (+ hf_quant_config.json) and the other files of the input folder
@@ -351,7 +473,6 @@ def run_quantize(args: argparse.Namespace) -> int:
             notes.append("no calibration inputs, so no input_scale: vLLM serves this ModelOpt "
                          "NVFP4 checkpoint as W4A16 (NVFP4 weights, 16-bit activations); pass "
                          "--calib for W4A4 input scales")
-        config = dict(src.config or {})
         config["quantization_config"] = qc
         copied = copy_side_files(src.folder, atomic.tmp, ["config.json", "hf_quant_config.json",
                                                             "report.json"], src.is_folder)
@@ -384,6 +505,7 @@ def run_quantize(args: argparse.Namespace) -> int:
         report = make_report(args, src, fmt, layout, method, device, backend, why, calib,
                               layers, skipped, kept, notes, e2e, shards, copied, bytes_in,
                               writer.total, t_loop, total_time, len(src.tensors))
+        report["fused_groups"] = fused_rows
         report["totals"]["calibration_time_s"] = t_cal
         report["totals"]["cpu_time_s"] = time.process_time() - cpu_start
         report["totals"]["eval_time_s"] = t_eval
@@ -391,6 +513,9 @@ def run_quantize(args: argparse.Namespace) -> int:
         atomic.commit()
     if not args.quiet:
         print_report(report)
+        if fused_rows:
+            print(f"fused groups sharing one global scale: {len(fused_rows)} (e.g. "
+                  f"{fused_rows[0]['group']}; report.json: fused_groups)")
     print(f"wrote {out} ({', '.join(shards)}, config.json, report.json)")
     for line in load_hint(layout, out, src.config):
         print(line)

@@ -10,6 +10,7 @@ from typing import Sequence
 
 from .common import BLOCK, CliError
 from .discover import TensorInfo
+from .experts import is_moe_router
 
 
 _EMBED_WORDS = ("embed", "wte", "wpe", "position", "token_type", "rotary", "pos_emb")
@@ -72,6 +73,9 @@ def classify(t: TensorInfo, fmt: str, include: Sequence[str], exclude: Sequence[
         return Decision("keep", "embedding")
     if any(w in low for w in _NORM_WORDS):
         return Decision("keep", "norm")
+    if is_moe_router(t.name):
+        return Decision("exclude", "MoE router (stays float: transformers' routers are not Linear "
+                                "modules, and llm-compressor, ModelOpt and gpt-oss keep it)")
     inc = [p for p in include if _pattern_hits(p, t.name)]
     if include and not inc:
         return Decision("exclude", "not matched by --include")

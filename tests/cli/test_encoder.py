@@ -65,7 +65,8 @@ def test_quantize_encoder_calibrates_and_checks_end_to_end(encoder_dir, tmp_path
     e2e = r["end_to_end"]
     assert e2e["sentences"] == 16 and set(e2e["cosine"]) == {"amax", "mse"}
     for c in e2e["cosine"].values():
-        assert 0.5 < c["min"] <= c["mean"] <= 1.0 + 1e-6
+        # the mean is a float sum: with near-equal cosines min may pass it by an ulp or two
+        assert 0.5 < c["min"] <= c["mean"] + 1e-6 <= 1.0 + 2e-6
     assert "end to end" in stdout
 
 
