@@ -236,7 +236,13 @@ class _State:
         self.device = device
         self.accs: Dict[str, _Acc] = {}
         self.mask: Optional[Tensor] = None
+        self._real: Optional[Tensor] = None  # flat indices of the real tokens of ``mask``
         self.unmasked: set = set()
+
+    def set_mask(self, mask: Optional[Tensor]) -> None:
+        """Start a batch: ``mask`` bool ``[B, T]``, True at real tokens (None: no batch)."""
+        self.mask = mask
+        self._real = None if mask is None else mask.reshape(-1).nonzero().squeeze(1)
 
     def acc(self, key: str, K: int) -> _Acc:
         if key not in self.accs:
@@ -250,7 +256,7 @@ class _State:
         m = self.mask
         if not routed and m is not None:
             if tuple(x.shape[:-1]) == tuple(m.shape) or (x.dim() == 2 and x.shape[0] == m.numel()):
-                return x.reshape(-1, K)[m.reshape(-1)]
+                return x.reshape(-1, K).index_select(0, self._real)
         if routed and m is not None and not bool(m.all()):
             self.unmasked.add(key)
         return x.reshape(-1, K)
@@ -300,7 +306,7 @@ def _experts_hook(state: _State, name: str, module: nn.Module, notes: List[str])
             raise RuntimeError(f"{name}: cannot find the routing indices in the experts' call")
         hs = hs.reshape(-1, hs.shape[-1])
         real = (state.mask.reshape(-1) if state.mask is not None
-                and state.mask.numel() == hs.shape[0] else None)
+                and state.mask.numel() == hs.shape[0] else None)  # bool [N]
         W_up, W_down = mod._parameters[up_name], mod._parameters["down_proj"]
         b_up = mod._parameters.get(up_name + "_bias") if getattr(mod, "has_bias", False) else None
         with torch.no_grad():
@@ -527,7 +533,7 @@ def capture_linear_stats(model_or_path, texts: Texts, *, device: Union[str, torc
                        if i in wanted else [])
             try:
                 for b, (mask, _, args) in enumerate(per_batch):
-                    state.mask = mask
+                    state.set_mask(mask)
                     pos, rest, kw = args[i]
                     hs[b] = _call_block(block, hs[b], pos, rest, kw)
             finally:
@@ -539,11 +545,11 @@ def capture_linear_stats(model_or_path, texts: Texts, *, device: Union[str, torc
                 progress(i + 1, last + 1)
         if layers is None:
             for b, (mask, _, _) in enumerate(per_batch):
-                state.mask = mask
+                state.set_mask(mask)
                 _tail(model, base, hs[b], state, causal, result.notes)
             state.finish(result)
     finally:
-        state.mask = None
+        state.set_mask(None)
         _move(model, home)
     for k in sorted(state.unmasked):
         result.notes.append(f"{k}: routed inputs include padding tokens (use batch_size=1 "

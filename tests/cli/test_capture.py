@@ -65,11 +65,19 @@ def mixtral_dir(tmp_path_factory, tok):
     return _save(tf.MixtralForCausalLM(cfg), tok, tmp_path_factory.mktemp("mixtral"))
 
 
-def _whole_model_stats(folder: Path, tok, texts, batch_size: int, causal: bool):
+@pytest.fixture(scope="module")
+def llama(llama_dir):
+    return capture.load_model(llama_dir)[0]
+
+
+@pytest.fixture(scope="module")
+def bert(bert_dir):
+    return capture.load_model(bert_dir)[0]
+
+
+def _whole_model_stats(model, tok, texts, batch_size: int):
     """The oracle: one whole-model forward per batch, every linear hooked."""
-    cls = tf.AutoModelForCausalLM if causal else tf.AutoModel
-    model = cls.from_pretrained(str(folder)).eval()
-    got, cur = {}, {}
+    got, cur, handles = {}, {}, []
 
     def hook(name):
         def f(mod, args):
@@ -79,7 +87,7 @@ def _whole_model_stats(folder: Path, tok, texts, batch_size: int, causal: bool):
         return f
     for n, m in model.named_modules():
         if isinstance(m, nn.Linear):
-            m.register_forward_pre_hook(hook(n))
+            handles.append(m.register_forward_pre_hook(hook(n)))
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
     with torch.no_grad():
@@ -88,6 +96,8 @@ def _whole_model_stats(folder: Path, tok, texts, batch_size: int, causal: bool):
                       return_tensors="pt")
             cur["mask"] = enc["attention_mask"].bool()
             model(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"])
+    for h in handles:
+        h.remove()
     out = {}
     for n, parts in got.items():
         X = torch.cat(parts)
@@ -105,9 +115,9 @@ def _assert_matches(stats, oracle):
                                    msg=n)
 
 
-def test_llama_layer_by_layer_equals_whole_model(llama_dir, tok):
+def test_llama_layer_by_layer_equals_whole_model(llama_dir, llama, tok):
     stats = capture.capture_linear_stats(llama_dir, TEXTS, device="cpu", batch_size=5)
-    oracle = _whole_model_stats(llama_dir, tok, TEXTS, 5, causal=True)
+    oracle = _whole_model_stats(llama, tok, TEXTS, 5)
     assert "model.layers.1.mlp.down_proj" in stats and "lm_head" in stats
     assert stats["model.layers.0.mlp.down_proj"].hessian.shape == (128 // 16, 16, 16)
     assert stats.notes == []
@@ -116,18 +126,18 @@ def test_llama_layer_by_layer_equals_whole_model(llama_dir, tok):
     _assert_matches(stats, oracle)
 
 
-def test_bert_layer_by_layer_equals_whole_model(bert_dir, tok):
-    stats = capture.capture_linear_stats(bert_dir, TEXTS, device="cpu", batch_size=7)
-    oracle = _whole_model_stats(bert_dir, tok, TEXTS, 7, causal=False)
+def test_bert_layer_by_layer_equals_whole_model(bert, tok):
+    stats = capture.capture_linear_stats(bert, TEXTS, device="cpu", batch_size=7, tokenizer=tok)
+    oracle = _whole_model_stats(bert, tok, TEXTS, 7)
     assert "encoder.layer.0.attention.self.query" in stats
     assert stats["pooler.dense"].tokens == len(TEXTS)  # one [CLS] row per text
     _assert_matches(stats, oracle)
 
 
-def test_one_block_on_the_device_at_a_time(llama_dir, monkeypatch):
+def test_one_block_on_the_device_at_a_time(llama, tok, monkeypatch):
     """The protocol: block i is moved to the device, runs every batch, goes back, before
     block i+1 moves; recorded by wrapping the one function that moves modules."""
-    model, tok = capture.load_model(llama_dir)
+    model = llama
     blocks = list(model.model.layers)
     events = []
     orig = capture._move
@@ -137,9 +147,11 @@ def test_one_block_on_the_device_at_a_time(llama_dir, monkeypatch):
             events.append(("move", blocks.index(module), str(device)))
         orig(module, device)
     monkeypatch.setattr(capture, "_move", move)
-    for i, b in enumerate(blocks):
-        b.register_forward_pre_hook(lambda m, a, i=i: events.append(("forward", i)))
+    handles = [b.register_forward_pre_hook(lambda m, a, i=i: events.append(("forward", i)))
+               for i, b in enumerate(blocks)]
     capture.capture_linear_stats(model, TEXTS[:9], device="cpu", batch_size=4, tokenizer=tok)
+    for h in handles:
+        h.remove()
     nb = 3  # ceil(9 / 4) batches
     expected = []
     for i in range(len(blocks)):
@@ -147,26 +159,26 @@ def test_one_block_on_the_device_at_a_time(llama_dir, monkeypatch):
     assert events == expected
 
 
-def test_layers_subset_and_no_hessian(llama_dir):
-    full = capture.capture_linear_stats(llama_dir, TEXTS[:6], device="cpu")
-    part = capture.capture_linear_stats(llama_dir, TEXTS[:6], device="cpu", layers=[0],
-                                        want_hessian=False)
+def test_layers_subset_and_no_hessian(llama, tok):
+    kw = dict(device="cpu", tokenizer=tok)
+    full = capture.capture_linear_stats(llama, TEXTS[:6], **kw)
+    part = capture.capture_linear_stats(llama, TEXTS[:6], layers=[0], want_hessian=False, **kw)
     assert set(part) == {k for k in full if k.startswith("model.layers.0.")}
     for k, s in part.items():
         assert s.hessian is None and s.tokens == full[k].tokens
         assert torch.equal(s.amax, full[k].amax)
     with pytest.raises(ValueError, match=r"block indices in \[0, 2\), got \[2\]"):
-        capture.capture_linear_stats(llama_dir, TEXTS[:2], device="cpu", layers=[2])
+        capture.capture_linear_stats(llama, TEXTS[:2], layers=[2], **kw)
 
 
-def test_token_id_texts_and_bad_ids(llama_dir, tok):
+def test_token_id_texts_and_bad_ids(llama, tok):
     ids = tok(TEXTS[:4])["input_ids"]
-    a = capture.capture_linear_stats(llama_dir, ids, device="cpu", batch_size=2)
-    b = capture.capture_linear_stats(llama_dir, TEXTS[:4], device="cpu", batch_size=2)
+    a = capture.capture_linear_stats(llama, ids, device="cpu", batch_size=2)
+    b = capture.capture_linear_stats(llama, TEXTS[:4], device="cpu", batch_size=2, tokenizer=tok)
     for k in b:
         assert torch.equal(a[k].hessian, b[k].hessian) and a[k].tokens == b[k].tokens
     with pytest.raises(ValueError, match=r"token id 999999 is outside the vocabulary"):
-        capture.capture_linear_stats(llama_dir, [[1, 999999]], device="cpu")
+        capture.capture_linear_stats(llama, [[1, 999999]], device="cpu")
 
 
 def test_streaming_hessian_is_bitwise_hessian_blocks_of_the_concatenation():
@@ -181,14 +193,12 @@ def test_streaming_hessian_is_bitwise_hessian_blocks_of_the_concatenation():
     assert torch.equal(s.amax, X.abs().amax().float()) and s.tokens == X.shape[0]
 
 
-def _fused_oracle(folder: Path, tok, texts):
+def _fused_oracle(model, tok, texts):
     """Per-expert inputs of Mixtral's fused experts, recorded at the F.linear calls of the
     eager experts forward (one text per batch: no padding rows)."""
-    model = tf.AutoModelForCausalLM.from_pretrained(str(folder), experts_implementation="eager")
-    model.eval()
     ptrs = {}
     for n, m in model.named_modules():
-        if isinstance(m, capture.nn.Module) and capture._is_fused_experts(m):
+        if capture._is_fused_experts(m):
             for e in range(m.gate_up_proj.shape[0]):
                 ptrs[m.gate_up_proj[e].data_ptr()] = capture.expert_key(f"{n}.gate_up_proj", e)
                 ptrs[m.down_proj[e].data_ptr()] = capture.expert_key(f"{n}.down_proj", e)
@@ -209,8 +219,9 @@ def _fused_oracle(folder: Path, tok, texts):
 
 def test_mixtral_fused_experts_per_expert(mixtral_dir, tok):
     texts = TEXTS[:6]
-    stats = capture.capture_linear_stats(mixtral_dir, texts, device="cpu", batch_size=1)
-    oracle = _fused_oracle(mixtral_dir, tok, texts)
+    model = tf.AutoModelForCausalLM.from_pretrained(str(mixtral_dir), experts_implementation="eager")
+    stats = capture.capture_linear_stats(model, texts, device="cpu", batch_size=1, tokenizer=tok)
+    oracle = _fused_oracle(model, tok, texts)
     keys = [k for k in stats if ".experts." in k]
     assert len(keys) == 2 * 2 * 4  # layers x (gate_up, down) x experts
     total = sum(len(r) for r in tok(texts)["input_ids"])
@@ -226,15 +237,15 @@ def test_mixtral_fused_experts_per_expert(mixtral_dir, tok):
         torch.testing.assert_close(stats[k].hessian, H, rtol=1e-5, atol=1e-6 * float(H.abs().max()))
         torch.testing.assert_close(stats[k].amax, X.abs().amax().float(), rtol=1e-5, atol=0)
     # padding in a batch: routed rows of padding tokens are excluded from the experts
-    padded = capture.capture_linear_stats(mixtral_dir, texts, device="cpu", batch_size=3)
+    padded = capture.capture_linear_stats(model, texts, device="cpu", batch_size=3, tokenizer=tok)
     for k in keys:
         assert padded[k].tokens == stats[k].tokens, k
 
 
-def test_encode_sentences_mean_pooling(bert_dir, tok):
+def test_encode_sentences_mean_pooling(bert_dir, bert, tok):
     texts = TEXTS[:5]
     emb = capture.encode_sentences(bert_dir, texts, "cpu", batch_size=4)
-    model = tf.AutoModel.from_pretrained(str(bert_dir)).eval()
+    model = bert
     with torch.no_grad():
         ref = torch.stack([model(**tok([t], return_tensors="pt")).last_hidden_state[0].mean(0)
                            for t in texts])
