@@ -250,6 +250,56 @@ def test_mixtral_fused_experts_per_expert(mixtral_dir, tok):
         assert padded[k].tokens == stats[k].tokens, k
 
 
+@pytest.fixture(scope="module")
+def gptoss_dir(tmp_path_factory, tok):
+    cfg = tf.GptOssConfig(hidden_size=64, intermediate_size=32, num_hidden_layers=2,
+                          num_attention_heads=4, num_key_value_heads=2, head_dim=16,
+                          num_local_experts=4, num_experts_per_tok=2, vocab_size=len(tok),
+                          sliding_window=4, max_position_embeddings=256,
+                          rope_parameters={"rope_type": "default", "rope_theta": 10000.0},
+                          architectures=["GptOssForCausalLM"])
+    torch.manual_seed(3)
+    return _save(tf.GptOssForCausalLM(cfg), tok, tmp_path_factory.mktemp("gptoss"))
+
+
+def test_gptoss_per_layer_masks_and_transposed_experts(gptoss_dir, tok):
+    """GptOss: sliding-window and full-attention blocks get different masks (recorded per
+    block), experts are transposed 3-D parameters with biases and a clamped SwiGLU."""
+    texts = TEXTS[:6]
+    assert max(len(r) for r in tok(texts)["input_ids"]) > 4 * 2  # longer than the window
+    model = tf.AutoModelForCausalLM.from_pretrained(str(gptoss_dir), experts_implementation="eager")
+    assert model.config.layer_types == ["sliding_attention", "full_attention"]
+    stats = capture.capture_linear_stats(model, texts, device="cpu", batch_size=3, tokenizer=tok)
+    _assert_matches({k: v for k, v in stats.items() if ".experts." not in k},
+                    _whole_model_stats(model, tok, texts, 3))
+    # experts, one text per batch (no padding): the sums over experts against the rows that
+    # reach the router (each routed top-2) and the outputs of the experts' own _apply_gate
+    stats = capture.capture_linear_stats(model, texts, device="cpu", batch_size=1, tokenizer=tok)
+    seen = {}
+    with torch.no_grad(), pytest.MonkeyPatch.context() as mp:
+        hs = []
+        for i, layer in enumerate(model.model.layers):
+            ex = layer.mlp.experts
+            mp.setattr(ex, "_apply_gate", lambda g, ex=ex, i=i: seen.setdefault(
+                ("down", i), []).append(type(ex)._apply_gate(ex, g)) or seen[("down", i)][-1])
+            hs.append(layer.mlp.router.register_forward_pre_hook(
+                lambda m, a, i=i: seen.setdefault(("up", i), []).append(a[0].reshape(-1, 64))))
+        for t in texts:
+            model(**tok([t], return_tensors="pt"))
+        for h in hs:
+            h.remove()
+    tokens = sum(len(r) for r in tok(texts)["input_ids"])
+    for i in range(2):
+        p = f"model.layers.{i}.mlp.experts."
+        for what, mult in (("gate_up_proj", 2), ("down_proj", 1)):
+            per = [stats[capture.expert_key(p + what, e)] for e in range(4)]
+            want = mult * hessian_blocks(torch.cat(seen[("up" if mult == 2 else "down", i)]))
+            got = sum(s.hessian for s in per if s.hessian is not None)
+            torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5 * float(want.abs().max()))
+            assert sum(s.tokens for s in per) == 2 * tokens
+        assert per[0].hessian is None or per[0].hessian.shape == (32 // 16, 16, 16)
+
+
 def test_encode_sentences_mean_pooling(bert_dir, bert, tok):
     texts = TEXTS[:5]
     emb = capture.encode_sentences(bert_dir, texts, "cpu", batch_size=4)
