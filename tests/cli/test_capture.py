@@ -47,32 +47,40 @@ def _save(model, tok, folder: Path) -> Path:
     return folder
 
 
+def _tiny(tmp_path_factory, tok, family: str, seed: int, **config) -> Path:
+    """A random ``{family}`` model (hidden 64, 2 layers, 4 heads) saved with ``tok``."""
+    cfg_cls = getattr(tf, f"{family}Config")
+    arch = "BertModel" if family == "Bert" else f"{family}ForCausalLM"
+    cfg = cfg_cls(hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
+                  vocab_size=len(tok), architectures=[arch], **config)
+    torch.manual_seed(seed)
+    return _save(getattr(tf, arch)(cfg), tok, tmp_path_factory.mktemp(family.lower()))
+
+
 @pytest.fixture(scope="module")
 def llama_dir(tmp_path_factory, tok):
-    cfg = tf.LlamaConfig(hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                         num_attention_heads=4, num_key_value_heads=2, vocab_size=len(tok),
-                         max_position_embeddings=256, architectures=["LlamaForCausalLM"])
-    torch.manual_seed(0)
-    return _save(tf.LlamaForCausalLM(cfg), tok, tmp_path_factory.mktemp("llama"))
+    return _tiny(tmp_path_factory, tok, "Llama", 0, intermediate_size=128, num_key_value_heads=2,
+                 max_position_embeddings=256)
 
 
 @pytest.fixture(scope="module")
 def bert_dir(tmp_path_factory, tok):
-    cfg = tf.BertConfig(hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                        num_attention_heads=4, vocab_size=len(tok),
-                        max_position_embeddings=128, architectures=["BertModel"])
-    torch.manual_seed(1)
-    return _save(tf.BertModel(cfg), tok, tmp_path_factory.mktemp("bert"))
+    return _tiny(tmp_path_factory, tok, "Bert", 1, intermediate_size=128,
+                 max_position_embeddings=128)
 
 
 @pytest.fixture(scope="module")
 def mixtral_dir(tmp_path_factory, tok):
-    cfg = tf.MixtralConfig(hidden_size=64, intermediate_size=32, num_hidden_layers=2,
-                           num_attention_heads=4, num_key_value_heads=2, num_local_experts=4,
-                           num_experts_per_tok=2, vocab_size=len(tok),
-                           max_position_embeddings=256, architectures=["MixtralForCausalLM"])
-    torch.manual_seed(2)
-    return _save(tf.MixtralForCausalLM(cfg), tok, tmp_path_factory.mktemp("mixtral"))
+    return _tiny(tmp_path_factory, tok, "Mixtral", 2, intermediate_size=32, num_key_value_heads=2,
+                 num_local_experts=4, num_experts_per_tok=2, max_position_embeddings=256)
+
+
+@pytest.fixture(scope="module")
+def gptoss_dir(tmp_path_factory, tok):
+    return _tiny(tmp_path_factory, tok, "GptOss", 3, intermediate_size=32, num_key_value_heads=2,
+                 head_dim=16, num_local_experts=4, num_experts_per_tok=2, sliding_window=4,
+                 max_position_embeddings=256,
+                 rope_parameters={"rope_type": "default", "rope_theta": 10000.0})
 
 
 @pytest.fixture(scope="module")
@@ -248,18 +256,6 @@ def test_mixtral_fused_experts_per_expert(mixtral_dir, tok):
     padded = capture.capture_linear_stats(model, texts, device="cpu", batch_size=3, tokenizer=tok)
     for k in keys:
         assert padded[k].tokens == stats[k].tokens, k
-
-
-@pytest.fixture(scope="module")
-def gptoss_dir(tmp_path_factory, tok):
-    cfg = tf.GptOssConfig(hidden_size=64, intermediate_size=32, num_hidden_layers=2,
-                          num_attention_heads=4, num_key_value_heads=2, head_dim=16,
-                          num_local_experts=4, num_experts_per_tok=2, vocab_size=len(tok),
-                          sliding_window=4, max_position_embeddings=256,
-                          rope_parameters={"rope_type": "default", "rope_theta": 10000.0},
-                          architectures=["GptOssForCausalLM"])
-    torch.manual_seed(3)
-    return _save(tf.GptOssForCausalLM(cfg), tok, tmp_path_factory.mktemp("gptoss"))
 
 
 def test_gptoss_per_layer_masks_and_transposed_experts(gptoss_dir, tok):
