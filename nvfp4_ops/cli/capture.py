@@ -390,10 +390,11 @@ def _call_block(block: nn.Module, hs: Tensor, pos: bool, rest: tuple, kwargs: di
 
 
 def _record_inputs(model, blocks: nn.ModuleList, batches, device, causal: bool, notes: List[str]):
-    """Per batch: ``(mask, hidden states at block 0, [(pos, rest, kwargs) per block])``."""
+    """``(masks, hidden, args)``, per batch: the bool ``[B, T]`` token mask, block 0's
+    input hidden states, and ``(positional?, other args, kwargs)`` per block."""
     originals = list(blocks)
     L = len(originals)
-    per_batch = []
+    masks, hidden, args, fallback = [], [], [], False
     try:
         for i in range(L):
             blocks[i] = _StandIn(i, i == L - 1, [])
@@ -416,15 +417,18 @@ def _record_inputs(model, blocks: nn.ModuleList, batches, device, causal: bool, 
             if any(r[1] is not hs0 for r in recs[1:]):
                 # the model transforms the hidden states between blocks (or expects another
                 # return type): fall back to block 0's arguments for every block
-                if not notes or "block 0's" not in notes[-1]:
-                    notes.append("the blocks' arguments were recorded at block 0 only (the model "
-                                 "changes the hidden states between blocks)")
+                fallback = True
                 recs = [recs[0]] * L
-            per_batch.append((mask.to(device).bool(), hs0, [r[2:] for r in recs]))
+            masks.append(mask.to(device).bool())
+            hidden.append(hs0)
+            args.append([r[2:] for r in recs])
     finally:
         for i, b in enumerate(originals):
             blocks[i] = b
-    return per_batch
+    if fallback:
+        notes.append("every block got the arguments (masks, positions) recorded at block 0: the "
+                     "model changes the hidden states between blocks")
+    return masks, hidden, args
 
 
 def _tail(model, base, h: Tensor, state: _State, causal: bool, notes: List[str]) -> None:
@@ -505,7 +509,7 @@ def capture_linear_stats(model_or_path, texts: Texts, *, device: Union[str, torc
         model, tok = load_model(model_or_path, dtype)
         tokenizer = tokenizer or tok
     model.eval()
-    causal = _is_causal(model.config) or hasattr(model, "get_decoder") and hasattr(model, "lm_head")
+    causal = _is_causal(model.config) or isinstance(getattr(model, "lm_head", None), nn.Linear)
     base = getattr(model, "base_model", model)
     home = next(model.parameters()).device
     _, blocks = _find_blocks(model)
@@ -524,18 +528,16 @@ def capture_linear_stats(model_or_path, texts: Texts, *, device: Union[str, torc
     batches = _batches(rows, int(batch_size), _pad_id(tokenizer, model.config))
     state = _State(want_hessian, device)
     try:
-        per_batch = _record_inputs(model, blocks, batches, device, causal, result.notes)
-        hs = [hb for _, hb, _ in per_batch]
+        masks, hs, args = _record_inputs(model, blocks, batches, device, causal, result.notes)
         for i in range(last + 1):
             block = blocks[i]
             _move(block, device)
             handles = (_instrument(block, block_names[id(block)], state, result.notes)
                        if i in wanted else [])
             try:
-                for b, (mask, _, args) in enumerate(per_batch):
+                for b, mask in enumerate(masks):
                     state.set_mask(mask)
-                    pos, rest, kw = args[i]
-                    hs[b] = _call_block(block, hs[b], pos, rest, kw)
+                    hs[b] = _call_block(block, hs[b], *args[b][i])
             finally:
                 for h in handles:
                     h.remove()
@@ -544,7 +546,7 @@ def capture_linear_stats(model_or_path, texts: Texts, *, device: Union[str, torc
             if progress is not None:
                 progress(i + 1, last + 1)
         if layers is None:
-            for b, (mask, _, _) in enumerate(per_batch):
+            for b, mask in enumerate(masks):
                 state.set_mask(mask)
                 _tail(model, base, hs[b], state, causal, result.notes)
             state.finish(result)
