@@ -33,6 +33,8 @@ order, through chunks of exactly ``chunk_rows`` rows (the default of
 :func:`nvfp4_ops.reference.hessian_blocks`), and the chunks' fp32 products are summed in
 that order. The result is therefore bit-for-bit ``hessian_blocks(torch.cat(rows))`` on the
 same device: the same chunk boundaries, the same bmm shapes, the same order of sums.
+Device memory for this: each linear (each expert) buffers at most ``chunk_rows - 1`` rows
+of its input (in the input's dtype) until its block ends.
 
 transformers is needed (imported inside the functions; one clear error if it is missing).
 """
@@ -307,7 +309,7 @@ def _experts_hook(state: _State, name: str, module: nn.Module, notes: List[str])
         hs = hs.reshape(-1, hs.shape[-1])
         real = (state.mask.reshape(-1) if state.mask is not None
                 and state.mask.numel() == hs.shape[0] else None)  # bool [N]
-        W_up, W_down = mod._parameters[up_name], mod._parameters["down_proj"]
+        W_up = mod._parameters[up_name]
         b_up = mod._parameters.get(up_name + "_bias") if getattr(mod, "has_bias", False) else None
         with torch.no_grad():
             for e in range(W_up.shape[0]):

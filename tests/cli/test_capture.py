@@ -197,6 +197,15 @@ def test_token_id_texts_and_bad_ids(llama, tok):
         capture.capture_linear_stats(llama, [[1, 999999]], device="cpu")
 
 
+def test_bad_arguments(tmp_path, llama):
+    with pytest.raises(ValueError, match=r"not a transformers model folder \(expected config.json\)"):
+        capture.capture_linear_stats(tmp_path, ["a"], device="cpu")
+    with pytest.raises(ValueError, match=r"batch_size and max_tokens_per_text must be >= 1, got 0"):
+        capture.capture_linear_stats(llama, [[1, 2]], device="cpu", batch_size=0)
+    with pytest.raises(ValueError, match=r"no calibration texts \(expected at least 1, got 0\)"):
+        capture.capture_linear_stats(llama, [], device="cpu")
+
+
 def test_streaming_hessian_is_bitwise_hessian_blocks_of_the_concatenation():
     g = torch.Generator().manual_seed(3)
     parts = [torch.randn(n, 48, generator=g).to(torch.bfloat16) for n in (1000, 3500, 17, 4100, 900)]
