@@ -126,7 +126,8 @@ def _is_causal(config) -> bool:
 def load_model(path: Union[str, Path], dtype: Union[str, torch.dtype] = "auto"):
     """``(model, tokenizer)`` of a transformers folder, on the CPU in eval mode: the
     causal-LM class for a decoder (``architectures`` ending in ``ForCausalLM``), else
-    ``AutoModel`` (encoders such as BERT)."""
+    ``AutoModel`` (encoders such as BERT). The tokenizer is None when the folder has
+    none (token-id texts need none)."""
     tf = _transformers()
     path = Path(path)
     if not (path / "config.json").is_file():
@@ -135,7 +136,10 @@ def load_model(path: Union[str, Path], dtype: Union[str, torch.dtype] = "auto"):
     cls = tf.AutoModelForCausalLM if _is_causal(config) else tf.AutoModel
     model = cls.from_pretrained(str(path), dtype=dtype)
     model.eval()
-    tok = tf.AutoTokenizer.from_pretrained(str(path))
+    try:
+        tok = tf.AutoTokenizer.from_pretrained(str(path))
+    except (OSError, ValueError):
+        tok = None
     return model, tok
 
 
@@ -146,7 +150,8 @@ def _token_rows(tokenizer, texts: Texts, max_tokens: int, vocab: Optional[int]) 
         raise ValueError("no calibration texts (expected at least 1, got 0)")
     if all(isinstance(t, str) for t in texts):
         if tokenizer is None:
-            raise ValueError("texts need a tokenizer; pass tokenizer= or token-id lists")
+            raise ValueError("texts need a tokenizer (the model folder has none); pass "
+                             "tokenizer= or token-id lists")
         rows = tokenizer(list(texts), truncation=True, max_length=max_tokens)["input_ids"]
     else:
         rows = [list(r)[:max_tokens] for r in texts]

@@ -197,6 +197,16 @@ def test_token_id_texts_and_bad_ids(llama, tok):
         capture.capture_linear_stats(llama, [[1, 999999]], device="cpu")
 
 
+def test_folder_without_tokenizer(tmp_path, llama_dir):
+    for f in llama_dir.iterdir():
+        if f.name in ("config.json", "model.safetensors"):
+            (tmp_path / f.name).write_bytes(f.read_bytes())
+    stats = capture.capture_linear_stats(tmp_path, [[2, 5, 6, 3], [2, 9, 3]], device="cpu")
+    assert stats.tokens == 7 and stats["lm_head"].tokens == 7
+    with pytest.raises(ValueError, match=r"texts need a tokenizer \(the model folder has none\)"):
+        capture.capture_linear_stats(tmp_path, ["hello"], device="cpu")
+
+
 def test_bad_arguments(tmp_path, llama):
     with pytest.raises(ValueError, match=r"not a transformers model folder \(expected config.json\)"):
         capture.capture_linear_stats(tmp_path, ["a"], device="cpu")
