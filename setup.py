@@ -151,6 +151,8 @@ def build_ext_cmd():
     return BuildExt
 
 
+CLI_REQUIRES = ["safetensors", "tokenizers", "tqdm", "transformers>=4.56"]
+
 setup(
     name="nvfp4_ops",
     version="0.1.0",
@@ -161,5 +163,12 @@ setup(
     options={"bdist_wheel": {"py_limited_api": "cp310"}},
     python_requires=">=3.10",
     install_requires=["torch>=2.11"],
+    # cli: the checkpoint quantizer (`nvfp4-ops quantize`); its model runs go through transformers.
+    # test: the suite, with the real clients that load our checkpoints (transformers,
+    # compressed-tensors; accelerate, which transformers needs to load gpt-oss checkpoints).
+    extras_require={
+        "cli": CLI_REQUIRES,
+        "test": CLI_REQUIRES + ["pytest", "numpy", "compressed-tensors", "accelerate"],
+    },
     entry_points={"console_scripts": ["nvfp4-ops=nvfp4_ops.cli.main:main"]},
 )

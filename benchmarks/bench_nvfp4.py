@@ -31,7 +31,7 @@ import torch
 from _common import bench_ms, copy_gbps, copy_us, device_line, nbytes, table
 
 import nvfp4_ops  # noqa: F401  (registers the ops)
-from nvfp4_ops import backends
+from nvfp4_ops import _library
 from nvfp4_ops import reference as ref
 
 OPS = torch.ops.nvfp4
@@ -94,9 +94,9 @@ def main() -> None:
     t_start = time.time()
     torch.manual_seed(0)
     lines = [device_line(), ""]
-    which = {op: backends.op_backend(op)[0] for op in ("quantize", "dequantize",
+    which = {op: _library.op_implementation(op)[0] for op in ("quantize", "dequantize",
                                                         "quant_dequant", "global_scale")}
-    lines.append("backends: " + ", ".join(f"{k}={v}" for k, v in which.items()))
+    lines.append("implementations: " + ", ".join(f"{k}={v}" for k, v in which.items()))
     copy_bw = copy_gbps()
     lines.append(f"device-to-device copy: {copy_bw:.0f} GB/s (reads + writes, 2 GiB moved)")
     lines.append("")

@@ -27,7 +27,7 @@ import torch
 from _common import bench_ms, copy_gbps, device_line, nbytes, table
 
 import nvfp4_ops  # noqa: F401  (registers the ops)
-from nvfp4_ops import backends
+from nvfp4_ops import _library
 from nvfp4_ops import reference as ref
 
 OPS = torch.ops.nvfp4
@@ -64,7 +64,7 @@ def bench_shape(m: int, k: int, copy: float) -> list[dict]:
     gs = OPS.global_scale(w)
     X = correlated_activations(4096, k)
     H = ref.hessian_blocks(X)
-    bk = backends.op_backend("quantize", "cuda")[0]
+    bk = _library.op_implementation("quantize", "cuda")[0]
     in_b = nbytes(w)
 
     out = OPS.quantize(w, gs, False, "amax", None)
@@ -76,7 +76,7 @@ def bench_shape(m: int, k: int, copy: float) -> list[dict]:
         r, _ = _row(f"NVFP4 {method}", shape, lambda: OPS.quantize(w, gs, False, method, h),
                     nbytes(out), in_b, copy, base, rep=rep, backend=bk)
         rows.append(r)
-    bkm = backends.op_backend("mx_quantize", "cuda")[0]
+    bkm = _library.op_implementation("mx_quantize", "cuda")[0]
     for elem, label in (("e2m1", "MXFP4"), ("e4m3", "MXFP8")):
         out = OPS.mx_quantize(w, elem, "rceil", False, -1, "amax")
         r, mbase = _row(f"{label} amax", shape,
@@ -112,7 +112,7 @@ def bench_reference(copy: float) -> list[dict]:
                 backend=f"ref compiled ({compile_s:.0f} s compile)")
     rows.append(r)
     r, _ = _row("NVFP4 mse", shape, lambda: OPS.quantize(w, gs, False, "mse", None), nbytes(out),
-                in_b, copy, rep=50, backend=backends.op_backend("quantize", "cuda")[0])
+                in_b, copy, rep=50, backend=_library.op_implementation("quantize", "cuda")[0])
     rows.append(r)
     t0 = time.time()
     f_mx = torch.compile(lambda x: ref.mx_quantize(x, "e2m1", "rceil", False, -1, "mse"),
@@ -134,7 +134,7 @@ def bench_reference(copy: float) -> list[dict]:
     rows.append(r)
     r, _ = _row("NVFP4 hessian", f"{ms_}x{ks_}",
                 lambda: OPS.quantize(ws, gss, False, "hessian", H), nbytes(out), nbytes(ws),
-                copy, rep=20, backend=backends.op_backend("quantize", "cuda")[0])
+                copy, rep=20, backend=_library.op_implementation("quantize", "cuda")[0])
     rows.append(r)
     for row in rows:
         row["x amax"] = ""
