@@ -15,8 +15,10 @@ import tempfile
 import time
 import traceback
 from datetime import timedelta
-from typing import Dict, List
+from typing import Dict, List, Optional
 
+#: The process-group backends the tests run on (each skipped with a reason when absent).
+BACKENDS = ["gloo", "nccl"]
 WORLD = 2
 #: Seconds for the whole run of one backend (spawn, init, every scenario).
 DEADLINE_S = 150
@@ -24,6 +26,33 @@ DEADLINE_S = 150
 PG_TIMEOUT_S = 60
 #: "backend rank r" -> {scenario: seconds} of the last runs (for reports).
 SECONDS: Dict[str, Dict[str, float]] = {}
+
+
+def require_distributed() -> None:
+    """Skip the calling test module when this torch has no torch.distributed."""
+    import pytest
+    import torch.distributed as dist
+
+    if not dist.is_available():
+        pytest.skip("torch.distributed is not available in this torch build",
+                    allow_module_level=True)
+
+
+def backend_skip_reason(backend: str) -> Optional[str]:
+    """Why ``backend`` cannot run here (None when it can)."""
+    import torch
+    import torch.distributed as dist
+
+    if not dist.is_available():
+        return "torch.distributed is not available in this torch build"
+    if backend == "gloo" and not dist.is_gloo_available():
+        return "the gloo backend is not available in this torch build"
+    if backend == "nccl":
+        if not dist.is_nccl_available():
+            return "the NCCL backend is not available in this torch build"
+        if torch.cuda.device_count() < WORLD:
+            return f"NCCL tests need {WORLD} visible GPUs, got {torch.cuda.device_count()}"
+    return None
 
 
 def _worker(rank: int, backend: str, folder: str, names: List[str]) -> None:
@@ -67,8 +96,12 @@ def run_all(backend: str, names: List[str]) -> Dict[str, List[str]]:
     import torch.multiprocessing as mp
 
     with tempfile.TemporaryDirectory(prefix="nvfp4_dist_") as folder:
+        # gloo: fork (the ranks inherit the imported torch, seconds saved on a busy CPU);
+        # NCCL: spawn (CUDA cannot be used in a forked child).
+        method = "fork" if backend != "nccl" and "fork" in mp.get_all_start_methods() \
+            else "spawn"
         ctx = mp.start_processes(_worker, args=(backend, folder, names), nprocs=WORLD,
-                                 join=False, start_method="spawn")
+                                 join=False, start_method=method)
         end = time.monotonic() + DEADLINE_S
         why = None
         try:

@@ -10,8 +10,9 @@ from __future__ import annotations
 from typing import Callable, Dict
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 from torch.distributed.tensor import DTensor, Partial, Replicate, Shard
+from torch.distributed.tensor.parallel import ColwiseParallel, RowwiseParallel, parallelize_module
 
 import nvfp4_ops as n
 import nvfp4_ops.distributed as nd
@@ -302,3 +303,154 @@ def compiled_global_scale_and_quantize(mesh, dev):
     P, S = n.quantize(x)
     assert_same(packed, P, "compiled packed")
     assert_same(scales, S, "compiled scales")
+
+
+# -- tensor parallelism ----------------------------------------------------------------
+
+#: Rowwise tolerance, in ulps (eps) of the output dtype: each rank's partial product is
+#: rounded to the output dtype before the all-reduce sums them, so an output may differ from
+#: the single-process one by a few roundings of the partials' magnitude.
+ROWWISE_ULPS = 4
+
+
+def assert_rowwise_close(got: Tensor, want: Tensor, what: str) -> None:
+    """``|got - want| <= 4 eps (|want| + max |want|)``, eps of the output dtype."""
+    eps = torch.finfo(want.dtype).eps * ROWWISE_ULPS
+    torch.testing.assert_close(got, want, rtol=eps, atol=eps * want.abs().max().item(),
+                               msg=lambda m: f"{what}: {m}")
+
+
+#: Every layer scheme: W4A16, W4A4 dynamic, W8A16, W8A8.
+SCHEMES = ((NVFP4Linear, {}), (NVFP4Linear, dict(act_quant="dynamic")),
+           (MXFP8Linear, {}), (MXFP8Linear, dict(act_quant="dynamic")))
+
+
+def float_linear(k, nout, dev, seed=0, dtype=torch.float32):
+    torch.manual_seed(seed)
+    lin = nn.Linear(k, nout, bias=True, dtype=dtype).to(dev)
+    with torch.no_grad():
+        lin.weight.mul_(torch.rand(k, dtype=dtype, device=dev) * 3)
+    return lin
+
+
+def quantized(cls, lin, backend="dequant", **kw):
+    layer = cls.from_float(lin, **kw)
+    layer.set_backend(backend)
+    return layer
+
+
+def _single_and_tp(cls, style, lin, x, mesh, **kw):
+    """(single-process output, the TP layer's output as a plain tensor)."""
+    want = quantized(cls, lin, **kw)(x)
+    tp = parallelize_module(quantized(cls, lin, **kw), mesh,
+                            nd.QuantizedColwiseParallel() if style == "colwise"
+                            else nd.QuantizedRowwiseParallel())
+    if style == "colwise":
+        got = tp(x)  # the local output columns (use_local_output)
+        cols = want.shape[-1] // mesh.size()
+        want = want[..., cols * mesh.get_rank():cols * (mesh.get_rank() + 1)]
+    else:
+        k = x.shape[-1] // mesh.size()
+        got = tp(x[..., k * mesh.get_rank():k * (mesh.get_rank() + 1)])  # input Shard(-1)
+    return want, got
+
+
+@scenario("tp")
+def colwise_bit_exact(mesh, dev):
+    for cls, kw in SCHEMES:
+        for dtype in (torch.float32, torch.bfloat16):
+            for backend in ("dequant", "reference"):
+                lin = float_linear(64, 48, dev, dtype=dtype)
+                x = data((3, 5, 64), dtype=dtype, device=dev, seed=2)
+                want, got = _single_and_tp(cls, "colwise", lin, x, mesh, backend=backend, **kw)
+                assert not isinstance(got, DTensor)
+                assert_same(got, want, f"colwise {cls.__name__} {kw} {dtype} {backend}")
+
+
+@scenario("tp")
+def rowwise_within_tolerance(mesh, dev):
+    for cls, kw in SCHEMES:
+        for dtype in (torch.float32, torch.bfloat16):
+            lin = float_linear(128, 40, dev, dtype=dtype)
+            x = data((7, 128), dtype=dtype, device=dev, seed=3)
+            want, got = _single_and_tp(cls, "rowwise", lin, x, mesh, **kw)
+            assert not isinstance(got, DTensor) and got.shape == want.shape
+            assert_rowwise_close(got, want, f"rowwise {cls.__name__} {kw} {dtype}")
+
+
+@scenario("tp")
+def shards_share_one_global_scale(mesh, dev):
+    lin = float_linear(64, 48, dev)
+    lin.weight.data[40, 7] = 50.0  # the weight's amax lies in rank 1's rows
+    single = quantized(NVFP4Linear, lin)
+    for style, dim in (("colwise", 0), ("rowwise", 1)):
+        tp = quantized(NVFP4Linear, lin)
+        nd.parallelize_quantized(tp, mesh, ColwiseParallel() if style == "colwise"
+                                 else RowwiseParallel())
+        gs = tp.weight_global_scale
+        assert isinstance(gs, DTensor) and gs.placements == (Replicate(),)
+        assert_same(gs.to_local(), single.weight_global_scale, f"{style} global scale")
+        for name in ("weight_packed", "weight_scale"):
+            buf = getattr(tp, name)
+            assert buf.placements == (Shard(dim),), (style, name, buf.placements)
+            whole = getattr(single, name)
+            size = whole.shape[dim] // mesh.size()
+            want = whole.narrow(dim, size * mesh.get_rank(), size)
+            assert_same(buf.to_local(), want.contiguous(), f"{style} {name} bytes")
+        assert tp.bias.placements == ((Shard(0),) if style == "colwise" else (Replicate(),))
+
+
+@scenario("tp")
+def mlp_plan_like_a_float_model(mesh, dev):
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(64, 128), nn.ReLU(), nn.Linear(128, 64)).to(dev)
+    x = data((6, 64), dtype=torch.float32, device=dev, seed=4)
+    from nvfp4_ops.nn import quantize_linears
+    single = quantize_linears(model, "nvfp4", act_quant="dynamic", backend="dequant")
+    want = single(x)
+    torch.manual_seed(0)
+    model2 = nn.Sequential(nn.Linear(64, 128), nn.ReLU(), nn.Linear(128, 64)).to(dev)
+    tp = quantize_linears(model2, "nvfp4", act_quant="dynamic", backend="dequant")
+    nd.parallelize_quantized(tp, mesh, {"0": ColwiseParallel(), "2": RowwiseParallel()})
+    got = tp(x)
+    assert not isinstance(got, DTensor) and got.shape == want.shape
+    assert_rowwise_close(got, want, "colwise + rowwise MLP")
+
+
+@scenario("tp")
+def quantize_a_sharded_float_weight(mesh, dev):
+    lin = float_linear(128, 40, dev)
+    lin.weight.data[3, 60] = -80.0
+    w = lin.weight.detach()
+    P, S = n.quantize(w)
+    D, Sm = n.mx_quantize(w)
+    for p in (Shard(0), Shard(1)):
+        packed, scales, gs = nd.quantize_sharded(placed(w, mesh, p), "nvfp4")
+        assert_same(gs, n.global_scale(w), f"{p} global scale")
+        assert_same(packed, P, f"{p} packed")
+        assert_same(scales, S, f"{p} scales")
+        data_, sc = nd.quantize_sharded(placed(w, mesh, p), "mxfp8")
+        assert_same(data_, D, f"{p} mxfp8 data")
+        assert_same(sc, Sm, f"{p} mxfp8 scales")
+    # A rank's NVFP4Linear over its row shard gives the single layer's output columns.
+    packed, scales, gs = nd.quantize_sharded(placed(w, mesh, Shard(0)), "nvfp4")
+    rows = slice(20 * mesh.get_rank(), 20 * (mesh.get_rank() + 1))
+    local = NVFP4Linear.from_quantized(packed.to_local(), scales.to_local(), gs.to_local(),
+                                       bias=lin.bias.detach()[rows], backend="dequant")
+    x = data((4, 128), dtype=torch.float32, device=dev, seed=5)
+    assert_same(local(x), quantized(NVFP4Linear, lin)(x)[:, rows], "local layer")
+
+
+@scenario("tp")
+def tp_errors(mesh, dev):
+    lin = float_linear(48, 16, dev)  # rowwise over 2 ranks: local K 24
+    expect_error(lambda: parallelize_module(quantized(NVFP4Linear, lin), mesh,
+                                            nd.QuantizedRowwiseParallel()),
+                 "multiple of 16", "in_features=48", "[24, 24]")
+    layer = NVFP4Linear.from_float(float_linear(64, 16, dev), backend="reference")
+    layer.active_backend = "scaled_mm"  # as on a Blackwell GPU
+    expect_error(lambda: parallelize_module(layer, mesh, nd.QuantizedColwiseParallel()),
+                 "backend must be one of", "scaled_mm")
+    # A plain style still refuses a quantized layer (parallelize_quantized swaps it).
+    expect_error(lambda: parallelize_module(quantized(NVFP4Linear, float_linear(64, 16, dev)),
+                                            mesh, ColwiseParallel()), "nn.Linear")

@@ -5,25 +5,8 @@ from __future__ import annotations
 from typing import Dict, List
 
 import pytest
-import torch
 
 _RUNS: Dict[str, Dict[str, List[str]]] = {}
-
-
-def backend_skip_reason(backend: str):
-    """Why ``backend`` cannot run here (None when it can)."""
-    import torch.distributed as dist
-
-    if not dist.is_available():
-        return "torch.distributed is not available in this torch build"
-    if backend == "gloo" and not dist.is_gloo_available():
-        return "the gloo backend is not available in this torch build"
-    if backend == "nccl":
-        if not dist.is_nccl_available():
-            return "the NCCL backend is not available in this torch build"
-        if torch.cuda.device_count() < 2:
-            return f"NCCL tests need 2 visible GPUs, got {torch.cuda.device_count()}"
-    return None
 
 
 @pytest.fixture(scope="session")
@@ -33,7 +16,7 @@ def dist_outcome():
     from . import _harness, _scenarios
 
     def get(backend: str, name: str) -> List[str]:
-        reason = backend_skip_reason(backend)
+        reason = _harness.backend_skip_reason(backend)
         if reason:
             pytest.skip(reason)
         if backend not in _RUNS:
@@ -42,5 +25,3 @@ def dist_outcome():
 
     return get
 
-
-BACKENDS = ["gloo", "nccl"]
