@@ -17,7 +17,17 @@ Tensor parallelism (:mod:`~nvfp4_ops.distributed.tensor_parallel`):
 ``ColwiseParallel`` / ``RowwiseParallel`` works unchanged), :func:`quantize_sharded`.
 
 Launch with ``torchrun --nproc-per-node N script.py`` (NCCL on GPUs, gloo on CPU) and build
-the mesh with ``torch.distributed.device_mesh.init_device_mesh``.
+the mesh with ``torch.distributed.device_mesh.init_device_mesh``::
+
+    import nvfp4_ops, nvfp4_ops.distributed as nd
+    from torch.distributed.tensor import distribute_tensor, Shard
+    from torch.distributed.tensor.parallel import ColwiseParallel, RowwiseParallel
+
+    mesh = init_device_mesh("cuda", (world_size,))
+    packed, scales = nvfp4_ops.quantize(distribute_tensor(w, mesh, [Shard(0)]))  # global gs
+
+    model = nvfp4_ops.nn.quantize_linears(model, "nvfp4", backend="dequant")  # every rank
+    nd.parallelize_quantized(model, mesh, {"up": ColwiseParallel(), "down": RowwiseParallel()})
 """
 
 import torch.distributed as _dist

@@ -13,6 +13,14 @@ and row by row, so a DTensor input keeps its placement:
 * ``Partial`` inputs are reduced first (DTensor redistributes them to ``Replicate``: the
   codecs are not linear).
 
+The other tensor arguments follow: a global scale is replicated (or, for 3-D input sharded
+on the batch with one scale per batch, sharded like it), the Hessian blocks of
+``scale_method="hessian"`` are replicated, or sharded on their first dim with K. Pass them
+as DTensors (``nvfp4_ops.distributed.global_scale(x)`` already is one); DTensor accepts a
+plain one-element global scale as replicated, with a warning, and refuses other plain
+tensors mixed with DTensors. The sharding errors reach the caller as DTensor's
+``RuntimeError("Sharding propagation failed ...")`` carrying the rule's message.
+
 The global scale (``nvfp4.global_scale``) of a sharded DTensor is the GLOBAL one: the local
 ``amax`` is all-reduced with ``max`` over every mesh dim the input is sharded on, with
 functional collectives (so that it compiles and can be captured in a CUDA graph), then
@@ -35,6 +43,8 @@ refused too (its ``rows`` argument is global): unswizzle each rank's local tenso
 """
 
 from __future__ import annotations
+
+import inspect
 
 from typing import Callable, Dict, List, Sequence, Tuple
 
@@ -121,6 +131,11 @@ def _spec_of(strategy: object) -> object:
     return strategy
 
 
+# torch >= 2.14 drops strategies over uneven shards unless asked; torch 2.11 keeps them.
+_UNEVEN = ({"allow_uneven_sharding": True} if "allow_uneven_sharding"
+           in inspect.signature(expand_to_full_mesh_op_strategy).parameters else {})
+
+
 def register(op, rule: Callable[..., Sequence[Rule]]) -> None:
     """Register ``rule`` as ``op``'s DTensor sharding strategy.
 
@@ -139,7 +154,7 @@ def register(op, rule: Callable[..., Sequence[Rule]]) -> None:
         rules = rule(*args, **kwargs)
         return expand_to_full_mesh_op_strategy(
             op_schema.get_mesh_from_args(), op_schema, [list(o) + list(i) for o, i in rules],
-            input_index=len(op_schema.op._schema.returns), allow_uneven_sharding=True)
+            input_index=len(op_schema.op._schema.returns), **_UNEVEN)
 
     DTensor._op_dispatcher.sharding_propagator.register_op_strategy(
         op, strategy, RuntimeSchemaInfo(static_argnum=1, needs_pytree=True))
