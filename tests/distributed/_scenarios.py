@@ -11,7 +11,7 @@ from typing import Callable, Dict
 
 import torch
 from torch import Tensor, nn
-from torch.distributed.tensor import DTensor, Partial, Replicate, Shard
+from torch.distributed.tensor import DTensor, Partial, Replicate, Shard, distribute_tensor
 from torch.distributed.tensor.parallel import ColwiseParallel, RowwiseParallel, parallelize_module
 
 import nvfp4_ops as n
@@ -288,6 +288,24 @@ def swizzled_scales_of_row_shards(mesh, dev):
     assert sw3.placements == (Shard(0),)
     assert_same(sw3, n.swizzle_scales(s3), "3-D swizzle")
     assert_same(n.unswizzle_scales(sw3, 40, 2), s3, "3-D unswizzle")
+
+
+@scenario("dtensor")
+def two_dim_mesh(mesh, dev):
+    from torch.distributed.device_mesh import init_device_mesh
+
+    mesh2 = init_device_mesh(dev.type, (mesh.size(), 1), mesh_dim_names=("tp", "x"))
+    x = data((64, 96), device=dev)
+    x[50, 3] = -300.0  # in rank 1's rows
+    for pls in ((Shard(0), Shard(1)), (Shard(1), Shard(0)), (Replicate(), Shard(1))):
+        dx = distribute_tensor(x, mesh2, pls)
+        assert_same(nd.global_scale(dx), n.global_scale(x), f"global scale {pls}")
+        packed, scales = n.quantize(dx)
+        assert packed.placements == pls
+        P, S = n.quantize(x)
+        assert_same(packed, P, f"packed {pls}")
+        assert_same(scales, S, f"scales {pls}")
+        assert_same(n.quant_dequant(dx), n.quant_dequant(x), f"quant_dequant {pls}")
 
 
 @scenario("dtensor")
