@@ -35,3 +35,22 @@ def test_dtensor(dist_outcome, backend, name):
 @pytest.mark.parametrize("name", _names("tp"))
 def test_tensor_parallel(dist_outcome, backend, name):
     _check(dist_outcome, backend, name)
+
+
+def test_core_import_leaves_distributed_alone():
+    """``import nvfp4_ops`` (and ``nvfp4_ops.nn``) neither imports nvfp4_ops.distributed nor
+    any torch.distributed module that ``import torch`` does not (a fresh interpreter)."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    code = ("import sys, torch\n"
+            "before = {m for m in sys.modules if m.startswith('torch.distributed')}\n"
+            "import nvfp4_ops, nvfp4_ops.nn\n"
+            "after = {m for m in sys.modules if m.startswith('torch.distributed')}\n"
+            "assert 'nvfp4_ops.distributed' not in sys.modules, 'nvfp4_ops.distributed imported'\n"
+            "assert after == before, sorted(after - before)\n")
+    root = Path(__file__).resolve().parents[2]
+    r = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True,
+                       timeout=120)
+    assert r.returncode == 0, r.stderr[-2000:]
