@@ -201,16 +201,21 @@ def _codec_rules(op: str, x: DTensorSpec, block: int, *, swizzle: bool, block_di
     return rules
 
 
+def _gs_placement(p, nd: int, gs) -> object:
+    """The global scale's placement for an input placement ``p``: one element is
+    replicated; one per batch (3-D input) is sharded like a batch-sharded input."""
+    batch = isinstance(p, Shard) and nd == 3 and p.dim % nd == 0
+    return p if batch and gs.shape.numel() > 1 else _R
+
+
 def _quantize_rule(x, gs, swizzle=False, scale_method="amax", hessian=None):
     nd = len(x.shape)
 
     def extra(p):
-        # The global scale: one element (replicated) or one per batch (sharded like it).
-        g = p if (isinstance(p, Shard) and p.dim % nd == 0 and nd == 3
-                  and gs.shape.numel() > 1) else _R
+        # The Hessian blocks [K/16, 16, 16] follow K.
         h = None if hessian is None else (Shard(0) if isinstance(p, Shard)
                                           and p.dim % nd == nd - 1 else _R)
-        return [g, h]
+        return [_gs_placement(p, nd, gs), h]
 
     return _codec_rules("nvfp4.quantize", x, NVFP4_BLOCK, swizzle=swizzle, extra=extra)
 
@@ -219,9 +224,7 @@ def _dequantize_rule(packed, scales, gs, out_dtype, swizzled=False):
     nd = len(packed.shape)
 
     def extra(p):
-        g = p if (isinstance(p, Shard) and p.dim % nd == 0 and nd == 3
-                  and gs.shape.numel() > 1) else _R
-        return [p, g]
+        return [p, _gs_placement(p, nd, gs)]
 
     # Packed K/2 bytes per row: a local K multiple of 16 is a local byte count multiple of 8.
     return _codec_rules("nvfp4.dequantize", packed, NVFP4_BLOCK // 2, swizzle=swizzled,
@@ -230,7 +233,7 @@ def _dequantize_rule(packed, scales, gs, out_dtype, swizzled=False):
 
 def _quant_dequant_rule(x, gs):
     return _codec_rules("nvfp4.quant_dequant", x, NVFP4_BLOCK, swizzle=False,
-                        extra=lambda p: [_R], n_out=1)
+                        extra=lambda p: [_gs_placement(p, len(x.shape), gs)], n_out=1)
 
 
 def _mx_quantize_rule(x, elem="e4m3", rounding="rceil", swizzle=False, axis=-1,

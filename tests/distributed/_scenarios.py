@@ -144,6 +144,10 @@ def nvfp4_rows_pass_through(mesh, dev):
     P3, S3 = n.quantize(x3, gs3)
     assert_same(p3, P3, "3-D batch-sharded packed")
     assert_same(s3, S3, "3-D batch-sharded scales")
+    assert_same(n.dequantize(p3, s3, placed(gs3, mesh, Replicate()), torch.float32),
+                n.dequantize(P3, S3, gs3, torch.float32), "3-D batch-sharded dequantize")
+    assert_same(n.quant_dequant(placed(x3, mesh, Shard(0)), placed(gs3, mesh, Replicate())),
+                n.quant_dequant(x3, gs3), "3-D batch-sharded quant_dequant")
     p3, s3 = n.quantize(placed(x3, mesh, Shard(1)), placed(gs3, mesh, Replicate()))
     assert p3.placements == (Shard(1),)
     assert_same(p3, P3, "3-D row-sharded packed")
