@@ -137,6 +137,11 @@ def nvfp4_rows_pass_through(mesh, dev):
         assert out.placements == (Shard(0),)
         assert_same(out, n.dequantize(P, S, gs, torch.float32), f"dequantize {shape}")
         assert_same(n.quant_dequant(dx), n.quant_dequant(x), f"quant_dequant {shape}")
+    # QAT: the straight-through gradient reaches a sharded leaf.
+    leaf = placed(data((64, 32), dtype=torch.float32, device=dev), mesh, Shard(0))
+    leaf.requires_grad_()
+    (n.quant_dequant(leaf) * 3).sum().backward()
+    assert_same(leaf.grad, torch.full((64, 32), 3.0, device=dev), "straight-through grad")
     # Rows of a 3-D tensor, and a per-batch global scale with the batch sharded.
     x3 = data((4, 32, 32), dtype=torch.float32, device=dev)
     gs3 = torch.stack([n.global_scale(b) for b in x3]).reshape(4)
