@@ -44,13 +44,18 @@ __global__ void unswizzle_kernel(const uint8_t* __restrict__ in, uint8_t* __rest
   }
 }
 
+// The scale argument of both ops: any 1-byte dtype (dtype.itemsize == 1), 2-D or 3-D.
+void check_byte_scales(const char* op, const char* name, const Tensor& t, const char* layout) {
+  NVFP4_CHECK(is_one_byte_dtype(t.scalar_type()), op, ": ", name,
+              " must have a 1-byte dtype (element_size() == 1: uint8, int8, float8_e4m3fn, "
+              "float8_e8m0fnu, ...), got ",
+              dtype_name(t.scalar_type()));
+  check_dim_2_or_3(op, name, t, layout);
+}
+
 Tensor swizzle_scales_cuda(Tensor scales) {
   const char* op = "nvfp4.swizzle_scales";
-  NVFP4_CHECK(is_one_byte_dtype(scales.scalar_type()), op,
-              ": scales must have a 1-byte dtype (element_size() == 1: uint8, int8, "
-              "float8_e4m3fn, float8_e8m0fnu, ...), got ",
-              dtype_name(scales.scalar_type()));
-  check_dim_2_or_3(op, "scales", scales, "[M, Kb] or [B, M, Kb]");
+  check_byte_scales(op, "scales", scales, "[M, Kb] or [B, M, Kb]");
   torch::stable::accelerator::DeviceGuard guard(scales.get_device_index());
   Tensor in = torch::stable::contiguous(scales);
   const int64_t batches = in.dim() == 3 ? in.size(0) : 1;
@@ -70,11 +75,7 @@ Tensor swizzle_scales_cuda(Tensor scales) {
 
 Tensor unswizzle_scales_cuda(Tensor swizzled, int64_t rows, int64_t cols) {
   const char* op = "nvfp4.unswizzle_scales";
-  NVFP4_CHECK(is_one_byte_dtype(swizzled.scalar_type()), op,
-              ": swizzled must have a 1-byte dtype (element_size() == 1: uint8, int8, "
-              "float8_e4m3fn, float8_e8m0fnu, ...), got ",
-              dtype_name(swizzled.scalar_type()));
-  check_dim_2_or_3(op, "swizzled", swizzled, "[Mp, Kp] or [B, Mp, Kp]");
+  check_byte_scales(op, "swizzled", swizzled, "[Mp, Kp] or [B, Mp, Kp]");
   NVFP4_CHECK(rows >= 0 && cols >= 0, op, ": rows and cols must be >= 0, got rows=", rows,
               ", cols=", cols);
   const int64_t mp = round_up(rows, 128), kp = round_up(cols, 4);
