@@ -613,6 +613,17 @@ def _check_bias(op: str, x: Tensor, bias: Optional[Tensor], n: int) -> None:
     )
 
 
+def _check_gs_bias_devices(
+    op: str, x: Tensor, packed: Tensor, scales: Tensor, global_scale: Tensor,
+    bias: Optional[Tensor], n: int,
+) -> None:
+    """The NVFP4 GEMMs' last checks: the global scale, the bias ``[n]``, one device."""
+    _check_global_scale(op, global_scale, None)
+    _check_bias(op, x, bias, n)
+    _check_one_device(op, x=x, packed=packed, scales=scales, global_scale=global_scale,
+                      bias=bias)
+
+
 def _check_nvfp4_packed(op: str, packed: Tensor) -> Tuple[int, int]:
     """``packed`` uint8 ``[N, K/2]``, K/2 a multiple of 8, K > 0; returns ``(N, K)``."""
     _check_dtype(op, TENSOR_ARGS["gemm_packed"], packed.dtype)
@@ -662,10 +673,7 @@ def check_gemm_nvfp4_w4a16_args(
     N, K = _check_nvfp4_packed(op, packed)
     _check_k_match(op, x, "2 * packed.shape[1]", K)
     _check_nvfp4_weight_scales(op, packed, scales, N, K)
-    _check_global_scale(op, global_scale, None)
-    _check_bias(op, x, bias, N)
-    _check_one_device(op, x=x, packed=packed, scales=scales, global_scale=global_scale,
-                      bias=bias)
+    _check_gs_bias_devices(op, x, packed, scales, global_scale, bias, N)
 
 
 def check_gemm_nvfp4_w4a16_prepacked_args(
@@ -691,10 +699,7 @@ def check_gemm_nvfp4_w4a16_prepacked_args(
     _check_k_positive(op, K)
     torch._check(n > 0, _fail("positive", op=op, name="n", value=n))
     _check_prepacked_weight(op, packed, scales, n, K)
-    _check_global_scale(op, global_scale, None)
-    _check_bias(op, x, bias, n)
-    _check_one_device(op, x=x, packed=packed, scales=scales, global_scale=global_scale,
-                      bias=bias)
+    _check_gs_bias_devices(op, x, packed, scales, global_scale, bias, n)
 
 
 def check_prepack_nvfp4_w4a16_args(packed: Tensor, scales: Tensor) -> None:

@@ -59,23 +59,8 @@ def gemm_nvfp4_w4a16_fp32(
 def gemm_nvfp4_w4a16(
     x: Tensor, packed: Tensor, scales: Tensor, global_scale: Tensor, bias: Optional[Tensor] = None
 ) -> Tensor:
-    """``x @ W^T (+ bias)`` for an NVFP4 weight: :func:`gemm_nvfp4_w4a16_fp32`, one cast.
-
-    Parameters
-    ----------
-    x : Tensor
-        float16 or bfloat16 ``[..., K]``.
-    packed, scales, global_scale : Tensor
-        ``W [N, K]`` as ``quantize`` returns it: uint8 ``[N, K/2]``, float8_e4m3fn
-        ``[N, K/16]`` (linear), the fp32 encode scale ``[1]``.
-    bias : Tensor, optional
-        ``[N]`` of ``x``'s dtype.
-
-    Returns
-    -------
-    Tensor
-        ``[..., N]`` of ``x``'s dtype.
-    """
+    """``x @ W^T (+ bias)`` for an NVFP4 weight: :func:`gemm_nvfp4_w4a16_fp32`, one cast to
+    ``x.dtype``. The arguments: :func:`nvfp4_ops.gemm_nvfp4_w4a16`."""
     return gemm_nvfp4_w4a16_fp32(x, packed, scales, global_scale, bias).to(x.dtype)
 
 
@@ -139,19 +124,7 @@ def gemm_mx_w16_fp32(
 def gemm_mx_w16(
     x: Tensor, data: Tensor, scales: Tensor, elem: str, bias: Optional[Tensor] = None
 ) -> Tensor:
-    """``x @ W^T (+ bias)`` for an MX weight (MXFP8 W8A16 / MXFP4 W4A16), one cast.
-
-    Parameters
-    ----------
-    x : Tensor
-        float16 or bfloat16 ``[..., K]``.
-    data, scales : Tensor
-        ``W [N, K]`` as ``mx_quantize`` returns it: float8_e4m3fn ``[N, K]`` (``elem="e4m3"``)
-        or uint8 ``[N, K/2]`` (``"e2m1"``); E8M0 bytes ``[N, K/32]`` (uint8 or
-        float8_e8m0fnu, linear).
-    elem : str
-        ``"e4m3"`` or ``"e2m1"``.
-    bias : Tensor, optional
-        ``[N]`` of ``x``'s dtype.
-    """
+    """``x @ W^T (+ bias)`` for an MX weight (MXFP8 W8A16 / MXFP4 W4A16):
+    :func:`gemm_mx_w16_fp32`, one cast to ``x.dtype``. The arguments:
+    :func:`nvfp4_ops.gemm_mx_w16`."""
     return gemm_mx_w16_fp32(x, data, scales, elem, bias).to(x.dtype)
