@@ -690,7 +690,7 @@ def check_gemm_nvfp4_w4a16_prepacked_args(
     Raises
     ------
     RuntimeError
-        On the first violated condition (the CUDA launcher raises the same texts).
+        On the first violated condition; ``csrc/gemm/ops.cu`` raises these texts too.
     """
     op = "nvfp4.gemm_nvfp4_w4a16_prepacked"
     _check_gemm_x(op, x)

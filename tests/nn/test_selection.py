@@ -167,7 +167,8 @@ def test_select_fused_elsewhere(monkeypatch):
     _mock_gpu(monkeypatch, (7, 5))
     name, reasons = select_nvfp4_linear_backend("cuda", weight_only=True)
     assert name == "dequant"
-    assert reasons["fused"] == "the fused kernel needs sm_80+ (mma.sync with bf16), this GPU is sm_75"
+    assert reasons["fused"] == ("the fused kernel needs sm_80+ (mma.sync with bf16), this GPU "
+                                "is sm_75")
     with pytest.raises(RuntimeError, match=r"chosen by the backend= keyword\) cannot run here: "
                        r"the fused kernel needs sm_80\+"):
         select_nvfp4_linear_backend("cuda", backend="fused", weight_only=True)
