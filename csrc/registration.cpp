@@ -2,7 +2,7 @@
 //
 // The schemas are defined here, on every machine (CPU-only builds too), so that
 // torch.ops.nvfp4.* exists everywhere. Implementations are registered elsewhere:
-// CUDA kernels in csrc/{nvfp4,mx,swizzle}/ops.cu (STABLE_TORCH_LIBRARY_IMPL), the
+// CUDA kernels in csrc/{nvfp4,mx,swizzle,gemm}/ops.cu (STABLE_TORCH_LIBRARY_IMPL), the
 // pure-PyTorch reference for CPU (and for CUDA where no kernel is compiled) from Python.
 // Numerics: docs/spec.md. Layouts and conventions: nvfp4_ops/ops.py.
 
@@ -27,6 +27,16 @@ STABLE_TORCH_LIBRARY(nvfp4, m) {
   m.def("swizzle_scales(Tensor scales) -> Tensor");
   // Inverse of swizzle_scales: swizzled [Mp, Kp] / [B, Mp, Kp] -> [rows, cols] / [B, rows, cols].
   m.def("unswizzle_scales(Tensor swizzled, int rows, int cols) -> Tensor");
+  // W4A16 GEMM y[..., N] = x[..., K] @ W^T (+ bias), W [N, K] NVFP4 (uint8 [N, K/2], E4M3 scales [N, K/16] linear, fp32 encode global scale); x fp16/bf16.
+  m.def("gemm_nvfp4_w4a16(Tensor x, Tensor packed, Tensor scales, Tensor global_scale, Tensor? bias=None) -> Tensor");
+  // The NVFP4 weight in the fused GEMM's streaming order: [N, K/2] / [N, K/16] -> [ceil(N/16), ceil(K/512), 16, 256] / [.., 16, 32], zero padded.
+  m.def("prepack_nvfp4_w4a16(Tensor packed, Tensor scales) -> (Tensor, Tensor)");
+  // The exact inverse of prepack_nvfp4_w4a16 for a weight of n rows and k columns.
+  m.def("unprepack_nvfp4_w4a16(Tensor packed, Tensor scales, int n, int k) -> (Tensor, Tensor)");
+  // gemm_nvfp4_w4a16 with a weight of n rows from prepack_nvfp4_w4a16 (output [..., n]).
+  m.def("gemm_nvfp4_w4a16_prepacked(Tensor x, Tensor packed, Tensor scales, Tensor global_scale, int n, Tensor? bias=None) -> Tensor");
+  // W8A16 / W4A16 GEMM with an MX weight: elem "e4m3" (MXFP8, float8_e4m3fn [N, K]) or "e2m1" (MXFP4, uint8 [N, K/2]), E8M0 scales [N, K/32].
+  m.def("gemm_mx_w16(Tensor x, Tensor data, Tensor scales, str elem, Tensor? bias=None) -> Tensor");
 }
 
 // A plain limited-API module: importing it runs the registrations above (and the

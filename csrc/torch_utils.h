@@ -1,4 +1,4 @@
-// Host-side helpers of the op launchers (nvfp4/ops.cu, mx/ops.cu, swizzle/ops.cu), written
+// Host-side helpers of the op launchers (csrc/{nvfp4,mx,swizzle,gemm}/ops.cu), written
 // once: the argument checks with the messages of nvfp4_ops/reference (the single source of
 // the argument contract: same text, RuntimeError), Python's spelling of values (py_repr,
 // dtype names, shapes, devices), dtype dispatch, the current stream, output allocation,
@@ -368,9 +368,9 @@ inline unsigned grid_for(int64_t n, int64_t per_cta, int64_t cap = 65535LL * 32)
 #define NVFP4_OPS_ARCHS "unknown"
 #endif
 
-// After a launch: turn "no kernel image" into a message naming the arch.
-inline void check_launch(const char* op) {
-  cudaError_t err = cudaGetLastError();
+// A failed CUDA call of `op` as a RuntimeError; "no kernel image" becomes a message naming
+// the arch. `what` names the call ("CUDA kernel launch", "cudaFuncSetAttribute", ...).
+inline void check_cuda(const char* op, cudaError_t err, const char* what) {
   if (err == cudaSuccess) return;
   if (err == cudaErrorNoKernelImageForDevice || err == cudaErrorInvalidDeviceFunction) {
     int dev = 0, major = 0, minor = 0;
@@ -380,7 +380,12 @@ inline void check_launch(const char* op) {
     fail(op, ": nvfp4_ops was not compiled for sm_", major, minor, " (compiled for: ",
          NVFP4_OPS_ARCHS, "); rebuild with TORCH_CUDA_ARCH_LIST including ", major, ".", minor);
   }
-  fail(op, ": CUDA kernel launch failed: ", cudaGetErrorString(err));
+  fail(op, ": ", what, " failed: ", cudaGetErrorString(err));
+}
+
+// After a launch: its error, if any, through check_cuda.
+inline void check_launch(const char* op) {
+  check_cuda(op, cudaGetLastError(), "CUDA kernel launch");
 }
 
 }  // namespace nvfp4

@@ -19,12 +19,17 @@ if _library.load_extension() is None:
 
 from .ops import (  # noqa: E402  (registers the fakes and the autograd formula)
     dequantize,
+    gemm_mx_w16,
+    gemm_nvfp4_w4a16,
+    gemm_nvfp4_w4a16_prepacked,
     global_scale,
     mx_dequantize,
     mx_quantize,
+    prepack_nvfp4_w4a16,
     quant_dequant,
     quantize,
     swizzle_scales,
+    unprepack_nvfp4_w4a16,
     unswizzle_scales,
 )
 from .reference import hessian_blocks  # noqa: E402
@@ -33,13 +38,18 @@ __version__ = "0.1.0"
 
 __all__ = [
     "dequantize",
+    "gemm_mx_w16",
+    "gemm_nvfp4_w4a16",
+    "gemm_nvfp4_w4a16_prepacked",
     "global_scale",
     "hessian_blocks",
     "mx_dequantize",
     "mx_quantize",
     "quant_dequant",
+    "prepack_nvfp4_w4a16",
     "quantize",
     "reference",
     "swizzle_scales",
+    "unprepack_nvfp4_w4a16",
     "unswizzle_scales",
 ]

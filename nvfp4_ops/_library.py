@@ -30,6 +30,13 @@ OPS = {
     "mx_dequantize": reference.mx_dequantize,
     "swizzle_scales": reference.swizzle_scales,
     "unswizzle_scales": reference.unswizzle_scales,
+    "gemm_nvfp4_w4a16": reference.gemm_nvfp4_w4a16,
+    "gemm_nvfp4_w4a16_prepacked": reference.gemm_nvfp4_w4a16_prepacked,
+    # byte moves: the same code serves every device (no CUDA kernel needed)
+    "prepack_nvfp4_w4a16": reference.prepack_nvfp4_w4a16,
+    "unprepack_nvfp4_w4a16": reference.unprepack_nvfp4_w4a16,
+    # no fused MX kernel yet: nvfp4_ops.gemm_mx_w16 runs dequantize + F.linear on CUDA
+    "gemm_mx_w16": reference.gemm_mx_w16,
 }
 
 #: How to build ``_C``, quoted by every error about it missing.

@@ -379,3 +379,156 @@ def _unswizzle_scales_fake(swizzled, rows, cols):
     _checks.check_unswizzle_args(swizzled, rows, cols)
     *lead, _, _ = swizzled.shape
     return swizzled.new_empty((*lead, rows, cols))
+
+
+# --------------------------------------------------------------------------------------
+# Low-bit weight GEMMs (W4A16 / W8A16): y = x @ W^T (+ bias)
+# --------------------------------------------------------------------------------------
+
+
+def gemm_nvfp4_w4a16(
+    x: Tensor,
+    packed: Tensor,
+    scales: Tensor,
+    global_scale: Tensor,
+    bias: Optional[Tensor] = None,
+) -> Tensor:
+    """``x @ W^T (+ bias)`` for an NVFP4 weight ``W [N, K]`` and a 16-bit activation.
+
+    On CUDA (sm_80+) the fused kernel of ``csrc/gemm``: the weight is dequantized in
+    registers (never materialised), tensor-core ``mma.sync`` with fp32 sums, split-K with a
+    fixed-order reduction (the same bits on every run). It equals the reference (the weight
+    dequantized to fp32, an fp32 matmul, one cast) up to the fp32 summation order: relative
+    Frobenius error against the reference's fp32 result below 4e-3 for bf16 and 6e-4 for
+    fp16 outputs; a NaN block scale gives NaN in its output column, as there. Fastest
+    for few rows (``nvfp4_ops.nn`` switches to dequantize + ``F.linear`` above
+    ``nvfp4_ops.nn.gemm.FUSED_MAX_M`` rows).
+
+    Parameters
+    ----------
+    x : Tensor
+        float16 or bfloat16 ``[..., K]``, any strides.
+    packed, scales, global_scale : Tensor
+        The weight as :func:`quantize` returns it: uint8 ``[N, K/2]``, float8_e4m3fn
+        ``[N, K/16]`` (linear, not swizzled), the fp32 encode scale with one element.
+    bias : Tensor, optional
+        ``[N]`` of ``x``'s dtype, added in fp32 before the one rounding.
+
+    Returns
+    -------
+    Tensor
+        ``[..., N]`` of ``x``'s dtype.
+    """
+    return _ops.gemm_nvfp4_w4a16(x, packed, scales, global_scale, bias)
+
+
+@_fake("gemm_nvfp4_w4a16")
+def _gemm_nvfp4_w4a16_fake(x, packed, scales, global_scale, bias=None):
+    _checks.check_gemm_nvfp4_w4a16_args(x, packed, scales, global_scale, bias)
+    return x.new_empty((*x.shape[:-1], packed.shape[0]))
+
+
+def prepack_nvfp4_w4a16(packed: Tensor, scales: Tensor) -> Tuple[Tensor, Tensor]:
+    """Reorder an NVFP4 weight for :func:`gemm_nvfp4_w4a16_prepacked` (bytes moved, exact).
+
+    Parameters
+    ----------
+    packed, scales : Tensor
+        uint8 ``[N, K/2]`` and float8_e4m3fn ``[N, K/16]`` (linear).
+
+    Returns
+    -------
+    packed : Tensor
+        uint8 ``[ceil(N/16), ceil(K/512), 16, 256]``: the 16 x 512 tile one warp of the
+        kernel reads per step, contiguous, tiles of 16 rows in K order; zero padded.
+    scales : Tensor
+        float8_e4m3fn ``[ceil(N/16), ceil(K/512), 16, 32]``, likewise.
+    """
+    return _ops.prepack_nvfp4_w4a16(packed, scales)
+
+
+@_fake("prepack_nvfp4_w4a16")
+def _prepack_nvfp4_w4a16_fake(packed, scales):
+    _checks.check_prepack_nvfp4_w4a16_args(packed, scales)
+    wp, sp = _checks.prepacked_shapes(packed.shape[0], 2 * packed.shape[1])
+    return packed.new_empty(wp), scales.new_empty(sp)
+
+
+def unprepack_nvfp4_w4a16(packed: Tensor, scales: Tensor, n: int, k: int) -> Tuple[Tensor, Tensor]:
+    """The exact inverse of :func:`prepack_nvfp4_w4a16` for a weight ``[n, k]``.
+
+    Returns
+    -------
+    (packed, scales) : (Tensor, Tensor)
+        uint8 ``[n, k/2]`` and float8_e4m3fn ``[n, k/16]``, bit for bit the input of
+        :func:`prepack_nvfp4_w4a16`.
+    """
+    return _ops.unprepack_nvfp4_w4a16(packed, scales, n, k)
+
+
+@_fake("unprepack_nvfp4_w4a16")
+def _unprepack_nvfp4_w4a16_fake(packed, scales, n, k):
+    _checks.check_unprepack_nvfp4_w4a16_args(packed, scales, n, k)
+    return packed.new_empty((n, k // 2)), scales.new_empty((n, k // 16))
+
+
+def gemm_nvfp4_w4a16_prepacked(
+    x: Tensor,
+    packed: Tensor,
+    scales: Tensor,
+    global_scale: Tensor,
+    n: int,
+    bias: Optional[Tensor] = None,
+) -> Tensor:
+    """:func:`gemm_nvfp4_w4a16` with a weight of ``n`` rows from :func:`prepack_nvfp4_w4a16`.
+
+    The same arithmetic and the same bits as the plain op; each warp of the kernel streams
+    its weight in address order. NOT RUN ON A GPU YET (compiled; ``csrc/gemm/NOTES.md``).
+
+    Returns
+    -------
+    Tensor
+        ``[..., n]`` of ``x``'s dtype.
+    """
+    return _ops.gemm_nvfp4_w4a16_prepacked(x, packed, scales, global_scale, n, bias)
+
+
+@_fake("gemm_nvfp4_w4a16_prepacked")
+def _gemm_nvfp4_w4a16_prepacked_fake(x, packed, scales, global_scale, n, bias=None):
+    _checks.check_gemm_nvfp4_w4a16_prepacked_args(x, packed, scales, global_scale, n, bias)
+    return x.new_empty((*x.shape[:-1], n))
+
+
+def gemm_mx_w16(
+    x: Tensor, data: Tensor, scales: Tensor, elem: str, bias: Optional[Tensor] = None
+) -> Tensor:
+    """``x @ W^T (+ bias)`` for an MX weight ``W [N, K]`` (MXFP8 W8A16, MXFP4 W4A16).
+
+    No fused MX kernel yet: on every device the op is the reference (the weight
+    dequantized to fp32, an fp32 matmul, one cast; torch ops, so it runs on the GPU too).
+    The layers (``nvfp4_ops.nn``) use dequantize + ``F.linear`` for MX weights.
+
+    Parameters
+    ----------
+    x : Tensor
+        float16 or bfloat16 ``[..., K]``, ``K % 32 == 0``.
+    data, scales : Tensor
+        The weight as :func:`mx_quantize` returns it: float8_e4m3fn ``[N, K]``
+        (``elem="e4m3"``) or uint8 ``[N, K/2]`` (``"e2m1"``); E8M0 ``[N, K/32]`` (linear).
+    elem : str
+        ``"e4m3"`` or ``"e2m1"``.
+    bias : Tensor, optional
+        ``[N]`` of ``x``'s dtype.
+
+    Returns
+    -------
+    Tensor
+        ``[..., N]`` of ``x``'s dtype.
+    """
+    return _ops.gemm_mx_w16(x, data, scales, elem, bias)
+
+
+@_fake("gemm_mx_w16")
+def _gemm_mx_w16_fake(x, data, scales, elem, bias=None):
+    _checks.check_gemm_mx_w16_args(x, data, scales, elem, bias)
+    return x.new_empty((*x.shape[:-1], data.shape[0]))

@@ -8,15 +8,23 @@ Backends (best first, :data:`BACKENDS`)
     NOT RUN ON BLACKWELL HARDWARE YET: written against torch's documented API and tested
     on CPU with an emulation of its semantics. Until it has run on such a GPU it is chosen
     only when asked for (the ``backend=`` keyword or :data:`ENV_VAR`), never automatically.
+``"fused"``
+    The fused low-bit weight GEMM of ``csrc/gemm`` (op ``nvfp4.gemm_nvfp4_w4a16``: the
+    weight dequantized in registers, never materialised) for few rows, dequantize +
+    ``F.linear`` for many (the crossover, measured on an H200, is
+    :data:`nvfp4_ops.nn.gemm.FUSED_MAX_M`). Weight-only NVFP4 (W4A16) on CUDA; the
+    automatic choice on sm_80..sm_90 (where it was measured). The two paths agree up to
+    the fp32 accumulation order and the output rounding (:mod:`nvfp4_ops.nn.gemm`).
+    MXFP8 has no fused kernel yet.
 ``"dequant"``
     The weight dequantized into the activation dtype, then ``F.linear`` (cuBLAS). The
-    automatic choice on every CUDA GPU.
+    automatic choice on every other CUDA GPU and scheme.
 ``"reference"``
     The weight dequantized to fp32, the matmul in fp32, one cast of the output. Runs on any
     device; the automatic choice on CPU.
 
 Choice: a ``backend=`` keyword, else the environment variable ``NVFP4_OPS_LINEAR_BACKEND``
-(``scaled_mm`` | ``dequant`` | ``reference`` | ``auto``), else the first backend of
+(``scaled_mm`` | ``fused`` | ``dequant`` | ``reference`` | ``auto``), else the first backend of
 :data:`BACKENDS` that may be chosen automatically and can run. A backend asked for that
 cannot run on the device raises a ``RuntimeError`` that says why.
 
@@ -34,9 +42,12 @@ from typing import Dict, Optional, Tuple, Union
 import torch
 import torch.nn.functional as F
 
+from .. import _library
+
 __all__ = [
     "BACKENDS",
     "ENV_VAR",
+    "FUSED_AUTO_ARCHS",
     "FORMATS",
     "LinearFormat",
     "select_linear_backend",
@@ -45,7 +56,7 @@ __all__ = [
 ]
 
 #: The linear backends, best first.
-BACKENDS: Tuple[str, ...] = ("scaled_mm", "dequant", "reference")
+BACKENDS: Tuple[str, ...] = ("scaled_mm", "fused", "dequant", "reference")
 #: Environment variable that overrides the automatic choice (the keyword wins over it).
 ENV_VAR = "NVFP4_OPS_LINEAR_BACKEND"
 
@@ -74,6 +85,9 @@ class LinearFormat:
     scaled_mm_dtype : str
         The torch dtype (attribute name) that ``scaled_mm`` needs for this format's operands
         or scales; a torch without it cannot run the format's native GEMM.
+    fused_op : str or None
+        The ``torch.ops.nvfp4`` op of the format's fused weight-only GEMM (the ``"fused"``
+        backend), None where there is none yet.
     """
 
     name: str
@@ -81,12 +95,13 @@ class LinearFormat:
     schemes: Tuple[str, str]
     act_quant: Tuple[Optional[str], ...]
     scaled_mm_dtype: str
+    fused_op: Optional[str] = None
 
 
 #: Every weight format of the layers, by ``LinearFormat.name``.
 FORMATS: Dict[str, LinearFormat] = {
     "NVFP4": LinearFormat("NVFP4", 16, ("W4A16", "W4A4"), (None, "dynamic", "static"),
-                          "float4_e2m1fn_x2"),
+                          "float4_e2m1fn_x2", "gemm_nvfp4_w4a16"),
     "MXFP8": LinearFormat("MXFP8", 32, ("W8A16", "W8A8"), (None, "dynamic"),
                           "float8_e8m0fnu"),
 }
@@ -120,11 +135,45 @@ def _scaled_mm_unavailable(fmt: LinearFormat, device: torch.device,
     return None
 
 
+#: The compute capabilities on which the fused kernel is chosen automatically: those it was
+#: measured on (H200, sm_90) or built for with the same instructions (sm_80..sm_89). It
+#: runs on newer GPUs too (mma.sync), where it is used only when asked for.
+FUSED_AUTO_ARCHS = ((8, 0), (9, 0))
+
+
+def _fused_unavailable(fmt: LinearFormat, device: torch.device, weight_only: bool,
+                       explicit: bool) -> Optional[str]:
+    """Why the fused weight-only GEMM cannot serve ``fmt`` on ``device`` (None: it can)."""
+    if fmt.fused_op is None:
+        return (f"no fused {fmt.name} kernel yet: {fmt.schemes[0]} runs dequantize + "
+                "F.linear")
+    if not weight_only:
+        return (f"the fused kernel serves the weight-only scheme ({fmt.schemes[0]}, "
+                "act_quant=None); this layer quantizes its activation")
+    if device.type != "cuda":
+        return f"the fused kernel needs a CUDA GPU (sm_80+), got device {device.type!r}"
+    if not torch.cuda.is_available():
+        return "the fused kernel needs a CUDA GPU (sm_80+), and no CUDA device is visible"
+    cap = tuple(torch.cuda.get_device_capability(device))
+    arch = f"sm_{cap[0]}{cap[1]}"
+    if cap < FUSED_AUTO_ARCHS[0]:
+        return f"the fused kernel needs sm_80+ (mma.sync with bf16), this GPU is {arch}"
+    impl, why = _library.op_implementation(fmt.fused_op, device)
+    if impl != "cuda-kernel":
+        return f"the fused kernel is not available in this build: {why}"
+    if not explicit and cap > FUSED_AUTO_ARCHS[1]:
+        return (f"not chosen automatically on {arch}: measured on sm_80..sm_90 only; ask for "
+                f"it with backend='fused' or {ENV_VAR}=fused")
+    return None
+
+
 def _why_not(fmt: LinearFormat, backend: str, device: torch.device, weight_only: bool,
              explicit: bool) -> Optional[str]:
     """Why ``backend`` does not serve (None: it does); ``explicit``: it was asked for."""
     if backend == "scaled_mm":
         why = _scaled_mm_unavailable(fmt, device, weight_only)
+    elif backend == "fused":
+        why = _fused_unavailable(fmt, device, weight_only, explicit)
     elif backend == "dequant" and not explicit and device.type != "cuda":
         why = (f"not the default on {device.type}: there the dequantize op is the reference "
                "itself, and the reference backend keeps the matmul in fp32 (ask for 'dequant' "
@@ -162,11 +211,12 @@ def select_linear_backend(
     device : str or torch.device, optional
         Default: ``"cuda"`` when a GPU is visible, else ``"cpu"``.
     backend : str, optional
-        Force ``"scaled_mm"``, ``"dequant"`` or ``"reference"`` (``"auto"`` or None: choose).
+        Force ``"scaled_mm"``, ``"fused"``, ``"dequant"`` or ``"reference"`` (``"auto"`` or
+        None: choose).
         Without it the environment variable ``NVFP4_OPS_LINEAR_BACKEND`` is read.
     weight_only : bool
         Weight-only scheme (W4A16 / W8A16) or not (W4A4 / W8A8); ``"scaled_mm"`` serves
-        only the latter.
+        only the latter, ``"fused"`` only the former.
 
     Returns
     -------

@@ -5,6 +5,18 @@ through the ``torch.ops.nvfp4`` ops only (on CPU they are the reference function
 kernels with the same bits), so each backend traces whole under
 ``torch.compile(fullgraph=True)`` on every device:
 
+``fused``
+    Weight-only NVFP4 (W4A16) on CUDA: for ``M <= FUSED_MAX_M`` rows of a float16 /
+    bfloat16 activation, the fused op ``nvfp4.gemm_nvfp4_w4a16`` (the weight dequantized in
+    registers, fp32 sums, bias added in fp32, one rounding); otherwise (more rows, or an
+    fp32 activation, which the kernel does not take) exactly the ``dequant`` backend. The
+    two paths compute the same product; they differ by the fp32 accumulation order and by
+    roundings (``dequant`` rounds the dequantized weight to the activation dtype, the fused
+    kernel's weight operand is exact and only its output is rounded), so they are not bit
+    for bit equal. Tolerance: the fused path is within a relative Frobenius error of the
+    fp32 reference below 4e-3 for bf16 and 6e-4 for fp16 outputs (issue 12's bound,
+    ``tests/cuda/test_gemm.py``); for bf16 both paths stay within 4e-3 of it
+    (``tests/nn/test_cuda.py``, on each side of the crossover).
 ``dequant``
     ``layer.dequantize_weight(x.dtype)``, the activation through ``layer.quantize_input``
     (identity for weight-only schemes), ``F.linear`` in the activation dtype.
@@ -32,8 +44,8 @@ from torch import Tensor
 from .backends import BACKENDS, FORMATS
 from .padding import ALIGN, pad_activation, pad_mx_weight, pad_nvfp4_weight, round_up, unpad_output
 
-__all__ = ["GEMMS", "SCALED_MM", "apply_linear", "apply_mxfp8_linear", "apply_nvfp4_linear",
-           "prepare"]
+__all__ = ["FUSED_MAX_M", "GEMMS", "SCALED_MM", "apply_linear", "apply_mxfp8_linear",
+           "apply_nvfp4_linear", "fused_path", "prepare"]
 
 _ops = torch.ops.nvfp4
 _FP4X2 = getattr(torch, "float4_e2m1fn_x2", None)
@@ -137,9 +149,52 @@ def _scaled_mm(layer, x2: Tensor, bias: Optional[Tensor]) -> Tensor:
     return y if bias is None else y + bias.to(y.dtype)
 
 
+#: The most rows (the flattened M of ``x [..., K]``) for which the ``fused`` backend runs the
+#: fused kernel; from M + 1 on it runs dequantize + F.linear (cuBLAS). Measured with
+#: benchmarks/bench_gemm.py on an H200 (torch 2.11, bf16, L2 flushed, median of 30;
+#: microseconds, fused / dequantize + F.linear / bf16 F.linear), kernel of commit ecf22bd
+#: of branch h-gemm (the kernel of csrc/gemm):
+#:
+#: N x K      | M=1               | M=16              | M=64              | M=128
+#: 8192x8192  | 27.8 / 91.5 / 43.6 | 35.3 / 91.9 / 44.2 | 80.4 / 92.0 / 44.5 | 111.9 / 94.1 / 46.1
+#: 14336x4096 | 27.0 / 82.0 / 40.4 | 35.4 / 82.0 / 40.9 | 62.0 / 82.8 / 41.8 | 114.7 / 83.6 / 42.6
+#: 4096x14336 | 27.5 / 82.9 / 41.4 | 37.5 / 83.3 / 41.9 | 71.2 / 85.8 / 44.6 | 118.9 / 86.8 / 44.7
+#: 28672x8192 | 77.6/292.4/123.0  | 96.6/292.1/124.6  | 213.2/295.4/127.4 | 440.1/303.6/136.0
+#:
+#: The fused kernel wins at M <= 64 on all 4 shapes, dequantize + F.linear at M = 128. In
+#: between nothing was measured; the kernel tiles M by 64 tokens, so 65 <= M <= 128 should
+#: cost about what M = 128 does: hence the cut at 64.
+FUSED_MAX_M = 64
+
+
+def fused_path(m: int, dtype: torch.dtype) -> Tuple[str, str]:
+    """What the ``fused`` backend runs for ``m`` rows of a ``dtype`` activation, and why.
+
+    Returns
+    -------
+    (path, reason) : (str, str)
+        ``path`` is ``"fused"`` (the op ``nvfp4.gemm_nvfp4_w4a16``) or ``"dequant"``.
+    """
+    if dtype not in (torch.float16, torch.bfloat16):
+        return "dequant", f"the fused kernel takes float16 / bfloat16 activations, got {dtype}"
+    if m > FUSED_MAX_M:
+        return "dequant", (f"M = {m} > {FUSED_MAX_M}: dequantize + F.linear measured faster "
+                           "(H200)")
+    return "fused", f"M = {m} <= {FUSED_MAX_M}: the fused kernel measured faster (H200)"
+
+
+def _fused(layer, x2: Tensor, bias: Optional[Tensor]) -> Tensor:
+    if fused_path(x2.shape[0], x2.dtype)[0] != "fused":
+        return _dequant(layer, x2, bias)
+    return _ops.gemm_nvfp4_w4a16(x2, layer.weight_packed, layer.weight_scale,
+                                 layer.weight_global_scale,
+                                 None if bias is None else bias.to(x2.dtype))
+
+
 #: backend name -> gemm(layer, x2 [M, K], bias) -> [M, N].
 GEMMS: Dict[str, Callable[..., Tensor]] = {
     "scaled_mm": _scaled_mm,
+    "fused": _fused,
     "dequant": _dequant,
     "reference": _reference,
 }
@@ -164,7 +219,7 @@ def apply_linear(backend: str, layer, x: Tensor, bias: Optional[Tensor] = None) 
 
     Parameters
     ----------
-    backend : {"scaled_mm", "dequant", "reference"}
+    backend : {"scaled_mm", "fused", "dequant", "reference"}
         See the module docstring; this function does not check that the backend can run
         on the device (:func:`~nvfp4_ops.nn.select_nvfp4_linear_backend` does).
     layer : NVFP4Linear or MXFP8Linear

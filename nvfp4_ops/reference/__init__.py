@@ -26,8 +26,9 @@ SPEC section 4.
 Modules: ``_checks`` (the argument contract: every check and message, shared with the
 fakes and mirrored by the C++ launchers), ``elements`` (E2M1 / E4M3 / E8M0 element and
 scale roundings), ``layout`` (nibble packing, 128x4 swizzle), ``nvfp4`` (global scale,
-quantize, dequantize, quant_dequant), ``mx`` (MXFP8 / MXFP4) and ``search`` (the exact
-scale searches, their objectives, ``hessian_blocks``). This package imports nothing
+quantize, dequantize, quant_dequant), ``mx`` (MXFP8 / MXFP4), ``search`` (the exact
+scale searches, their objectives, ``hessian_blocks``) and ``gemm`` (the low-bit weight
+GEMMs: dequantize to fp32, fp32 matmul, one cast; the prepack layout). This package imports nothing
 compiled: it works without a build of ``nvfp4_ops._C``.
 """
 
@@ -45,6 +46,13 @@ from ._checks import (
     check_unswizzle_args,
 )
 from .elements import E2M1_VALUES, e2m1_decode, e2m1_encode, e4m3_from_fp32, e4m3_to_fp32
+from .gemm import (
+    gemm_mx_w16,
+    gemm_nvfp4_w4a16,
+    gemm_nvfp4_w4a16_prepacked,
+    prepack_nvfp4_w4a16,
+    unprepack_nvfp4_w4a16,
+)
 from .layout import pack_e2m1, swizzle_scales, unpack_e2m1, unswizzle_scales
 from .mx import mx_dequantize, mx_quantize
 from .nvfp4 import dequantize, global_scale, quant_dequant, quantize
@@ -69,6 +77,11 @@ __all__ = [
     "hessian_blocks",
     "nvfp4_block_objective",
     "mx_block_objective",
+    "gemm_nvfp4_w4a16",
+    "gemm_nvfp4_w4a16_prepacked",
+    "prepack_nvfp4_w4a16",
+    "unprepack_nvfp4_w4a16",
+    "gemm_mx_w16",
     "check_global_scale_args",
     "check_quantize_args",
     "check_dequantize_args",

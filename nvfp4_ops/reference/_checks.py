@@ -52,6 +52,12 @@ __all__ = [
     "check_block_objective_args",
     "check_mx_block_objective_args",
     "check_pack_args",
+    "check_gemm_nvfp4_w4a16_args",
+    "check_gemm_nvfp4_w4a16_prepacked_args",
+    "check_prepack_nvfp4_w4a16_args",
+    "check_unprepack_nvfp4_w4a16_args",
+    "check_gemm_mx_w16_args",
+    "prepacked_shapes",
 ]
 
 #: Every message template (``str.format`` fields); each message starts with ``{op}: ``.
@@ -77,6 +83,12 @@ MESSAGES = {
     " = [..., {mp}, {kp}] for rows={rows}, cols={cols}, got {shape}",
     "positive": "{op}: {name} must be > 0, got {value}",
     "even": "{op}: the last dim must be even, got shape {shape}",
+    "rank_1d": "{op}: {name} must have at least 1 dim ({layout}), got 0-D",
+    "k_match": "{op}: the last dim of x (K) must equal {want_text} = {want}, got {k}",
+    "bias": "{op}: bias must be None or of shape [N] = [{n}] and dtype {dtype}, got shape "
+    "{shape} and dtype {actual}",
+    "prepacked": "{op}: {name} must be {dtype} of shape {layout} = {want} "
+    "(nvfp4.prepack_nvfp4_w4a16), got shape {shape} and dtype {actual}",
 }
 
 
@@ -139,6 +151,14 @@ TENSOR_ARGS = {
         "scale_bytes", (_U8, _E4M3), "be uint8 or torch.float8_e4m3fn"
     ),
     "mx_scale_bytes": TensorArg("scale_bytes", MX_SCALE_DTYPES, "be uint8 or torch.float8_e8m0fnu"),
+    # the GEMMs: a 16-bit activation [..., K] and a 2-D weight [N, ...]
+    "gemm_x": TensorArg("x", (torch.float16, torch.bfloat16), "be float16 or bfloat16",
+                        "[..., K]"),
+    "gemm_packed": TensorArg("packed", (_U8,), "be uint8 (two E2M1 codes per byte)", "[N, K/2]"),
+    "gemm_mx_data_e4m3": TensorArg("data", (_E4M3,), "be torch.float8_e4m3fn for elem='e4m3'",
+                                   "[N, K]"),
+    "gemm_mx_data_e2m1": TensorArg("data", (_U8,), "be uint8 (two E2M1 codes per byte) for "
+                                   "elem='e2m1'", "[N, K/2]"),
 }
 
 #: The accepted values of every string argument, keyed by (op, argument).
@@ -149,6 +169,7 @@ CHOICES = {
     ("nvfp4.mx_quantize", "rounding"): ("rceil", "floor"),
     ("nvfp4.mx_dequantize", "elem"): ("e4m3", "e2m1"),
     ("nvfp4.nvfp4_block_objective", "method"): ("mse", "hessian"),
+    ("nvfp4.gemm_mx_w16", "elem"): ("e4m3", "e2m1"),
 }
 
 
@@ -539,3 +560,209 @@ def check_pack_args(codes: Tensor) -> None:
         codes.dim() >= 1 and codes.shape[-1] % 2 == 0,
         lambda: MESSAGES["even"].format(op="nvfp4.pack_e2m1", shape=shape_str(codes.shape)),
     )
+
+
+# --------------------------------------------------------------------------------------
+# The fused weight GEMMs (csrc/gemm; the CUDA launcher raises these texts too)
+# --------------------------------------------------------------------------------------
+
+#: Rows and columns of one prepacked weight tile (the GEMM kernel's mma m16 and K step).
+PREPACK_ROWS, PREPACK_K = 16, 512
+
+
+def prepacked_shapes(n: int, k: int) -> Tuple[Tuple[int, ...], Tuple[int, ...]]:
+    """Shapes of ``prepack_nvfp4_w4a16``'s outputs for a weight ``[n, k]``: codes, scales."""
+    g, s = -(-n // PREPACK_ROWS), -(-k // PREPACK_K)
+    return (g, s, PREPACK_ROWS, PREPACK_K // 2), (g, s, PREPACK_ROWS, PREPACK_K // NVFP4_BLOCK)
+
+
+def _check_rank_2d(op: str, spec: TensorArg, t: Tensor) -> None:
+    torch._check(
+        t.dim() == 2,
+        lambda: MESSAGES["rank_2d"].format(
+            op=op, name=spec.name, layout=spec.layout, dim=t.dim(), shape=shape_str(t.shape)
+        ),
+    )
+
+
+def _check_gemm_x(op: str, x: Tensor) -> None:
+    spec = TENSOR_ARGS["gemm_x"]
+    _check_dtype(op, spec, x.dtype)
+    torch._check(x.dim() >= 1, _fail("rank_1d", op=op, name="x", layout=spec.layout))
+
+
+def _check_k_positive(op: str, k: int) -> None:
+    torch._check(k > 0, _fail("positive", op=op, name="K", value=k))
+
+
+def _check_k_match(op: str, x: Tensor, want_text: str, want: int) -> None:
+    torch._check(
+        x.shape[-1] == want,
+        lambda: MESSAGES["k_match"].format(op=op, want_text=want_text, want=want, k=x.shape[-1]),
+    )
+
+
+def _check_bias(op: str, x: Tensor, bias: Optional[Tensor], n: int) -> None:
+    if bias is None:
+        return
+    torch._check(
+        bias.dim() == 1 and bias.shape[0] == n and bias.dtype == x.dtype,
+        lambda: MESSAGES["bias"].format(
+            op=op, n=n, dtype=x.dtype, shape=shape_str(bias.shape), actual=bias.dtype
+        ),
+    )
+
+
+def _check_gs_bias_devices(
+    op: str, x: Tensor, packed: Tensor, scales: Tensor, global_scale: Tensor,
+    bias: Optional[Tensor], n: int,
+) -> None:
+    """The NVFP4 GEMMs' last checks: the global scale, the bias ``[n]``, one device."""
+    _check_global_scale(op, global_scale, None)
+    _check_bias(op, x, bias, n)
+    _check_one_device(op, x=x, packed=packed, scales=scales, global_scale=global_scale,
+                      bias=bias)
+
+
+def _check_nvfp4_packed(op: str, packed: Tensor) -> Tuple[int, int]:
+    """``packed`` uint8 ``[N, K/2]``, K/2 a multiple of 8, K > 0; returns ``(N, K)``."""
+    _check_dtype(op, TENSOR_ARGS["gemm_packed"], packed.dtype)
+    _check_rank_2d(op, TENSOR_ARGS["gemm_packed"], packed)
+    N, K = packed.shape[0], 2 * packed.shape[1]
+    _check_multiple(op, "the last dim of packed (K/2)", K // 2, NVFP4_BLOCK // 2)
+    _check_k_positive(op, K)
+    return N, K
+
+
+def _check_nvfp4_weight_scales(op: str, packed: Tensor, scales: Tensor, N: int, K: int) -> None:
+    """``scales`` float8_e4m3fn ``[N, K/16]`` (linear)."""
+    _check_dtype(op, TENSOR_ARGS["nvfp4_scales"], scales.dtype)
+    _check_scales_shape(op, packed, scales, N, K // NVFP4_BLOCK, False, "K/16")
+
+
+def _check_prepacked_weight(op: str, packed: Tensor, scales: Tensor, n: int, k: int) -> None:
+    wp, sp = prepacked_shapes(n, k)
+    for name, t, dtype, want in (("packed", packed, _U8, wp), ("scales", scales, _E4M3, sp)):
+        layout = f"[ceil(n/16), ceil(K/512), 16, {want[-1]}]"
+        torch._check(
+            t.dtype == dtype and tuple(t.shape) == want,
+            lambda: MESSAGES["prepacked"].format(
+                op=op, name=name, dtype="uint8" if dtype == _U8 else dtype, layout=layout,
+                want=shape_str(want), shape=shape_str(t.shape), actual=t.dtype,
+            ),
+        )
+
+
+def check_gemm_nvfp4_w4a16_args(
+    x: Tensor, packed: Tensor, scales: Tensor, global_scale: Tensor, bias: Optional[Tensor] = None
+) -> None:
+    """Check the arguments of ``gemm_nvfp4_w4a16`` (metadata only: fake tensors too).
+
+    In order: ``x`` float16/bfloat16, at least 1-D; ``packed`` uint8, 2-D ``[N, K/2]``, K/2
+    a multiple of 8, K > 0; ``x.shape[-1] == K``; ``scales`` float8_e4m3fn ``[N, K/16]``
+    (linear); ``global_scale`` float32 with one element; ``bias`` None or ``[N]`` of x's
+    dtype; every tensor on one device.
+
+    Raises
+    ------
+    RuntimeError
+        On the first violated condition (the CUDA launcher raises the same texts).
+    """
+    op = "nvfp4.gemm_nvfp4_w4a16"
+    _check_gemm_x(op, x)
+    N, K = _check_nvfp4_packed(op, packed)
+    _check_k_match(op, x, "2 * packed.shape[1]", K)
+    _check_nvfp4_weight_scales(op, packed, scales, N, K)
+    _check_gs_bias_devices(op, x, packed, scales, global_scale, bias, N)
+
+
+def check_gemm_nvfp4_w4a16_prepacked_args(
+    x: Tensor, packed: Tensor, scales: Tensor, global_scale: Tensor, n: int,
+    bias: Optional[Tensor] = None,
+) -> None:
+    """Check the arguments of ``gemm_nvfp4_w4a16_prepacked``.
+
+    In order: ``x`` as for ``gemm_nvfp4_w4a16``; ``K = x.shape[-1]`` a multiple of 16,
+    K > 0; ``n > 0``; ``packed`` / ``scales`` of the dtypes and shapes
+    ``prepack_nvfp4_w4a16`` returns for ``[n, K]``; ``global_scale``, ``bias`` (``[n]``)
+    and devices as for ``gemm_nvfp4_w4a16``.
+
+    Raises
+    ------
+    RuntimeError
+        On the first violated condition; ``csrc/gemm/ops.cu`` raises these texts too.
+    """
+    op = "nvfp4.gemm_nvfp4_w4a16_prepacked"
+    _check_gemm_x(op, x)
+    K = x.shape[-1]
+    _check_multiple(op, "the last dim of x (K)", K, NVFP4_BLOCK)
+    _check_k_positive(op, K)
+    torch._check(n > 0, _fail("positive", op=op, name="n", value=n))
+    _check_prepacked_weight(op, packed, scales, n, K)
+    _check_gs_bias_devices(op, x, packed, scales, global_scale, bias, n)
+
+
+def check_prepack_nvfp4_w4a16_args(packed: Tensor, scales: Tensor) -> None:
+    """Check the arguments of ``prepack_nvfp4_w4a16``: the weight as for ``gemm_nvfp4_w4a16``.
+
+    Raises
+    ------
+    RuntimeError
+        On the first violated condition.
+    """
+    op = "nvfp4.prepack_nvfp4_w4a16"
+    N, K = _check_nvfp4_packed(op, packed)
+    _check_nvfp4_weight_scales(op, packed, scales, N, K)
+    _check_one_device(op, packed=packed, scales=scales)
+
+
+def check_unprepack_nvfp4_w4a16_args(packed: Tensor, scales: Tensor, n: int, k: int) -> None:
+    """Check the arguments of ``unprepack_nvfp4_w4a16``.
+
+    In order: ``n > 0``; ``k`` a multiple of 16, k > 0; ``packed`` / ``scales`` as
+    ``prepack_nvfp4_w4a16`` returns them for ``[n, k]``; both on one device.
+
+    Raises
+    ------
+    RuntimeError
+        On the first violated condition.
+    """
+    op = "nvfp4.unprepack_nvfp4_w4a16"
+    torch._check(n > 0, _fail("positive", op=op, name="n", value=n))
+    _check_multiple(op, "k", k, NVFP4_BLOCK)
+    torch._check(k > 0, _fail("positive", op=op, name="k", value=k))
+    _check_prepacked_weight(op, packed, scales, n, k)
+    _check_one_device(op, packed=packed, scales=scales)
+
+
+def check_gemm_mx_w16_args(
+    x: Tensor, data: Tensor, scales: Tensor, elem: str, bias: Optional[Tensor] = None
+) -> None:
+    """Check the arguments of ``gemm_mx_w16``.
+
+    In order: ``x`` float16/bfloat16, at least 1-D; ``elem`` "e4m3" or "e2m1"; ``data``
+    float8_e4m3fn ``[N, K]`` (e4m3) or uint8 ``[N, K/2]`` (e2m1), K a multiple of 32,
+    K > 0; ``x.shape[-1] == K``; ``scales`` uint8 or float8_e8m0fnu ``[N, K/32]`` (linear);
+    ``bias`` None or ``[N]`` of x's dtype; every tensor on one device.
+
+    Raises
+    ------
+    RuntimeError
+        On the first violated condition.
+    """
+    op = "nvfp4.gemm_mx_w16"
+    _check_gemm_x(op, x)
+    _check_choice(op, "elem", elem)
+    spec = TENSOR_ARGS[f"gemm_mx_data_{elem}"]
+    _check_dtype(op, spec, data.dtype)
+    _check_rank_2d(op, spec, data)
+    per_byte = 1 if elem == "e4m3" else 2
+    N, K = data.shape[0], data.shape[1] * per_byte
+    _check_multiple(op, "K (the last dim of data)" if per_byte == 1 else
+                    "the last dim of data (K/2)", data.shape[1], MX_BLOCK // per_byte)
+    _check_k_positive(op, K)
+    _check_k_match(op, x, "data.shape[1]" if per_byte == 1 else "2 * data.shape[1]", K)
+    _check_dtype(op, TENSOR_ARGS["mx_scales"], scales.dtype)
+    _check_scales_shape(op, data, scales, N, K // MX_BLOCK, False, "K/32")
+    _check_bias(op, x, bias, N)
+    _check_one_device(op, x=x, data=data, scales=scales, bias=bias)

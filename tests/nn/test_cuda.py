@@ -9,6 +9,9 @@ from nvfp4_ops.nn import (
     select_mxfp8_linear_backend,
     select_nvfp4_linear_backend,
 )
+from nvfp4_ops.nn.backends import FUSED_AUTO_ARCHS
+from nvfp4_ops.nn.gemm import FUSED_MAX_M, fused_path
+from nvfp4_ops.reference import gemm as ref_gemm
 
 from .._utils import requires_cuda
 from ._common import _linear, _rel, _x
@@ -25,11 +28,12 @@ def _check_backends_match_reference(base, x, select):
     want = base(x)
     assert torch.isfinite(want).all()
     backends = ["dequant", "reference"]
-    try:
-        select("cuda", backend="scaled_mm", weight_only=base.weight_only)
-        backends.append("scaled_mm")
-    except RuntimeError:
-        pass
+    for b in ("scaled_mm", "fused"):
+        try:
+            select("cuda", backend=b, weight_only=base.weight_only)
+            backends.append(b)
+        except RuntimeError:
+            pass
     for b in backends:
         base.set_backend(b)
         y = base(x)
@@ -79,3 +83,52 @@ def test_cuda_compile_reduce_overhead_cuda_graphs():
         y = compiled(x)
     torch.cuda.synchronize()
     assert _rel(y, eager) < 1e-2
+
+
+@requires_cuda
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_cuda_fused_backend_paths(dtype):
+    """W4A16 on sm_80..sm_90 picks "fused" by itself; it runs the fused op up to FUSED_MAX_M
+    rows (the op's bits) and exactly the dequant backend above; bf16: both within 4e-3 of
+    the fp32 reference."""
+    lin = _linear(1024, 256, dtype=dtype).cuda()
+    layer = NVFP4Linear.from_float(lin)
+    cap = torch.cuda.get_device_capability()
+    if FUSED_AUTO_ARCHS[0] <= cap <= FUSED_AUTO_ARCHS[1]:
+        assert layer.active_backend == "fused", layer.backend_reasons
+    layer.set_backend("fused")
+    dequant = NVFP4Linear.from_float(lin, backend="dequant").cuda()
+    for m in (1, 7, FUSED_MAX_M, FUSED_MAX_M + 1, 300):
+        x = _x((m, 1024), dtype, seed=m).cuda()
+        y = layer(x)
+        assert y.shape == (m, 256) and y.dtype == dtype
+        if fused_path(m, dtype)[0] == "fused":
+            want = torch.ops.nvfp4.gemm_nvfp4_w4a16(x, layer.weight_packed, layer.weight_scale,
+                                                    layer.weight_global_scale, layer.bias)
+            assert torch.equal(y, want), m
+        else:
+            assert m > FUSED_MAX_M and torch.equal(y, dequant(x)), m
+        if dtype == torch.bfloat16:
+            ref = ref_gemm.gemm_nvfp4_w4a16_fp32(x, layer.weight_packed, layer.weight_scale,
+                                                 layer.weight_global_scale, layer.bias)
+            assert _rel(y, ref) < 4e-3, m
+    # batch dims flatten into M; an fp32 activation takes the dequant path
+    x3 = _x((2, 3, 1024), dtype).cuda()
+    assert torch.equal(layer(x3).reshape(6, 256), layer(x3.reshape(6, 1024)))
+    x32 = _x((2, 1024)).cuda()
+    assert fused_path(2, torch.float32)[0] == "dequant"
+    assert torch.equal(layer(x32), dequant(x32))
+
+
+@requires_cuda
+def test_cuda_fused_layer_cuda_graph():
+    layer = NVFP4Linear.from_float(_linear(512, 128, dtype=torch.bfloat16).cuda(),
+                                   backend="fused")
+    x = _x((4, 512), torch.bfloat16).cuda()
+    eager = layer(x)
+    torch._dynamo.reset()
+    compiled = torch.compile(layer, fullgraph=True, mode="reduce-overhead")
+    for _ in range(3):  # warm-up, record, replay
+        y = compiled(x)
+    torch.cuda.synchronize()
+    assert torch.equal(y, eager)

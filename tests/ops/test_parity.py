@@ -77,6 +77,37 @@ def dq(m, packed, scales, gs=None, out_dtype=F32, swizzled=False):
     return OPS.dequantize(packed, scales, m.one if gs is None else gs, out_dtype, swizzled)
 
 
+BF16 = torch.bfloat16
+
+
+def gx(m, *shape, dtype=BF16, device=None):
+    """A GEMM activation (bf16 unless told)."""
+    return m.t(*shape, dtype=dtype, device=device)
+
+
+def gemm(m, x=None, packed=None, scales=None, gs=None, bias=None):
+    """gemm_nvfp4_w4a16 of a valid [3, 64] x [8, 64] problem with the given replacements."""
+    return OPS.gemm_nvfp4_w4a16(gx(m, 3, 64) if x is None else x,
+                                m.u8(8, 32) if packed is None else packed,
+                                m.sc(8, 4) if scales is None else scales,
+                                m.one if gs is None else gs, bias)
+
+
+def gemm_pp(m, x=None, packed=None, scales=None, n=8, bias=None):
+    """gemm_nvfp4_w4a16_prepacked of a valid [3, 64] x [8, 64] problem."""
+    return OPS.gemm_nvfp4_w4a16_prepacked(gx(m, 3, 64) if x is None else x,
+                                          m.u8(1, 1, 16, 256) if packed is None else packed,
+                                          m.sc(1, 1, 16, 32) if scales is None else scales,
+                                          m.one, n, bias)
+
+
+def gemm_mx(m, x=None, data=None, scales=None, elem="e4m3", bias=None):
+    """gemm_mx_w16 of a valid MXFP8 [3, 64] x [8, 64] problem."""
+    return OPS.gemm_mx_w16(gx(m, 3, 64) if x is None else x,
+                           m.sc(8, 64) if data is None else data,
+                           m.u8(8, 2) if scales is None else scales, elem, bias)
+
+
 CASES = [
     # ---- quantize
     Case("quantize", "K not multiple of 16",
@@ -224,6 +255,84 @@ CASES = [
     Case("unswizzle_scales", "cols 3-D", lambda m: OPS.unswizzle_scales(m.u8(2, 128, 8), 1, 3)),
     Case("unswizzle_scales", "rows negative", lambda m: OPS.unswizzle_scales(m.u8(128, 4), -1, 4)),
     Case("unswizzle_scales", "cols negative", lambda m: OPS.unswizzle_scales(m.u8(128, 4), 1, -4)),
+    # ---- gemm_nvfp4_w4a16
+    Case("gemm_nvfp4_w4a16", "x float32", lambda m: gemm(m, x=gx(m, 3, 64, dtype=F32)),
+         match=r"float16 or bfloat16, got torch.float32"),
+    Case("gemm_nvfp4_w4a16", "x 0-D", lambda m: gemm(m, x=gx(m))),
+    Case("gemm_nvfp4_w4a16", "packed int8",
+         lambda m: gemm(m, packed=m.t(8, 32, dtype=torch.int8))),
+    Case("gemm_nvfp4_w4a16", "packed 3-D", lambda m: gemm(m, packed=m.u8(1, 8, 32))),
+    Case("gemm_nvfp4_w4a16", "K/2 not multiple of 8",
+         lambda m: gemm(m, gx(m, 3, 24), m.u8(8, 12), m.sc(8, 1))),
+    Case("gemm_nvfp4_w4a16", "K zero", lambda m: gemm(m, gx(m, 3, 0), m.u8(8, 0), m.sc(8, 0)),
+         match=r"K must be > 0, got 0"),
+    Case("gemm_nvfp4_w4a16", "K mismatch", lambda m: gemm(m, x=gx(m, 3, 48)),
+         match=r"= 64, got 48"),
+    Case("gemm_nvfp4_w4a16", "scales uint8", lambda m: gemm(m, scales=m.u8(8, 4))),
+    Case("gemm_nvfp4_w4a16", "scales shape", lambda m: gemm(m, scales=m.sc(8, 3))),
+    Case("gemm_nvfp4_w4a16", "scales rows", lambda m: gemm(m, scales=m.sc(9, 4))),
+    Case("gemm_nvfp4_w4a16", "gs numel", lambda m: gemm(m, gs=m.t(2))),
+    Case("gemm_nvfp4_w4a16", "gs bf16", lambda m: gemm(m, gs=m.t(1, dtype=BF16))),
+    Case("gemm_nvfp4_w4a16", "bias shape", lambda m: gemm(m, bias=gx(m, 7))),
+    Case("gemm_nvfp4_w4a16", "bias dtype", lambda m: gemm(m, bias=m.t(8))),
+    Case("gemm_nvfp4_w4a16", "bias 2-D", lambda m: gemm(m, bias=gx(m, 1, 8))),
+    Case("gemm_nvfp4_w4a16", "devices packed", lambda m: gemm(m, packed=m.u8(8, 32, device=m.o))),
+    Case("gemm_nvfp4_w4a16", "devices bias", lambda m: gemm(m, bias=gx(m, 8, device=m.o))),
+    # ---- gemm_nvfp4_w4a16_prepacked
+    Case("gemm_nvfp4_w4a16_prepacked", "x float32",
+         lambda m: gemm_pp(m, x=gx(m, 3, 64, dtype=F32))),
+    Case("gemm_nvfp4_w4a16_prepacked", "K not multiple of 16", lambda m: gemm_pp(m, gx(m, 3, 40))),
+    Case("gemm_nvfp4_w4a16_prepacked", "K zero", lambda m: gemm_pp(m, gx(m, 3, 0))),
+    Case("gemm_nvfp4_w4a16_prepacked", "n zero", lambda m: gemm_pp(m, n=0),
+         match=r"n must be > 0, got 0"),
+    Case("gemm_nvfp4_w4a16_prepacked", "n too large", lambda m: gemm_pp(m, n=17),
+         match=r"= \[2, 1, 16, 256\]"),
+    Case("gemm_nvfp4_w4a16_prepacked", "packed plain", lambda m: gemm_pp(m, packed=m.u8(8, 32))),
+    Case("gemm_nvfp4_w4a16_prepacked", "packed int8",
+         lambda m: gemm_pp(m, packed=m.t(1, 1, 16, 256, dtype=torch.int8))),
+    Case("gemm_nvfp4_w4a16_prepacked", "scales shape",
+         lambda m: gemm_pp(m, scales=m.sc(1, 2, 16, 32))),
+    Case("gemm_nvfp4_w4a16_prepacked", "scales uint8",
+         lambda m: gemm_pp(m, scales=m.u8(1, 1, 16, 32))),
+    Case("gemm_nvfp4_w4a16_prepacked", "bias dtype", lambda m: gemm_pp(m, bias=m.t(8))),
+    Case("gemm_nvfp4_w4a16_prepacked", "devices",
+         lambda m: gemm_pp(m, scales=m.sc(1, 1, 16, 32, device=m.o))),
+    # ---- prepack_nvfp4_w4a16 / unprepack_nvfp4_w4a16 (reference on every device)
+    Case("prepack_nvfp4_w4a16", "packed 1-D",
+         lambda m: OPS.prepack_nvfp4_w4a16(m.u8(32), m.sc(8, 4))),
+    Case("prepack_nvfp4_w4a16", "scales shape",
+         lambda m: OPS.prepack_nvfp4_w4a16(m.u8(8, 32), m.sc(8, 3))),
+    Case("prepack_nvfp4_w4a16", "devices",
+         lambda m: OPS.prepack_nvfp4_w4a16(m.u8(8, 32), m.sc(8, 4, device=m.o))),
+    Case("unprepack_nvfp4_w4a16", "n negative",
+         lambda m: OPS.unprepack_nvfp4_w4a16(m.u8(1, 1, 16, 256), m.sc(1, 1, 16, 32), -1, 64)),
+    Case("unprepack_nvfp4_w4a16", "k not multiple of 16",
+         lambda m: OPS.unprepack_nvfp4_w4a16(m.u8(1, 1, 16, 256), m.sc(1, 1, 16, 32), 8, 72)),
+    Case("unprepack_nvfp4_w4a16", "k zero",
+         lambda m: OPS.unprepack_nvfp4_w4a16(m.u8(1, 1, 16, 256), m.sc(1, 1, 16, 32), 8, 0)),
+    Case("unprepack_nvfp4_w4a16", "packed shape",
+         lambda m: OPS.unprepack_nvfp4_w4a16(m.u8(1, 1, 16, 256), m.sc(1, 1, 16, 32), 8, 600)),
+    Case("unprepack_nvfp4_w4a16", "devices",
+         lambda m: OPS.unprepack_nvfp4_w4a16(m.u8(1, 1, 16, 256),
+                                             m.sc(1, 1, 16, 32, device=m.o), 8, 64)),
+    # ---- gemm_mx_w16 (reference on every device)
+    Case("gemm_mx_w16", "x float32", lambda m: gemm_mx(m, x=gx(m, 3, 64, dtype=F32))),
+    Case("gemm_mx_w16", "elem", lambda m: gemm_mx(m, elem="fp4"), match=r"'fp4'"),
+    Case("gemm_mx_w16", "data uint8 for e4m3", lambda m: gemm_mx(m, data=m.u8(8, 64))),
+    Case("gemm_mx_w16", "data e4m3 for e2m1", lambda m: gemm_mx(m, data=m.sc(8, 32), elem="e2m1")),
+    Case("gemm_mx_w16", "data 3-D", lambda m: gemm_mx(m, data=m.sc(1, 8, 64))),
+    Case("gemm_mx_w16", "K not multiple of 32",
+         lambda m: gemm_mx(m, gx(m, 3, 48), m.sc(8, 48), m.u8(8, 1))),
+    Case("gemm_mx_w16", "K/2 not multiple of 16",
+         lambda m: gemm_mx(m, gx(m, 3, 48), m.u8(8, 24), m.u8(8, 1), "e2m1")),
+    Case("gemm_mx_w16", "K zero", lambda m: gemm_mx(m, gx(m, 3, 0), m.sc(8, 0), m.u8(8, 0))),
+    Case("gemm_mx_w16", "K mismatch", lambda m: gemm_mx(m, x=gx(m, 3, 32))),
+    Case("gemm_mx_w16", "K mismatch e2m1",
+         lambda m: gemm_mx(m, data=m.u8(8, 64), elem="e2m1"), match=r"2 \* data.shape\[1\]"),
+    Case("gemm_mx_w16", "scales e4m3", lambda m: gemm_mx(m, scales=m.sc(8, 2))),
+    Case("gemm_mx_w16", "scales shape", lambda m: gemm_mx(m, scales=m.u8(8, 1))),
+    Case("gemm_mx_w16", "bias shape", lambda m: gemm_mx(m, bias=gx(m, 9))),
+    Case("gemm_mx_w16", "devices", lambda m: gemm_mx(m, scales=m.u8(8, 2, device=m.o))),
 ]
 IDS = [f"{c.op}: {c.name}" for c in CASES]
 assert len(set(IDS)) == len(IDS)
@@ -298,6 +407,22 @@ def test_known_texts():
         "torch.float32",
         "unswizzle_scales: rows negative": "nvfp4.unswizzle_scales: rows and cols must be >= 0, "
         "got rows=-1, cols=4",
+        "gemm_nvfp4_w4a16: x 0-D": "nvfp4.gemm_nvfp4_w4a16: x must have at least 1 dim "
+        "([..., K]), got 0-D",
+        "gemm_nvfp4_w4a16: packed 3-D": "nvfp4.gemm_nvfp4_w4a16: packed must be 2-D [N, K/2], "
+        "got 3-D shape [1, 8, 32]",
+        "gemm_nvfp4_w4a16: scales shape": "nvfp4.gemm_nvfp4_w4a16: scales must have shape "
+        "[8, 4] (linear, [..., M, K/16]), got [8, 3]",
+        "gemm_nvfp4_w4a16: bias dtype": "nvfp4.gemm_nvfp4_w4a16: bias must be None or of shape "
+        "[N] = [8] and dtype torch.bfloat16, got shape [8] and dtype torch.float32",
+        "gemm_nvfp4_w4a16: devices bias": "nvfp4.gemm_nvfp4_w4a16: tensors must be on one "
+        "device: x on <main>, packed on <main>, scales on <main>, global_scale on <main>, "
+        "bias on <other>",
+        "gemm_nvfp4_w4a16_prepacked: packed plain": "nvfp4.gemm_nvfp4_w4a16_prepacked: packed "
+        "must be uint8 of shape [ceil(n/16), ceil(K/512), 16, 256] = [1, 1, 16, 256] "
+        "(nvfp4.prepack_nvfp4_w4a16), got shape [8, 32] and dtype torch.uint8",
+        "gemm_mx_w16: data 3-D": "nvfp4.gemm_mx_w16: data must be 2-D [N, K], got 3-D shape "
+        "[1, 8, 64]",
     }
     for case in CASES:
         name = f"{case.op}: {case.name}"

@@ -1,0 +1,243 @@
+// CUDA launchers of nvfp4.gemm_nvfp4_w4a16 and nvfp4.gemm_nvfp4_w4a16_prepacked (schemas in
+// csrc/registration.cpp; kernel and its design in nvfp4_w4a16.cuh, measurements in NOTES.md).
+// The argument checks raise the texts of nvfp4_ops/reference/_checks.py (check_gemm_*), in
+// the same order. prepack / unprepack and gemm_mx_w16 have no CUDA kernel: the reference
+// (byte moves; dequantize + fp32 matmul) serves them on every device.
+
+#include "gemm/nvfp4_w4a16.cuh"
+#include "torch_utils.h"
+
+#include <algorithm>
+#include <climits>
+#include <optional>
+
+namespace nvfp4 {
+namespace gemm {
+namespace {
+
+constexpr const char* kOp = "nvfp4.gemm_nvfp4_w4a16";
+constexpr const char* kOpPrepacked = "nvfp4.gemm_nvfp4_w4a16_prepacked";
+
+// _check_gemm_x
+void check_x(const char* op, const Tensor& x) {
+  const ScalarType xt = x.scalar_type();
+  NVFP4_CHECK(xt == ScalarType::Half || xt == ScalarType::BFloat16, op,
+              ": x must be float16 or bfloat16, got ", dtype_name(xt));
+  NVFP4_CHECK(x.dim() >= 1, op, ": x must have at least 1 dim ([..., K]), got 0-D");
+}
+
+void check_k_positive(const char* op, int64_t K) {
+  NVFP4_CHECK(K > 0, op, ": K must be > 0, got ", K);
+}
+
+// The global scale, bias None or [N] of x's dtype, every tensor on one device.
+void check_bias_devices(const char* op, const Tensor& x, const Tensor& packed,
+                        const Tensor& scales, const Tensor& gs, const std::optional<Tensor>& bias,
+                        int64_t N) {
+  check_global_scale(op, gs, -1);
+  if (bias.has_value()) {
+    const Tensor& b = *bias;
+    NVFP4_CHECK(b.dim() == 1 && b.size(0) == N && b.scalar_type() == x.scalar_type(), op,
+                ": bias must be None or of shape [N] = [", N, "] and dtype ",
+                dtype_name(x.scalar_type()), ", got shape ", shape_str(b), " and dtype ",
+                dtype_name(b.scalar_type()));
+    check_one_device(op, {{"x", &x}, {"packed", &packed}, {"scales", &scales},
+                          {"global_scale", &gs}, {"bias", &b}});
+  } else {
+    check_one_device(op, {{"x", &x}, {"packed", &packed}, {"scales", &scales},
+                          {"global_scale", &gs}});
+  }
+}
+
+// check_gemm_nvfp4_w4a16_args (its _check_nvfp4_weight inlined)
+void check_args(const Tensor& x, const Tensor& packed, const Tensor& scales, const Tensor& gs,
+                const std::optional<Tensor>& bias) {
+  const char* op = kOp;
+  check_x(op, x);
+  NVFP4_CHECK(packed.scalar_type() == ScalarType::Byte, op,
+              ": packed must be uint8 (two E2M1 codes per byte), got ",
+              dtype_name(packed.scalar_type()));
+  NVFP4_CHECK(packed.dim() == 2, op, ": packed must be 2-D [N, K/2], got ", packed.dim(),
+              "-D shape ", shape_str(packed));
+  const int64_t N = packed.size(0), Kh = packed.size(1);
+  check_multiple(op, "the last dim of packed (K/2)", Kh, 8);
+  check_k_positive(op, 2 * Kh);
+  NVFP4_CHECK(x.size(-1) == 2 * Kh, op,
+              ": the last dim of x (K) must equal 2 * packed.shape[1] = ", 2 * Kh, ", got ",
+              x.size(-1));
+  NVFP4_CHECK(scales.scalar_type() == ScalarType::Float8_e4m3fn, op,
+              ": scales must be torch.float8_e4m3fn, got ", dtype_name(scales.scalar_type()));
+  check_scales_shape(op, scales, {N, Kh / 8}, false, "K/16");
+  check_bias_devices(op, x, packed, scales, gs, bias, N);
+}
+
+bool has_shape(const Tensor& t, const std::vector<int64_t>& want) {
+  if (t.dim() != static_cast<int64_t>(want.size())) return false;
+  for (size_t i = 0; i < want.size(); ++i)
+    if (t.size(static_cast<int64_t>(i)) != want[i]) return false;
+  return true;
+}
+
+// _check_prepacked_weight: the shapes of prepack_nvfp4_w4a16's outputs for [n, K].
+void check_prepacked_weight(const char* op, const Tensor& packed, const Tensor& scales,
+                            int64_t n, int64_t K) {
+  const std::vector<int64_t> wp{ceil_div(n, 16), ceil_div(K, kSuperK), 16, kSuperK / 2};
+  const std::vector<int64_t> sp{ceil_div(n, 16), ceil_div(K, kSuperK), 16, kSuperK / 16};
+  NVFP4_CHECK(packed.scalar_type() == ScalarType::Byte && has_shape(packed, wp), op,
+              ": packed must be uint8 of shape [ceil(n/16), ceil(K/512), 16, 256] = ",
+              dims_str(wp), " (nvfp4.prepack_nvfp4_w4a16), got shape ", shape_str(packed),
+              " and dtype ", dtype_name(packed.scalar_type()));
+  NVFP4_CHECK(scales.scalar_type() == ScalarType::Float8_e4m3fn && has_shape(scales, sp), op,
+              ": scales must be torch.float8_e4m3fn of shape [ceil(n/16), ceil(K/512), 16, 32] = ",
+              dims_str(sp), " (nvfp4.prepack_nvfp4_w4a16), got shape ", shape_str(scales),
+              " and dtype ", dtype_name(scales.scalar_type()));
+}
+
+// check_gemm_nvfp4_w4a16_prepacked_args
+void check_prepacked_args(const Tensor& x, const Tensor& packed, const Tensor& scales,
+                          const Tensor& gs, int64_t n, const std::optional<Tensor>& bias) {
+  const char* op = kOpPrepacked;
+  check_x(op, x);
+  const int64_t K = x.size(-1);
+  check_multiple(op, "the last dim of x (K)", K, 16);
+  check_k_positive(op, K);
+  NVFP4_CHECK(n > 0, op, ": n must be > 0, got ", n);
+  check_prepacked_weight(op, packed, scales, n, K);
+  check_bias_devices(op, x, packed, scales, gs, bias, n);
+}
+
+template <typename T, int NT, bool ALIGNED, bool PREPACKED>
+void launch(const char* op, Params p, int device, cudaStream_t stream, const Tensor& like) {
+  using C = Config<NT>;
+  auto kernel = nvfp4_w4a16_kernel<T, NT, ALIGNED, PREPACKED>;
+  // Per device and instantiation, once (so that a call inside a CUDA-graph capture makes no
+  // such query): the shared-memory opt-in and the CTA slots of one wave.
+  constexpr int kMaxDevices = 64;
+  static int slots[kMaxDevices] = {};
+  NVFP4_CHECK(device >= 0 && device < kMaxDevices, op, ": device index ", device,
+              " out of range");
+  if (slots[device] == 0) {
+    check_cuda(op,
+               cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                    C::kSmemBytes),
+               "cudaFuncSetAttribute");
+    int per_sm = 0;
+    check_cuda(op,
+               cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, kThreads,
+                                                             C::kSmemBytes),
+               "cudaOccupancyMaxActiveBlocksPerMultiprocessor");
+    slots[device] = sm_count(device) * std::max(per_sm, 1);
+  }
+  const int64_t n_tiles = ceil_div(p.N, kRowsPerCta), m_tiles = ceil_div(p.M, C::kTokens);
+  const int64_t tiles = n_tiles * m_tiles;
+  // Split-K rule (deterministic per shape and device): each split is a whole number of
+  // 512-wide K steps; pick the split count whose estimated time, waves of CTAs times the
+  // steps of one CTA plus one step of fixed cost, is least (ties: fewer splits).
+  int64_t best_cost = INT64_MAX, best_sps = p.steps;
+  for (int64_t s = 1; s <= p.steps; ++s) {
+    const int64_t sps = ceil_div(p.steps, s);
+    if (s > 1 && sps == ceil_div(p.steps, s - 1)) continue;  // the same split as s - 1
+    const int64_t waves = ceil_div(tiles * ceil_div(p.steps, sps), slots[device]);
+    const int64_t cost = waves * (sps + 1);
+    if (cost < best_cost) best_cost = cost, best_sps = sps;
+  }
+  p.steps_per_split = static_cast<int>(best_sps);
+  p.splits = static_cast<int>(ceil_div(p.steps, best_sps));
+  Tensor work = like;  // keeps the workspace alive until the launch is queued
+  if (p.splits > 1) {
+    const int64_t n_part = int64_t(p.splits) * p.M * p.N;
+    work = empty_like_shape(like, {n_part + tiles}, ScalarType::Float);
+    p.partials = static_cast<float*>(work.mutable_data_ptr());
+    p.tickets = reinterpret_cast<int*>(p.partials + n_part);
+    check_cuda(op, cudaMemsetAsync(p.tickets, 0, tiles * sizeof(int), stream),
+               "cudaMemsetAsync");
+  }
+  dim3 grid(static_cast<unsigned>(n_tiles), static_cast<unsigned>(p.splits),
+            static_cast<unsigned>(m_tiles));
+  kernel<<<grid, kThreads, C::kSmemBytes, stream>>>(p);
+  check_launch(op);
+}
+
+// Tokens per CTA (8 * NT) by M; the prepacked weight, or the plain one with 16-byte code
+// loads (K % 128 == 0) or 8-byte ones.
+template <typename T>
+void dispatch(const char* op, const Params& p, bool prepacked, int device, cudaStream_t stream,
+              const Tensor& like) {
+  const bool aligned = p.K % 128 == 0;
+  const int m = std::min(p.M, 64);
+#define NVFP4_GEMM_CASE(NT)                                                      \
+  if (prepacked) launch<T, NT, true, true>(op, p, device, stream, like);         \
+  else if (aligned) launch<T, NT, true, false>(op, p, device, stream, like);     \
+  else launch<T, NT, false, false>(op, p, device, stream, like);
+  if (m <= 8) {
+    NVFP4_GEMM_CASE(1)
+  } else if (m <= 16) {
+    NVFP4_GEMM_CASE(2)
+  } else if (m <= 32) {
+    NVFP4_GEMM_CASE(4)
+  } else {
+    NVFP4_GEMM_CASE(8)
+  }
+#undef NVFP4_GEMM_CASE
+}
+
+// y[..., N] for checked arguments; K from x.
+Tensor run(const char* op, const Tensor& x, const Tensor& packed, const Tensor& scales,
+           const Tensor& gs, const std::optional<Tensor>& bias, int64_t N, bool prepacked) {
+  const int64_t K = x.size(-1);
+  std::vector<int64_t> out_sizes;
+  for (int64_t d = 0; d + 1 < x.dim(); ++d) out_sizes.push_back(x.size(d));
+  out_sizes.push_back(N);
+  Tensor y = empty_like_shape(x, out_sizes, x.scalar_type());
+  if (y.numel() == 0) return y;  // M == 0 or N == 0 (a weight of 0 rows)
+  const int64_t M = y.numel() / N;
+  NVFP4_CHECK(M <= INT32_MAX && N <= INT32_MAX && K <= INT32_MAX, op,
+              ": M, N and K must each fit in int32, got M=", M, ", N=", N, ", K=", K);
+  const Tensor xc = contiguous_aligned(x);
+  const Tensor wc = contiguous_aligned(packed);
+  const Tensor sc = contiguous_aligned(scales);
+  const Tensor gc = torch::stable::contiguous(gs);
+  std::optional<Tensor> bc;
+  if (bias.has_value()) bc = torch::stable::contiguous(*bias);
+  Params p{};
+  p.x = xc.const_data_ptr();
+  p.w = static_cast<const uint8_t*>(wc.const_data_ptr());
+  p.sf = static_cast<const uint8_t*>(sc.const_data_ptr());
+  p.gs = static_cast<const float*>(gc.const_data_ptr());
+  p.bias = bc.has_value() ? bc->const_data_ptr() : nullptr;
+  p.y = y.mutable_data_ptr();
+  p.M = static_cast<int>(M);
+  p.N = static_cast<int>(N);
+  p.K = static_cast<int>(K);
+  p.steps = static_cast<int>(ceil_div(K, kSuperK));
+  p.row_groups = static_cast<int>(ceil_div(N, 16));
+  const int device = x.get_device_index();
+  const cudaStream_t stream = current_stream(x);
+  if (x.scalar_type() == ScalarType::Half)
+    dispatch<__half>(op, p, prepacked, device, stream, xc);
+  else
+    dispatch<__nv_bfloat16>(op, p, prepacked, device, stream, xc);
+  return y;
+}
+
+Tensor gemm_nvfp4_w4a16_cuda(Tensor x, Tensor packed, Tensor scales, Tensor global_scale,
+                             std::optional<Tensor> bias) {
+  check_args(x, packed, scales, global_scale, bias);
+  return run(kOp, x, packed, scales, global_scale, bias, packed.size(0), false);
+}
+
+Tensor gemm_nvfp4_w4a16_prepacked_cuda(Tensor x, Tensor packed, Tensor scales,
+                                       Tensor global_scale, int64_t n,
+                                       std::optional<Tensor> bias) {
+  check_prepacked_args(x, packed, scales, global_scale, n, bias);
+  return run(kOpPrepacked, x, packed, scales, global_scale, bias, n, true);
+}
+
+}  // namespace
+}  // namespace gemm
+}  // namespace nvfp4
+
+STABLE_TORCH_LIBRARY_IMPL(nvfp4, CUDA, m) {
+  m.impl("gemm_nvfp4_w4a16", TORCH_BOX(&nvfp4::gemm::gemm_nvfp4_w4a16_cuda));
+  m.impl("gemm_nvfp4_w4a16_prepacked", TORCH_BOX(&nvfp4::gemm::gemm_nvfp4_w4a16_prepacked_cuda));
+}
