@@ -41,6 +41,7 @@ layer; under tensor parallelism the layers run the ``dequant`` / ``reference`` b
 
 from __future__ import annotations
 
+import os
 from functools import partial
 from typing import Dict, Optional, Tuple, Union
 
@@ -62,7 +63,7 @@ from torch.distributed.tensor.parallel import (
     parallelize_module,
 )
 
-from ..nn import MXFP8Linear, QuantizedLinear
+from ..nn import ENV_VAR, MXFP8Linear, QuantizedLinear
 from .sharding import _chunks, global_scale
 
 __all__ = ["QuantizedColwiseParallel", "QuantizedRowwiseParallel", "SHARDING", "distribute",
@@ -92,10 +93,20 @@ def distribute(t: Tensor, mesh: DeviceMesh, placement: Placement,
                               shape=t.shape, stride=t.stride())
 
 
+def _chosen_automatically(layer: QuantizedLinear) -> bool:
+    """True when neither the layer's backend= keyword nor the environment variable named one."""
+    asked = layer.backend if layer.backend not in (None, "auto") else os.environ.get(ENV_VAR)
+    return asked in (None, "", "auto")
+
+
 def _check_layer(layer: QuantizedLinear, style: str, mesh: DeviceMesh) -> None:
     if mesh.ndim != 1:
         raise ValueError(f"{type(layer).__name__}: tensor parallelism needs a 1-D mesh, got "
                          f"a {mesh.ndim}-D mesh {tuple(mesh.shape)}")
+    if layer.active_backend == "fused" and _chosen_automatically(layer):
+        # The fused weight-only GEMM has no DTensor rule yet; "dequant" gives the same result
+        # up to the GEMM's accumulation order (the tolerance of nvfp4_ops.nn.gemm).
+        layer.set_backend("dequant")
     if layer.active_backend not in _TP_BACKENDS:
         raise ValueError(f"{type(layer).__name__}: under tensor parallelism the backend must "
                          f"be one of {_TP_BACKENDS}, got {layer.active_backend!r} (set it "
