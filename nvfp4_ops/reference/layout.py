@@ -6,7 +6,7 @@ import torch
 from torch import Tensor
 
 from ._checks import check_pack_args, check_swizzle_args, check_unswizzle_args
-from ._common import roundup
+from ._common import batched, roundup, unbatched
 
 
 def pack_e2m1(codes: Tensor) -> Tensor:
@@ -65,11 +65,10 @@ def swizzle_scales(scales: Tensor) -> Tensor:
         ``[Mp, Kp]`` or ``[B, Mp, Kp]``, same dtype, bytes in swizzled order.
     """
     check_swizzle_args(scales)
-    s = scales.detach()
-    s3 = (s if s.dim() == 3 else s.unsqueeze(0)).view(torch.uint8)
+    s3 = batched(scales).view(torch.uint8)
     B, M, Kb = s3.shape
     Mp, Kp = roundup(M, 128), roundup(Kb, 4)
-    padded = torch.zeros((B, Mp, Kp), dtype=torch.uint8, device=s.device)
+    padded = torch.zeros((B, Mp, Kp), dtype=torch.uint8, device=s3.device)
     padded[:, :M, :Kb] = s3
     out = (
         padded.view(B, Mp // 128, 4, 32, Kp // 4, 4)
@@ -77,7 +76,7 @@ def swizzle_scales(scales: Tensor) -> Tensor:
         .reshape(B, Mp, Kp)
         .view(scales.dtype)
     )
-    return out if scales.dim() == 3 else out[0]
+    return unbatched(out, scales)
 
 
 def unswizzle_scales(swizzled: Tensor, rows: int, cols: int) -> Tensor:
@@ -97,8 +96,7 @@ def unswizzle_scales(swizzled: Tensor, rows: int, cols: int) -> Tensor:
         ``[rows, cols]`` or ``[B, rows, cols]``, same dtype, a new contiguous tensor.
     """
     check_unswizzle_args(swizzled, rows, cols)
-    s = swizzled.detach()
-    s3 = (s if s.dim() == 3 else s.unsqueeze(0)).view(torch.uint8)
+    s3 = batched(swizzled).view(torch.uint8)
     B, Mp, Kp = s3.shape
     lin = (
         s3.reshape(B, Mp // 128, Kp // 4, 32, 4, 4)
@@ -107,4 +105,10 @@ def unswizzle_scales(swizzled: Tensor, rows: int, cols: int) -> Tensor:
         .clone(memory_format=torch.contiguous_format)
         .view(swizzled.dtype)
     )
-    return lin if swizzled.dim() == 3 else lin[0]
+    return unbatched(lin, swizzled)
+
+
+def linear_scale_bytes(scales: Tensor, swizzled: bool, rows: int, cols: int) -> Tensor:
+    """Block scales as batched linear uint8 bytes ``[B, rows, cols]`` (unswizzled if ``swizzled``)."""
+    s = batched(scales).view(torch.uint8)
+    return unswizzle_scales(s, rows, cols) if swizzled else s
