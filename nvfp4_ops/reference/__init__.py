@@ -31,6 +31,7 @@ scale searches, their objectives, ``hessian_blocks``). This package imports noth
 compiled: it works without a build of ``nvfp4_ops._C``.
 """
 
+from . import _checks
 from ._checks import (
     check_block_objective_args,
     check_dequantize_args,
@@ -39,6 +40,7 @@ from ._checks import (
     check_mx_block_objective_args,
     check_mx_dequantize_args,
     check_mx_quantize_args,
+    check_pack_args,
     check_quant_dequant_args,
     check_quantize_args,
     check_swizzle_args,
@@ -69,15 +71,6 @@ __all__ = [
     "hessian_blocks",
     "nvfp4_block_objective",
     "mx_block_objective",
-    "check_global_scale_args",
-    "check_quantize_args",
-    "check_dequantize_args",
-    "check_quant_dequant_args",
-    "check_mx_quantize_args",
-    "check_mx_dequantize_args",
-    "check_swizzle_args",
-    "check_unswizzle_args",
-    "check_hessian_blocks_args",
-    "check_block_objective_args",
-    "check_mx_block_objective_args",
+    # every argument check, one per op (and per reference helper)
+    *(name for name in _checks.__all__ if name.startswith("check_")),
 ]

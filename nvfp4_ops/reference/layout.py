@@ -53,16 +53,7 @@ def swizzle_scales(scales: Tensor) -> Tensor:
     with zero bytes. Implemented as one reshape/permute: ``r = 128 rb + 32 r1 + r0``,
     ``c = 4 cb + c0`` is stored at ``[rb, cb, r0, r1, c0]``.
 
-    Parameters
-    ----------
-    scales : Tensor
-        ``[M, Kb]`` or ``[B, M, Kb]`` of a one-byte dtype (uint8, float8_e4m3fn,
-        float8_e8m0fnu); each batch is swizzled alone and stored back to back.
-
-    Returns
-    -------
-    Tensor
-        ``[Mp, Kp]`` or ``[B, Mp, Kp]``, same dtype, bytes in swizzled order.
+    Arguments and outputs: see the op, :func:`nvfp4_ops.ops.swizzle_scales`.
     """
     check_swizzle_args(scales)
     s3 = batched(scales).view(torch.uint8)
@@ -82,18 +73,7 @@ def swizzle_scales(scales: Tensor) -> Tensor:
 def unswizzle_scales(swizzled: Tensor, rows: int, cols: int) -> Tensor:
     """Inverse of :func:`swizzle_scales`: recover the ``[rows, cols]`` linear scales.
 
-    Parameters
-    ----------
-    swizzled : Tensor
-        ``[Mp, Kp]`` or ``[B, Mp, Kp]`` of a one-byte dtype, ``Mp = roundup(rows, 128)``,
-        ``Kp = roundup(cols, 4)``.
-    rows, cols : int
-        The unpadded ``M`` and ``Kb``.
-
-    Returns
-    -------
-    Tensor
-        ``[rows, cols]`` or ``[B, rows, cols]``, same dtype, a new contiguous tensor.
+    Arguments and outputs: see the op, :func:`nvfp4_ops.ops.unswizzle_scales`.
     """
     check_unswizzle_args(swizzled, rows, cols)
     s3 = batched(swizzled).view(torch.uint8)
@@ -109,6 +89,6 @@ def unswizzle_scales(swizzled: Tensor, rows: int, cols: int) -> Tensor:
 
 
 def linear_scale_bytes(scales: Tensor, swizzled: bool, rows: int, cols: int) -> Tensor:
-    """Block scales as batched linear uint8 bytes ``[B, rows, cols]`` (unswizzled if ``swizzled``)."""
+    """Block scales as batched linear uint8 bytes ``[B, rows, cols]`` (unswizzled if needed)."""
     s = batched(scales).view(torch.uint8)
     return unswizzle_scales(s, rows, cols) if swizzled else s

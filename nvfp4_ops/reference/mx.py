@@ -48,30 +48,7 @@ def mx_quantize(
     (RNE, saturating) or E2M1. A block holding NaN or +-inf gets ``b = 255`` and
     element bytes 0.
 
-    Parameters
-    ----------
-    x : Tensor
-        ``[M, K]`` or ``[B, M, K]``, float32/float16/bfloat16; the quantized dim a
-        multiple of 32.
-    elem : str
-        ``"e4m3"`` or ``"e2m1"``.
-    rounding : str
-        ``"rceil"`` or ``"floor"``; with ``scale_method="mse"`` it picks the naive scale
-        that wins ties.
-    swizzle : bool
-        Return the scales in the 128x4 swizzled layout.
-    axis : int
-        ``-1`` (rowwise) or ``-2`` (columnwise: exactly the result for
-        ``x.transpose(-1, -2).contiguous()``, so the outputs are ``[..., K, M...]``).
-    scale_method : str
-        ``"amax"`` or ``"mse"``.
-
-    Returns
-    -------
-    data : Tensor
-        float8_e4m3fn ``[..., M, K]`` (e4m3) or uint8 packed ``[..., M, K/2]`` (e2m1).
-    scales : Tensor
-        uint8 E8M0 bytes ``[..., M, K/32]``, or swizzled ``[Mp, Kp]`` / ``[B, Mp, Kp]``.
+    Arguments and outputs: see the op, :func:`nvfp4_ops.ops.mx_quantize`.
     """
     check_mx_quantize_args(x, elem, rounding, swizzle, axis, scale_method)
     x = x.detach()
@@ -99,24 +76,7 @@ def mx_dequantize(
 ) -> Tensor:
     """Dequantize MX: ``elem * 2^(b - 127)`` exactly in fp32, then one cast (SPEC sec. 3).
 
-    Parameters
-    ----------
-    data : Tensor
-        float8_e4m3fn ``[..., M, K]`` (e4m3) or uint8 packed ``[..., M, K/2]`` (e2m1).
-    scales : Tensor
-        uint8 or float8_e8m0fnu ``[..., M, K/32]``, or swizzled ``[Mp, Kp]`` /
-        ``[B, Mp, Kp]``. Byte 255 dequantizes its block to NaN.
-    elem : str
-        ``"e4m3"`` or ``"e2m1"``.
-    out_dtype : torch.dtype
-        float32, float16 or bfloat16.
-    swizzled : bool
-        Layout of ``scales``.
-
-    Returns
-    -------
-    Tensor
-        ``[..., M, K]`` of ``out_dtype``.
+    Arguments and outputs: see the op, :func:`nvfp4_ops.ops.mx_dequantize`.
     """
     check_mx_dequantize_args(data, scales, elem, out_dtype, swizzled)
     d3 = batched(data)

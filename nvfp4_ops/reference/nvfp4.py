@@ -36,15 +36,7 @@ def global_scale(x: Tensor) -> Tensor:
     anywhere gives NaN; an inf anywhere gives 0 (such a tensor then dequantizes to NaN
     everywhere: RN(0/0)).
 
-    Parameters
-    ----------
-    x : Tensor
-        Any shape; float32, float16 or bfloat16.
-
-    Returns
-    -------
-    Tensor
-        fp32 of shape ``[1]`` on the device of ``x``.
+    Arguments and outputs: see the op, :func:`nvfp4_ops.ops.global_scale`.
     """
     check_global_scale_args(x)
     if x.numel() == 0:
@@ -120,26 +112,7 @@ def quantize(
     exhaustive search of SPEC section 5 (``"mse"``, ``"hessian"``); then
     ``osc = RN(1 / RN(fp32(sf) * RN(1/gs)))`` and ``code = E2M1(RN(x * osc))``.
 
-    Parameters
-    ----------
-    x : Tensor
-        ``[M, K]`` or ``[B, M, K]``, float32/float16/bfloat16, ``K % 16 == 0``, any strides.
-    global_scale : Tensor
-        float32 encode scale (see :func:`global_scale`), one element, or ``[B]`` (one
-        per batch) for 3-D ``x``.
-    swizzle : bool
-        Return the scales in the 128x4 swizzled layout.
-    scale_method : str
-        ``"amax"``, ``"mse"`` or ``"hessian"``.
-    hessian : Tensor, optional
-        float32 ``[K/16, 16, 16]`` (see :func:`hessian_blocks`), for ``"hessian"`` only.
-
-    Returns
-    -------
-    packed : Tensor
-        uint8 ``[..., M, K/2]``, element ``2i`` in the low nibble.
-    scales : Tensor
-        float8_e4m3fn ``[..., M, K/16]``, or swizzled ``[Mp, Kp]`` / ``[B, Mp, Kp]``.
+    Arguments and outputs: see the op, :func:`nvfp4_ops.ops.quantize`.
 
     Notes
     -----
@@ -169,24 +142,7 @@ def dequantize(
 ) -> Tensor:
     """Dequantize NVFP4: ``RN(e2m1(code) * RN(fp32(sf) / gs))``, then one cast (SPEC sec. 2).
 
-    Parameters
-    ----------
-    packed : Tensor
-        uint8 ``[M, K/2]`` or ``[B, M, K/2]``.
-    scales : Tensor
-        float8_e4m3fn ``[..., M, K/16]``, or swizzled ``[Mp, Kp]`` / ``[B, Mp, Kp]``
-        (``M`` and ``K`` are read from ``packed``).
-    global_scale : Tensor
-        float32, one element or ``[B]``: the encode scale used by :func:`quantize`.
-    out_dtype : torch.dtype
-        float32, float16 or bfloat16.
-    swizzled : bool
-        Layout of ``scales``.
-
-    Returns
-    -------
-    Tensor
-        ``[..., M, K]`` of ``out_dtype``. Blocks with scale 0x7F are NaN.
+    Arguments and outputs: see the op, :func:`nvfp4_ops.ops.dequantize`.
     """
     check_dequantize_args(packed, scales, global_scale, out_dtype, swizzled)
     p3 = batched(packed)
@@ -203,17 +159,7 @@ def dequantize(
 def quant_dequant(x: Tensor, global_scale: Tensor) -> Tensor:
     """NVFP4 fake quantization: bit-identical to ``dequantize(*quantize(x, gs), gs, x.dtype)``.
 
-    Parameters
-    ----------
-    x : Tensor
-        ``[M, K]`` or ``[B, M, K]``, float32/float16/bfloat16, ``K % 16 == 0``.
-    global_scale : Tensor
-        float32, one element or ``[B]`` for 3-D ``x``.
-
-    Returns
-    -------
-    Tensor
-        Same shape and dtype as ``x`` (contiguous).
+    Arguments and outputs: see the op, :func:`nvfp4_ops.ops.quant_dequant`.
     """
     check_quant_dequant_args(x, global_scale)
     codes, sf, gs_b = _nvfp4_quantize_core(x, global_scale, "amax", None)
