@@ -4,6 +4,14 @@ from __future__ import annotations
 
 import torch
 
+#: What the CUDA tests share: the ops, the float dtypes (and their test ids), the device.
+OPS = torch.ops.nvfp4
+E4M3 = torch.float8_e4m3fn
+DTYPES = [torch.float32, torch.float16, torch.bfloat16]
+DTYPE_IDS = ["fp32", "fp16", "bf16"]
+OUT_DTYPES = list(DTYPES)  # the out_dtype choices of the dequantize ops: the same three
+DEV = "cuda"  # the device under test
+
 
 def bits(t: torch.Tensor) -> torch.Tensor:
     """Integer view of a contiguous copy (1-byte dtypes as uint8), for bitwise comparison."""

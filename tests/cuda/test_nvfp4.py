@@ -27,24 +27,11 @@ from nvfp4_ops import reference as ref
 from nvfp4_ops.reference._common import NVFP4_BLOCK
 
 from .._utils import poison_cuda_cache, requires_cuda
-from ._helpers import (
-    assert_compiles_to_same_bits,
-    assert_exact,
-    bits,
-    capture_pipeline,
-    gen,
-    opcheck,
-)
+from ._helpers import DEV, DTYPE_IDS, DTYPES, E4M3, OPS, OUT_DTYPES, assert_compiles_to_same_bits
+from ._helpers import assert_exact, bits, capture_pipeline, gen, opcheck
 from ._helpers import many_magnitudes as _many_magnitudes
 
 pytestmark = requires_cuda
-
-OPS = torch.ops.nvfp4
-E4M3 = torch.float8_e4m3fn
-DTYPES = [torch.float32, torch.float16, torch.bfloat16]
-DTYPE_IDS = ["fp32", "fp16", "bf16"]
-OUT_DTYPES = [torch.float32, torch.float16, torch.bfloat16]
-DEV = "cuda"  # the device under test
 
 
 # --------------------------------------------------------------------------------------
