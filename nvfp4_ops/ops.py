@@ -121,7 +121,8 @@ def quantize(
         ``"amax"``: the naive scale ``amax / 6``. ``"mse"`` / ``"hessian"``: per block the
         E4M3 scale that minimises the squared (or Hessian-weighted) error, exactly.
     hessian : Tensor, optional
-        ``[K/16, 16, 16]`` fp32, finite, needed by ``"hessian"``; see :func:`hessian_blocks`.
+        ``[K/16, 16, 16]`` fp32, finite, with ``"hessian"`` (None otherwise); see
+        :func:`hessian_blocks`.
 
     Returns
     -------
