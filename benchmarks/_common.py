@@ -75,3 +75,18 @@ def table(rows: list[dict], columns: list[str]) -> str:
     for r in rows:
         out.append("| " + " | ".join(str(r.get(c, "")) for c in columns) + " |")
     return "\n".join(out)
+
+
+def emit(lines: list[str], out: str | None, blank_before: bool = False) -> None:
+    """Print the report ``lines`` (joined by newlines) and write them to ``out`` when given.
+
+    ``blank_before`` prints an empty line first (after the per-row progress output). The
+    file gets the same text with a final newline.
+    """
+    text = "\n".join(lines)
+    if blank_before:
+        print()
+    print(text)
+    if out:
+        with open(out, "w") as f:
+            f.write(text + "\n")

@@ -30,7 +30,7 @@ import time
 
 import torch
 
-from _common import bench_ms, copy_gbps, copy_us, device_line, nbytes, table
+from _common import bench_ms, copy_gbps, copy_us, device_line, emit, nbytes, table
 
 import nvfp4_ops  # noqa: F401  (registers the ops)
 from nvfp4_ops import reference as ref
@@ -144,11 +144,7 @@ def main():
     lines.append("")
     lines.append(f"(total {time.time() - t_start:.0f} s; bytes = input read once + outputs "
                  "written once; small shapes in us, beside a copy moving the same bytes)")
-    text = "\n".join(lines)
-    print(text)
-    if args.out:
-        with open(args.out, "w") as f:
-            f.write(text + "\n")
+    emit(lines, args.out)
 
 
 if __name__ == "__main__":

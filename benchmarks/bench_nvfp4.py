@@ -28,7 +28,7 @@ import time
 
 import torch
 
-from _common import bench_ms, copy_gbps, copy_us, device_line, nbytes, table
+from _common import bench_ms, copy_gbps, copy_us, device_line, emit, nbytes, table
 
 import nvfp4_ops  # noqa: F401  (registers the ops)
 from nvfp4_ops import _library
@@ -155,12 +155,7 @@ def main() -> None:
                  "output written once. 'copy same bytes': a device-to-device copy moving the "
                  "same number of bytes (reads + writes). 'compiled ref': torch.compile of the "
                  f"pure-PyTorch reference. Total run time {time.time() - t_start:.0f} s.")
-    text = "\n".join(lines)
-    print()
-    print(text)
-    if args.out:
-        with open(args.out, "w") as f:
-            f.write(text + "\n")
+    emit(lines, args.out, blank_before=True)
 
 
 if __name__ == "__main__":

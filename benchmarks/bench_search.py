@@ -24,7 +24,7 @@ import time
 
 import torch
 
-from _common import bench_ms, copy_gbps, device_line, nbytes, table
+from _common import bench_ms, copy_gbps, device_line, emit, nbytes, table
 
 import nvfp4_ops  # noqa: F401  (registers the ops)
 from nvfp4_ops import _library
@@ -166,11 +166,7 @@ def main() -> None:
                   "\"hessian\": eager) next to the kernel on the same smaller shapes:", ""]
         lines.append(table(bench_reference(copy), cols[:-1]))
     lines += ["", f"(total {time.time() - start:.0f} s)"]
-    text = "\n".join(lines)
-    print(text)
-    if args.out:
-        with open(args.out, "w") as f:
-            f.write(text + "\n")
+    emit(lines, args.out)
 
 
 if __name__ == "__main__":

@@ -68,7 +68,7 @@ the actual value; they do not copy tensors that are already contiguous.
 
 from __future__ import annotations
 
-from typing import Dict, Optional, Tuple
+from typing import Callable, Dict, Optional, Tuple
 
 import torch
 from torch import Tensor
@@ -136,6 +136,31 @@ def decode_to_encode(s: Tensor) -> Tensor:
     return torch.ones_like(s, dtype=torch.float32) / s.to(torch.float32)
 
 
+def _nvfp4_dict(
+    fn: str,
+    packed: Tensor,
+    scales: Tensor,
+    global_scale: Tensor,
+    input_global_scale: Optional[Tensor],
+    keys: Tuple[str, str, str, str],
+    per_tensor: Callable[[Tensor], Tensor],
+) -> Dict[str, Tensor]:
+    """Checked NVFP4 tensors under a format's ``keys`` (packed, scales, global, input).
+
+    ``per_tensor`` turns an encode global scale into what the format stores; the input
+    scale's entry is written only when ``input_global_scale`` is given.
+    """
+    packed, scales = _check_nvfp4(fn, packed, scales, global_scale, input_global_scale)
+    out = {
+        keys[0]: packed.contiguous(),
+        keys[1]: scales.contiguous(),
+        keys[2]: per_tensor(global_scale),
+    }
+    if input_global_scale is not None:
+        out[keys[3]] = per_tensor(input_global_scale)
+    return out
+
+
 def _get(fn: str, d: Dict[str, Tensor], key: str) -> Tensor:
     if key not in d:
         raise KeyError(f"{fn}: missing key {key!r}; keys present: {sorted(d)}")
@@ -174,16 +199,9 @@ def to_compressed_tensors(
         ``input_global_scale`` (fp32 ``[1]``, encode). Keys are per module: prefix them
         with the module name (``"model.layers.0.mlp.down_proj."``) for a state dict.
     """
-    packed, scales = _check_nvfp4("to_compressed_tensors", packed, scales, global_scale,
-                                  input_global_scale)
-    out = {
-        "weight_packed": packed.contiguous(),
-        "weight_scale": scales.contiguous(),
-        "weight_global_scale": _scalar_f32(global_scale),
-    }
-    if input_global_scale is not None:
-        out["input_global_scale"] = _scalar_f32(input_global_scale)
-    return out
+    return _nvfp4_dict("to_compressed_tensors", packed, scales, global_scale, input_global_scale,
+                       ("weight_packed", "weight_scale", "weight_global_scale",
+                        "input_global_scale"), _scalar_f32)
 
 
 def from_compressed_tensors(
@@ -240,16 +258,9 @@ def to_modelopt(
         these per-tensor scales as scalars; loaders (this module's :func:`from_modelopt`,
         vLLM) accept any 1-element shape.
     """
-    packed, scales = _check_nvfp4("to_modelopt", packed, scales, global_scale,
-                                  input_global_scale)
-    out = {
-        "weight": packed.contiguous(),
-        "weight_scale": scales.contiguous(),
-        "weight_scale_2": encode_to_decode(global_scale).reshape(()),
-    }
-    if input_global_scale is not None:
-        out["input_scale"] = encode_to_decode(input_global_scale).reshape(())
-    return out
+    return _nvfp4_dict("to_modelopt", packed, scales, global_scale, input_global_scale,
+                       ("weight", "weight_scale", "weight_scale_2", "input_scale"),
+                       lambda s: encode_to_decode(s).reshape(()))
 
 
 def from_modelopt(d: Dict[str, Tensor]) -> Tuple[Tensor, Tensor, Tensor, Optional[Tensor]]:

@@ -79,8 +79,9 @@ def global_scale(x: Tensor) -> Tensor:
     Returns
     -------
     Tensor
-        fp32 ``[1]``. ``amax == 0`` gives 1; a finite amax so small that the division
-        overflows gives the largest finite fp32; an infinite amax gives 0; a NaN gives NaN.
+        fp32 ``[1]`` on the device of ``x``. ``amax == 0`` (and an empty ``x``) gives 1; a
+        finite amax so small that the division overflows gives the largest finite fp32; an
+        infinite amax gives 0; a NaN gives NaN.
     """
     return _ops.global_scale(x)
 
@@ -109,7 +110,8 @@ def quantize(
     Parameters
     ----------
     x : Tensor
-        ``[M, K]`` or ``[B, M, K]``, float32 / float16 / bfloat16, ``K % 16 == 0``.
+        ``[M, K]`` or ``[B, M, K]``, float32 / float16 / bfloat16, ``K % 16 == 0``, any
+        strides.
     global_scale : Tensor, optional
         fp32 encode scale: 1 element, or ``[B]`` (one per batch) for 3-D ``x``.
         Computed with :func:`global_scale` when omitted.
@@ -119,7 +121,8 @@ def quantize(
         ``"amax"``: the naive scale ``amax / 6``. ``"mse"`` / ``"hessian"``: per block the
         E4M3 scale that minimises the squared (or Hessian-weighted) error, exactly.
     hessian : Tensor, optional
-        ``[K/16, 16, 16]`` fp32, finite, needed by ``"hessian"``; see :func:`hessian_blocks`.
+        ``[K/16, 16, 16]`` fp32, finite, with ``"hessian"`` (None otherwise); see
+        :func:`hessian_blocks`.
 
     Returns
     -------
@@ -161,7 +164,8 @@ def dequantize(
     packed : Tensor
         uint8 ``[M, K/2]`` or ``[B, M, K/2]``.
     scales : Tensor
-        float8_e4m3fn ``[..., M, K/16]``, or swizzled (see ``swizzled``).
+        float8_e4m3fn ``[..., M, K/16]``, or swizzled (see ``swizzled``); ``M`` and ``K``
+        are read from ``packed``.
     global_scale : Tensor
         The fp32 encode scale :func:`quantize` used: 1 element, or ``[B]``.
     out_dtype : torch.dtype
@@ -172,7 +176,7 @@ def dequantize(
     Returns
     -------
     Tensor
-        ``[..., M, K]`` of ``out_dtype``.
+        ``[..., M, K]`` of ``out_dtype``. Blocks with scale 0x7F (non-finite input) are NaN.
     """
     return _ops.dequantize(packed, scales, global_scale, out_dtype, swizzled)
 
@@ -204,7 +208,7 @@ def quant_dequant(x: Tensor, global_scale: Optional[Tensor] = None) -> Tensor:
     Returns
     -------
     Tensor
-        Same shape and dtype as ``x``.
+        Same shape and dtype as ``x``, contiguous.
     """
     if global_scale is None:
         global_scale = _ops.global_scale(x.detach())
@@ -250,14 +254,14 @@ def mx_quantize(
         Element format.
     rounding : {"rceil", "floor"}
         E8M0 scale rounding: ``"rceil"`` (cuBLAS / Transformer Engine) or ``"floor"``
-        (OCP MX v1.0).
+        (OCP MX v1.0); with ``scale_method="mse"`` it picks the naive scale that wins ties.
     swizzle : bool
         Write the scales in the 128x4 swizzled layout.
     axis : {-1, -2}
         Blocks of 32 along ``axis``; ``-2`` is the columnwise cast, exactly
         ``mx_quantize(x.transpose(-1, -2).contiguous())``.
     scale_method : {"amax", "mse"}
-        ``"mse"`` searches the E8M0 scales for the least squared error.
+        ``"mse"`` searches all E8M0 scales 0..254 for the least squared error, exactly.
 
     Returns
     -------
@@ -369,7 +373,7 @@ def unswizzle_scales(swizzled: Tensor, rows: int, cols: int) -> Tensor:
     Returns
     -------
     Tensor
-        ``[..., rows, cols]``, same dtype.
+        ``[..., rows, cols]``, same dtype, a new contiguous tensor.
     """
     return _ops.unswizzle_scales(swizzled, rows, cols)
 

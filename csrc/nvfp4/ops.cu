@@ -207,15 +207,10 @@ std::tuple<Tensor, Tensor> quantize_cuda(Tensor x, Tensor global_scale, bool swi
   const int64_t rows = x.size(-2), k = x.size(-1);
   const Nvfp4Geometry g = make_geometry(batches, rows, k);
 
-  std::vector<int64_t> psizes = {rows, k / 2};
-  std::vector<int64_t> ssizes = swizzle ? std::vector<int64_t>{g.mp, g.kp}
-                                        : std::vector<int64_t>{rows, g.kb};
-  if (x.dim() == 3) {
-    psizes.insert(psizes.begin(), batches);
-    ssizes.insert(ssizes.begin(), batches);
-  }
-  Tensor packed = empty_like_shape(xc, psizes, ScalarType::Byte);
-  Tensor scales = empty_like_shape(xc, ssizes, ScalarType::Float8_e4m3fn);
+  Tensor packed = empty_like_shape(xc, with_batch(x, {rows, k / 2}), ScalarType::Byte);
+  const std::vector<int64_t> sdims =
+      swizzle ? std::vector<int64_t>{g.mp, g.kp} : std::vector<int64_t>{rows, g.kb};
+  Tensor scales = empty_like_shape(xc, with_batch(x, sdims), ScalarType::Float8_e4m3fn);
   if (scales.numel() == 0) return {packed, scales};  // no blocks and no padding
 
   const cudaStream_t stream = current_stream(xc);
@@ -266,9 +261,7 @@ Tensor quant_dequant_cuda(Tensor x, Tensor global_scale) {
   const Tensor gs = torch::stable::contiguous(global_scale);
   const int64_t batches = x.dim() == 3 ? x.size(0) : 1;
   const int64_t rows = x.size(-2), k = x.size(-1);
-  std::vector<int64_t> sizes = {rows, k};
-  if (x.dim() == 3) sizes.insert(sizes.begin(), batches);
-  Tensor out = empty_like_shape(xc, sizes, xc.scalar_type());
+  Tensor out = empty_like_shape(xc, with_batch(x, {rows, k}), xc.scalar_type());
   if (out.numel() == 0) return out;
   QuantParams p{};
   p.x = xc.const_data_ptr();
@@ -321,9 +314,7 @@ Tensor dequantize_cuda(Tensor packed, Tensor scales, Tensor global_scale, Scalar
   const Tensor pc = contiguous_aligned(packed);
   const Tensor sc = torch::stable::contiguous(scales);
   const Tensor gs = torch::stable::contiguous(global_scale);
-  std::vector<int64_t> sizes = {rows, k};
-  if (packed.dim() == 3) sizes.insert(sizes.begin(), batches);
-  Tensor out = empty_like_shape(pc, sizes, out_dtype);
+  Tensor out = empty_like_shape(pc, with_batch(packed, {rows, k}), out_dtype);
   if (out.numel() == 0) return out;
   DequantParams p{};
   p.packed = static_cast<const uint8_t*>(pc.const_data_ptr());

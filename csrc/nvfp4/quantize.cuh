@@ -29,6 +29,27 @@ constexpr unsigned kFullMask = 0xFFFFFFFFu;
 // 16-byte chunks each thread loads per tile (quantize: of x, dequantize: of the output).
 constexpr int kChunksPerThread = 4;
 
+// How a kernel over blocks of 16 elements of type T walks them: kV elements per 16-byte
+// chunk, kG chunks (lanes) per block, kR rounds of kG chunks per thread and tile; and this
+// thread's place in the grid-stride loop over the chunks: its lane q in its block, the
+// number of chunks and the tile (chunks per CTA and round).
+template <typename T>
+struct ChunkLoop {
+  static constexpr int kV = Elem<T>::kPerVec;
+  static constexpr int kG = 16 / kV;
+  static constexpr int kR = kChunksPerThread / kG;
+  int tid, q, bdim;
+  int64_t n_chunks, tile;
+};
+
+template <typename T>
+__device__ __forceinline__ ChunkLoop<T> chunk_loop(int64_t n_blocks) {
+  constexpr int kG = ChunkLoop<T>::kG;
+  const int tid = threadIdx.x;
+  const int bdim = blockDim.x;
+  return {tid, tid & (kG - 1), bdim, n_blocks * kG, int64_t(bdim) * kChunksPerThread};
+}
+
 // Geometry of contiguous [batches, rows, k] data with blocks of 16 along k, and where the
 // scale of each block lives (linear [batches, rows, kb], or swizzled per batch).
 struct Nvfp4Geometry {
@@ -194,14 +215,9 @@ struct QuantParams {
 // RN(e2m1(code) * RN(fp32(sf) / gs)) cast to T, the same bytes as dequantize(quantize(x)).
 template <typename T, bool kSwizzle, bool kQdq>
 __global__ void __launch_bounds__(256) nvfp4_quantize_kernel(const QuantParams p) {
-  constexpr int kV = Elem<T>::kPerVec;  // elements per 16-byte chunk
-  constexpr int kG = 16 / kV;           // lanes (chunks) per block
-  constexpr int kR = kChunksPerThread / kG;  // rounds of kG chunks
-  const int tid = threadIdx.x;
-  const int q = tid & (kG - 1);
-  const int bdim = blockDim.x;
-  const int64_t n_chunks = p.g.n_blocks * kG;
-  const int64_t tile = int64_t(bdim) * kChunksPerThread;
+  using Loop = ChunkLoop<T>;
+  constexpr int kV = Loop::kV, kG = Loop::kG, kR = Loop::kR;
+  const auto [tid, q, bdim, n_chunks, tile] = chunk_loop<T>(p.g.n_blocks);
   const float gs_one = __ldg(p.gs);
   const float inv_one = __frcp_rn(gs_one);
 
@@ -311,14 +327,9 @@ struct DequantParams {
 // output (8 or 4 elements) and reads 4 or 2 packed bytes.
 template <typename OutT, bool kSwizzle>
 __global__ void __launch_bounds__(256) nvfp4_dequantize_kernel(const DequantParams p) {
-  constexpr int kV = Elem<OutT>::kPerVec;
-  constexpr int kG = 16 / kV;
-  constexpr int kR = kChunksPerThread / kG;
-  const int tid = threadIdx.x;
-  const int q = tid & (kG - 1);
-  const int bdim = blockDim.x;
-  const int64_t n_chunks = p.g.n_blocks * kG;
-  const int64_t tile = int64_t(bdim) * kChunksPerThread;
+  using Loop = ChunkLoop<OutT>;
+  constexpr int kV = Loop::kV, kG = Loop::kG, kR = Loop::kR;
+  const auto [tid, q, bdim, n_chunks, tile] = chunk_loop<OutT>(p.g.n_blocks);
   const float gs_one = __ldg(p.gs);
 
   for (int64_t base = blockIdx.x * tile; base < n_chunks; base += gridDim.x * tile) {

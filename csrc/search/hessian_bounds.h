@@ -18,24 +18,21 @@ namespace search {
 // rounded down; all zero when any H_ii <= 0, H is not finite, C is not numerically positive
 // definite (lambda_min < 1e-8) or a weight would not be positive) and returns rho = ||H||_F
 // rounded up to fp32.
-NVFP4_HD float f32_down(double v) {
+// v rounded to fp32 toward +inf (kUp) or -inf: the device intrinsic, or on the host the
+// nearest fp32 stepped once away from v when it lies on the wrong side.
+template <bool kUp>
+NVFP4_HD float f32_directed(double v) {
 #ifdef __CUDA_ARCH__
-  return __double2float_rd(v);
+  return kUp ? __double2float_ru(v) : __double2float_rd(v);
 #else
   float f = static_cast<float>(v);
-  if (static_cast<double>(f) > v) f = std::nextafter(f, -kInf);
+  const double fd = static_cast<double>(f);
+  if (kUp ? fd < v : fd > v) f = std::nextafter(f, kUp ? kInf : -kInf);
   return f;
 #endif
 }
-NVFP4_HD float f32_up(double v) {
-#ifdef __CUDA_ARCH__
-  return __double2float_ru(v);
-#else
-  float f = static_cast<float>(v);
-  if (static_cast<double>(f) < v) f = std::nextafter(f, kInf);
-  return f;
-#endif
-}
+NVFP4_HD float f32_down(double v) { return f32_directed<false>(v); }
+NVFP4_HD float f32_up(double v) { return f32_directed<true>(v); }
 
 // In-place Cholesky a = L L^T (lower triangle of a, fp64); false at a pivot <= floor.
 NVFP4_HD bool cholesky16(double (&a)[16][16], double floor) {

@@ -61,9 +61,7 @@ Tensor swizzle_scales_cuda(Tensor scales) {
   const int64_t batches = in.dim() == 3 ? in.size(0) : 1;
   const int64_t m = in.size(-2), kb = in.size(-1);
   const int64_t mp = round_up(m, 128), kp = round_up(kb, 4);
-  std::vector<int64_t> sizes = {mp, kp};
-  if (in.dim() == 3) sizes.insert(sizes.begin(), batches);
-  Tensor out = empty_like_shape(in, sizes, in.scalar_type());
+  Tensor out = empty_like_shape(in, with_batch(in, {mp, kp}), in.scalar_type());
   const int64_t words = batches * mp * kp / 4;
   if (words == 0) return out;
   swizzle_kernel<<<grid_for(words, 256), 256, 0, current_stream(in)>>>(
@@ -85,9 +83,7 @@ Tensor unswizzle_scales_cuda(Tensor swizzled, int64_t rows, int64_t cols) {
   torch::stable::accelerator::DeviceGuard guard(swizzled.get_device_index());
   Tensor in = torch::stable::contiguous(swizzled);
   const int64_t batches = in.dim() == 3 ? in.size(0) : 1;
-  std::vector<int64_t> sizes = {rows, cols};
-  if (in.dim() == 3) sizes.insert(sizes.begin(), batches);
-  Tensor out = empty_like_shape(in, sizes, in.scalar_type());
+  Tensor out = empty_like_shape(in, with_batch(in, {rows, cols}), in.scalar_type());
   const int64_t n = batches * rows * cols;
   if (n == 0) return out;
   unswizzle_kernel<<<grid_for(n, 256), 256, 0, current_stream(in)>>>(

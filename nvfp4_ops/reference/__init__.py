@@ -32,6 +32,7 @@ GEMMs: dequantize to fp32, fp32 matmul, one cast; the prepack layout). This pack
 compiled: it works without a build of ``nvfp4_ops._C``.
 """
 
+from . import _checks
 from ._checks import (
     check_block_objective_args,
     check_dequantize_args,
@@ -40,6 +41,7 @@ from ._checks import (
     check_mx_block_objective_args,
     check_mx_dequantize_args,
     check_mx_quantize_args,
+    check_pack_args,
     check_quant_dequant_args,
     check_quantize_args,
     check_swizzle_args,
@@ -82,15 +84,6 @@ __all__ = [
     "prepack_nvfp4_w4a16",
     "unprepack_nvfp4_w4a16",
     "gemm_mx_w16",
-    "check_global_scale_args",
-    "check_quantize_args",
-    "check_dequantize_args",
-    "check_quant_dequant_args",
-    "check_mx_quantize_args",
-    "check_mx_dequantize_args",
-    "check_swizzle_args",
-    "check_unswizzle_args",
-    "check_hessian_blocks_args",
-    "check_block_objective_args",
-    "check_mx_block_objective_args",
+    # every argument check, one per op (and per reference helper)
+    *(name for name in _checks.__all__ if name.startswith("check_")),
 ]

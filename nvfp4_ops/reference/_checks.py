@@ -299,18 +299,13 @@ def _check_scales_shape(
 
 
 # --------------------------------------------------------------------------------------
-# One check function per op (and per reference helper)
+# One check function per op (and per reference helper). Each raises RuntimeError at the
+# first violated condition, its message naming the expected and the actual value.
 # --------------------------------------------------------------------------------------
 
 
 def check_global_scale_args(x: Tensor) -> None:
-    """Check the argument of ``global_scale``: ``x`` of any shape, float32/float16/bfloat16.
-
-    Raises
-    ------
-    RuntimeError
-        If the dtype is not supported.
-    """
+    """Check the argument of ``global_scale``: ``x`` of any shape, float32/float16/bfloat16."""
     _check_tensor("nvfp4.global_scale", TENSOR_ARGS["global_scale_x"], x)
 
 
@@ -329,11 +324,6 @@ def check_quantize_args(
     "mse", "hessian"; ``hessian`` float32 ``[K/16, 16, 16]`` with "hessian" and None
     otherwise; every tensor on one device; ``hessian`` finite (real tensors only: fake and
     meta tensors have no values). ``swizzle`` takes any value.
-
-    Raises
-    ------
-    RuntimeError
-        On the first violated condition, naming the expected and the actual value.
     """
     _check_tensor(op, TENSOR_ARGS["x"], x)
     _check_multiple(op, "K (the last dim)", x.shape[-1], NVFP4_BLOCK)
@@ -347,10 +337,7 @@ def check_quantize_args(
 def check_quant_dequant_args(x: Tensor, global_scale: Tensor) -> None:
     """Check the arguments of ``quant_dequant``: the rules of ``quantize`` with "amax".
 
-    Raises
-    ------
-    RuntimeError
-        On the first violated condition, reported as ``nvfp4.quant_dequant``.
+    The messages name ``nvfp4.quant_dequant``.
     """
     check_quantize_args(x, global_scale, op="nvfp4.quant_dequant")
 
@@ -368,11 +355,6 @@ def check_dequantize_args(
     float8_e4m3fn of shape ``[..., M, K/16]`` (``swizzled``: ``[..., roundup(M, 128),
     roundup(K/16, 4)]``); ``global_scale`` as for ``quantize``; ``out_dtype``
     float32/float16/bfloat16; every tensor on one device.
-
-    Raises
-    ------
-    RuntimeError
-        On the first violated condition.
     """
     op = "nvfp4.dequantize"
     _check_tensor(op, TENSOR_ARGS["packed"], packed)
@@ -399,11 +381,6 @@ def check_mx_quantize_args(
     ``rounding`` "rceil" or "floor"; ``scale_method`` "amax" or "mse"; ``axis`` -1 or -2
     (or the same dims counted from the front); the quantized dim (``K`` for axis -1, ``M``
     for axis -2) a multiple of 32. ``swizzle`` takes any value.
-
-    Raises
-    ------
-    RuntimeError
-        On the first violated condition.
     """
     op = "nvfp4.mx_quantize"
     _check_tensor(op, TENSOR_ARGS["x"], x)
@@ -429,11 +406,6 @@ def check_mx_dequantize_args(
     two codes per byte), 2-D or 3-D, ``K % 32 == 0``; ``scales`` uint8 or float8_e8m0fnu
     of shape ``[..., M, K/32]`` (``swizzled``: ``[..., roundup(M, 128), roundup(K/32,
     4)]``); ``out_dtype`` float32/float16/bfloat16; both tensors on one device.
-
-    Raises
-    ------
-    RuntimeError
-        On the first violated condition.
     """
     op = "nvfp4.mx_dequantize"
     _check_choice(op, "elem", elem)
@@ -451,13 +423,7 @@ def check_mx_dequantize_args(
 
 
 def check_swizzle_args(scales: Tensor) -> None:
-    """Check the argument of ``swizzle_scales``: ``[M, Kb]`` or ``[B, M, Kb]``, any 1-byte dtype.
-
-    Raises
-    ------
-    RuntimeError
-        On the first violated condition.
-    """
+    """Check the argument of ``swizzle_scales``: ``[M, Kb]`` or ``[B, M, Kb]``, 1-byte dtype."""
     _check_tensor("nvfp4.swizzle_scales", TENSOR_ARGS["swizzle_scales"], scales)
 
 
@@ -466,11 +432,6 @@ def check_unswizzle_args(swizzled: Tensor, rows: int, cols: int) -> None:
 
     In order: ``swizzled`` of any 1-byte dtype, 2-D or 3-D; ``rows, cols >= 0``; the last
     two dims of ``swizzled`` equal to ``[roundup(rows, 128), roundup(cols, 4)]``.
-
-    Raises
-    ------
-    RuntimeError
-        On the first violated condition.
     """
     op = "nvfp4.unswizzle_scales"
     _check_tensor(op, TENSOR_ARGS["swizzled"], swizzled)
@@ -485,13 +446,7 @@ def check_unswizzle_args(swizzled: Tensor, rows: int, cols: int) -> None:
 
 
 def check_hessian_blocks_args(X: Tensor, chunk_rows: int = 4096) -> None:
-    """Check the arguments of ``hessian_blocks``: ``X`` floating ``[T, K]``, ``K % 16 == 0``.
-
-    Raises
-    ------
-    RuntimeError
-        On the first violated condition.
-    """
+    """Check the arguments of ``hessian_blocks``: ``X`` floating ``[T, K]``, ``K % 16 == 0``."""
     op = "nvfp4.hessian_blocks"
     spec = TENSOR_ARGS["hessian_X"]
     _check_dtype(op, spec, X.dtype)
@@ -516,11 +471,6 @@ def check_block_objective_args(
 
     ``x``, ``global_scale`` and ``hessian`` as for ``quantize``; ``scale_bytes`` uint8 or
     float8_e4m3fn, linear ``[..., M, K/16]``; ``method`` ``"mse"`` or ``"hessian"``.
-
-    Raises
-    ------
-    RuntimeError
-        On the first violated condition.
     """
     op = "nvfp4.nvfp4_block_objective"
     _check_choice(op, "method", method)
@@ -535,11 +485,6 @@ def check_mx_block_objective_args(x: Tensor, scale_bytes: Tensor, elem: str) -> 
 
     ``x`` and ``elem`` as for ``mx_quantize`` (messages name ``nvfp4.mx_quantize``, as
     before); ``scale_bytes`` uint8 or float8_e8m0fnu, linear ``[..., M, K/32]``.
-
-    Raises
-    ------
-    RuntimeError
-        On the first violated condition.
     """
     op = "nvfp4.mx_block_objective"
     check_mx_quantize_args(x, elem)
@@ -549,13 +494,7 @@ def check_mx_block_objective_args(x: Tensor, scale_bytes: Tensor, elem: str) -> 
 
 
 def check_pack_args(codes: Tensor) -> None:
-    """Check the argument of ``pack_e2m1``: at least 1-D with an even last dim.
-
-    Raises
-    ------
-    RuntimeError
-        If the last dim is odd (or ``codes`` is 0-D).
-    """
+    """Check the argument of ``pack_e2m1``: at least 1-D with an even last dim."""
     torch._check(
         codes.dim() >= 1 and codes.shape[-1] % 2 == 0,
         lambda: MESSAGES["even"].format(op="nvfp4.pack_e2m1", shape=shape_str(codes.shape)),

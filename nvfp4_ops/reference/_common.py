@@ -32,3 +32,14 @@ def roundup(n: int, m: int) -> int:
 def shape_str(shape: Sequence[int]) -> str:
     """``[a, b, c]``: how every message prints a shape."""
     return "[" + ", ".join(str(d) for d in shape) + "]"
+
+
+def batched(t: torch.Tensor) -> torch.Tensor:
+    """``t.detach()`` as ``[B, ...]``: a 2-D tensor gets a leading batch dim of 1."""
+    t = t.detach()
+    return t if t.dim() == 3 else t.unsqueeze(0)
+
+
+def unbatched(out: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """``out`` (batched) without its batch dim when ``like`` is 2-D: undoes :func:`batched`."""
+    return out if like.dim() == 3 else out[0]

@@ -6,7 +6,7 @@ import torch
 from torch import Tensor
 
 from ._checks import check_pack_args, check_swizzle_args, check_unswizzle_args
-from ._common import roundup
+from ._common import batched, roundup, unbatched
 
 
 def pack_e2m1(codes: Tensor) -> Tensor:
@@ -53,23 +53,13 @@ def swizzle_scales(scales: Tensor) -> Tensor:
     with zero bytes. Implemented as one reshape/permute: ``r = 128 rb + 32 r1 + r0``,
     ``c = 4 cb + c0`` is stored at ``[rb, cb, r0, r1, c0]``.
 
-    Parameters
-    ----------
-    scales : Tensor
-        ``[M, Kb]`` or ``[B, M, Kb]`` of a one-byte dtype (uint8, float8_e4m3fn,
-        float8_e8m0fnu); each batch is swizzled alone and stored back to back.
-
-    Returns
-    -------
-    Tensor
-        ``[Mp, Kp]`` or ``[B, Mp, Kp]``, same dtype, bytes in swizzled order.
+    Arguments and outputs: see the op, :func:`nvfp4_ops.ops.swizzle_scales`.
     """
     check_swizzle_args(scales)
-    s = scales.detach()
-    s3 = (s if s.dim() == 3 else s.unsqueeze(0)).view(torch.uint8)
+    s3 = batched(scales).view(torch.uint8)
     B, M, Kb = s3.shape
     Mp, Kp = roundup(M, 128), roundup(Kb, 4)
-    padded = torch.zeros((B, Mp, Kp), dtype=torch.uint8, device=s.device)
+    padded = torch.zeros((B, Mp, Kp), dtype=torch.uint8, device=s3.device)
     padded[:, :M, :Kb] = s3
     out = (
         padded.view(B, Mp // 128, 4, 32, Kp // 4, 4)
@@ -77,28 +67,16 @@ def swizzle_scales(scales: Tensor) -> Tensor:
         .reshape(B, Mp, Kp)
         .view(scales.dtype)
     )
-    return out if scales.dim() == 3 else out[0]
+    return unbatched(out, scales)
 
 
 def unswizzle_scales(swizzled: Tensor, rows: int, cols: int) -> Tensor:
     """Inverse of :func:`swizzle_scales`: recover the ``[rows, cols]`` linear scales.
 
-    Parameters
-    ----------
-    swizzled : Tensor
-        ``[Mp, Kp]`` or ``[B, Mp, Kp]`` of a one-byte dtype, ``Mp = roundup(rows, 128)``,
-        ``Kp = roundup(cols, 4)``.
-    rows, cols : int
-        The unpadded ``M`` and ``Kb``.
-
-    Returns
-    -------
-    Tensor
-        ``[rows, cols]`` or ``[B, rows, cols]``, same dtype, a new contiguous tensor.
+    Arguments and outputs: see the op, :func:`nvfp4_ops.ops.unswizzle_scales`.
     """
     check_unswizzle_args(swizzled, rows, cols)
-    s = swizzled.detach()
-    s3 = (s if s.dim() == 3 else s.unsqueeze(0)).view(torch.uint8)
+    s3 = batched(swizzled).view(torch.uint8)
     B, Mp, Kp = s3.shape
     lin = (
         s3.reshape(B, Mp // 128, Kp // 4, 32, 4, 4)
@@ -107,4 +85,10 @@ def unswizzle_scales(swizzled: Tensor, rows: int, cols: int) -> Tensor:
         .clone(memory_format=torch.contiguous_format)
         .view(swizzled.dtype)
     )
-    return lin if swizzled.dim() == 3 else lin[0]
+    return unbatched(lin, swizzled)
+
+
+def linear_scale_bytes(scales: Tensor, swizzled: bool, rows: int, cols: int) -> Tensor:
+    """Block scales as batched linear uint8 bytes ``[B, rows, cols]`` (unswizzled if needed)."""
+    s = batched(scales).view(torch.uint8)
+    return unswizzle_scales(s, rows, cols) if swizzled else s

@@ -8,7 +8,7 @@ import torch
 from torch import Tensor
 
 from ._checks import check_mx_dequantize_args, check_mx_quantize_args
-from ._common import F32, MX_BLOCK
+from ._common import F32, MX_BLOCK, batched, unbatched
 from .elements import (
     _inv_pow2_from_e8m0,
     _mx_naive_bytes,
@@ -17,7 +17,7 @@ from .elements import (
     e2m1_encode,
     e4m3_from_fp32,
 )
-from .layout import pack_e2m1, swizzle_scales, unpack_e2m1, unswizzle_scales
+from .layout import linear_scale_bytes, pack_e2m1, swizzle_scales, unpack_e2m1
 from .search import _mx_search
 
 
@@ -48,36 +48,13 @@ def mx_quantize(
     (RNE, saturating) or E2M1. A block holding NaN or +-inf gets ``b = 255`` and
     element bytes 0.
 
-    Parameters
-    ----------
-    x : Tensor
-        ``[M, K]`` or ``[B, M, K]``, float32/float16/bfloat16; the quantized dim a
-        multiple of 32.
-    elem : str
-        ``"e4m3"`` or ``"e2m1"``.
-    rounding : str
-        ``"rceil"`` or ``"floor"``; with ``scale_method="mse"`` it picks the naive scale
-        that wins ties.
-    swizzle : bool
-        Return the scales in the 128x4 swizzled layout.
-    axis : int
-        ``-1`` (rowwise) or ``-2`` (columnwise: exactly the result for
-        ``x.transpose(-1, -2).contiguous()``, so the outputs are ``[..., K, M...]``).
-    scale_method : str
-        ``"amax"`` or ``"mse"``.
-
-    Returns
-    -------
-    data : Tensor
-        float8_e4m3fn ``[..., M, K]`` (e4m3) or uint8 packed ``[..., M, K/2]`` (e2m1).
-    scales : Tensor
-        uint8 E8M0 bytes ``[..., M, K/32]``, or swizzled ``[Mp, Kp]`` / ``[B, Mp, Kp]``.
+    Arguments and outputs: see the op, :func:`nvfp4_ops.ops.mx_quantize`.
     """
     check_mx_quantize_args(x, elem, rounding, swizzle, axis, scale_method)
     x = x.detach()
     if axis in (-2, x.dim() - 2):
         x = x.transpose(-1, -2).contiguous()
-    x3 = x if x.dim() == 3 else x.unsqueeze(0)
+    x3 = batched(x)
     B, M, K = x3.shape
     G = K // MX_BLOCK
     xb = x3.to(F32).reshape(B, M, G, MX_BLOCK)
@@ -86,8 +63,7 @@ def mx_quantize(
         b = _mx_search(xb.reshape(B * M, G, MX_BLOCK), b.reshape(B * M, G), elem).reshape(B, M, G)
     data = _mx_encode_with_scale(xb, b, elem).reshape(B, M, K)
     data = data.view(torch.float8_e4m3fn) if elem == "e4m3" else pack_e2m1(data)
-    if x.dim() == 2:
-        data, b = data[0], b[0]
+    data, b = unbatched(data, x), unbatched(b, x)
     return data, (swizzle_scales(b) if swizzle else b)
 
 
@@ -100,35 +76,13 @@ def mx_dequantize(
 ) -> Tensor:
     """Dequantize MX: ``elem * 2^(b - 127)`` exactly in fp32, then one cast (SPEC sec. 3).
 
-    Parameters
-    ----------
-    data : Tensor
-        float8_e4m3fn ``[..., M, K]`` (e4m3) or uint8 packed ``[..., M, K/2]`` (e2m1).
-    scales : Tensor
-        uint8 or float8_e8m0fnu ``[..., M, K/32]``, or swizzled ``[Mp, Kp]`` /
-        ``[B, Mp, Kp]``. Byte 255 dequantizes its block to NaN.
-    elem : str
-        ``"e4m3"`` or ``"e2m1"``.
-    out_dtype : torch.dtype
-        float32, float16 or bfloat16.
-    swizzled : bool
-        Layout of ``scales``.
-
-    Returns
-    -------
-    Tensor
-        ``[..., M, K]`` of ``out_dtype``.
+    Arguments and outputs: see the op, :func:`nvfp4_ops.ops.mx_dequantize`.
     """
     check_mx_dequantize_args(data, scales, elem, out_dtype, swizzled)
-    d3 = data.detach()
-    d3 = d3 if d3.dim() == 3 else d3.unsqueeze(0)
+    d3 = batched(data)
     vals = d3.to(F32) if elem == "e4m3" else e2m1_decode(unpack_e2m1(d3))
     B, M, K = vals.shape
     G = K // MX_BLOCK
-    s = scales.detach()
-    s = (s if s.dim() == 3 else s.unsqueeze(0)).view(torch.uint8)
-    if swizzled:
-        s = unswizzle_scales(s, M, G)
-    mult = _pow2_from_e8m0(s.to(torch.int32))
+    mult = _pow2_from_e8m0(linear_scale_bytes(scales, swizzled, M, G).to(torch.int32))
     out = (vals.reshape(B, M, G, MX_BLOCK) * mult.unsqueeze(-1)).reshape(B, M, K).to(out_dtype)
-    return out if data.dim() == 3 else out[0]
+    return unbatched(out, data)

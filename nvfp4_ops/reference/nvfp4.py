@@ -13,7 +13,7 @@ from ._checks import (
     check_quant_dequant_args,
     check_quantize_args,
 )
-from ._common import F32, FLT_MAX, GLOBAL_SCALE_NUMERATOR, NVFP4_BLOCK
+from ._common import F32, FLT_MAX, GLOBAL_SCALE_NUMERATOR, NVFP4_BLOCK, batched, unbatched
 from .elements import (
     _e2m1_code_from_value,
     _nvfp4_multipliers,
@@ -22,7 +22,7 @@ from .elements import (
     e2m1_decode,
     e4m3_to_fp32,
 )
-from .layout import pack_e2m1, swizzle_scales, unpack_e2m1, unswizzle_scales
+from .layout import linear_scale_bytes, pack_e2m1, swizzle_scales, unpack_e2m1
 from .search import _nvfp4_search
 
 
@@ -36,15 +36,7 @@ def global_scale(x: Tensor) -> Tensor:
     anywhere gives NaN; an inf anywhere gives 0 (such a tensor then dequantizes to NaN
     everywhere: RN(0/0)).
 
-    Parameters
-    ----------
-    x : Tensor
-        Any shape; float32, float16 or bfloat16.
-
-    Returns
-    -------
-    Tensor
-        fp32 of shape ``[1]`` on the device of ``x``.
+    Arguments and outputs: see the op, :func:`nvfp4_ops.ops.global_scale`.
     """
     check_global_scale_args(x)
     if x.numel() == 0:
@@ -90,8 +82,7 @@ def _nvfp4_quantize_core(
     x: Tensor, gs: Tensor, scale_method: str, hessian: Optional[Tensor]
 ) -> Tuple[Tensor, Tensor, Tensor]:
     """Codes ``[B, M, K]`` and scale bytes ``[B, M, K/16]`` of batched ``x``, and ``gs_b``."""
-    x3 = x.detach()
-    x3 = x3 if x3.dim() == 3 else x3.unsqueeze(0)
+    x3 = batched(x)
     B, M, K = x3.shape
     G = K // NVFP4_BLOCK
     xb = x3.to(F32).reshape(B, M, G, NVFP4_BLOCK)
@@ -121,26 +112,7 @@ def quantize(
     exhaustive search of SPEC section 5 (``"mse"``, ``"hessian"``); then
     ``osc = RN(1 / RN(fp32(sf) * RN(1/gs)))`` and ``code = E2M1(RN(x * osc))``.
 
-    Parameters
-    ----------
-    x : Tensor
-        ``[M, K]`` or ``[B, M, K]``, float32/float16/bfloat16, ``K % 16 == 0``, any strides.
-    global_scale : Tensor
-        float32 encode scale (see :func:`global_scale`), one element, or ``[B]`` (one
-        per batch) for 3-D ``x``.
-    swizzle : bool
-        Return the scales in the 128x4 swizzled layout.
-    scale_method : str
-        ``"amax"``, ``"mse"`` or ``"hessian"``.
-    hessian : Tensor, optional
-        float32 ``[K/16, 16, 16]`` (see :func:`hessian_blocks`), for ``"hessian"`` only.
-
-    Returns
-    -------
-    packed : Tensor
-        uint8 ``[..., M, K/2]``, element ``2i`` in the low nibble.
-    scales : Tensor
-        float8_e4m3fn ``[..., M, K/16]``, or swizzled ``[Mp, Kp]`` / ``[B, Mp, Kp]``.
+    Arguments and outputs: see the op, :func:`nvfp4_ops.ops.quantize`.
 
     Notes
     -----
@@ -154,10 +126,8 @@ def quantize(
     """
     check_quantize_args(x, global_scale, swizzle, scale_method, hessian)
     codes, sf, _ = _nvfp4_quantize_core(x, global_scale, scale_method, hessian)
-    packed = pack_e2m1(codes)
-    scales = sf.view(torch.float8_e4m3fn)
-    if x.dim() == 2:
-        packed, scales = packed[0], scales[0]
+    packed = unbatched(pack_e2m1(codes), x)
+    scales = unbatched(sf.view(torch.float8_e4m3fn), x)
     if swizzle:
         scales = swizzle_scales(scales)
     return packed, scales
@@ -172,60 +142,27 @@ def dequantize(
 ) -> Tensor:
     """Dequantize NVFP4: ``RN(e2m1(code) * RN(fp32(sf) / gs))``, then one cast (SPEC sec. 2).
 
-    Parameters
-    ----------
-    packed : Tensor
-        uint8 ``[M, K/2]`` or ``[B, M, K/2]``.
-    scales : Tensor
-        float8_e4m3fn ``[..., M, K/16]``, or swizzled ``[Mp, Kp]`` / ``[B, Mp, Kp]``
-        (``M`` and ``K`` are read from ``packed``).
-    global_scale : Tensor
-        float32, one element or ``[B]``: the encode scale used by :func:`quantize`.
-    out_dtype : torch.dtype
-        float32, float16 or bfloat16.
-    swizzled : bool
-        Layout of ``scales``.
-
-    Returns
-    -------
-    Tensor
-        ``[..., M, K]`` of ``out_dtype``. Blocks with scale 0x7F are NaN.
+    Arguments and outputs: see the op, :func:`nvfp4_ops.ops.dequantize`.
     """
     check_dequantize_args(packed, scales, global_scale, out_dtype, swizzled)
-    p3 = packed.detach()
-    p3 = p3 if p3.dim() == 3 else p3.unsqueeze(0)
+    p3 = batched(packed)
     B, M, Kh = p3.shape
     K = 2 * Kh
     G = K // NVFP4_BLOCK
-    s = scales.detach()
-    s = s if s.dim() == 3 else s.unsqueeze(0)
-    if swizzled:
-        s = unswizzle_scales(s, M, G)
+    s = linear_scale_bytes(scales, swizzled, M, G)
     codes_b = unpack_e2m1(p3).reshape(B, M, G, NVFP4_BLOCK)
     gs_b = global_scale.detach().reshape(-1, 1, 1)
-    out = _nvfp4_dequant_blocks(codes_b, s.view(torch.uint8), gs_b)
-    out = out.reshape(B, M, K).to(out_dtype)
-    return out if packed.dim() == 3 else out[0]
+    out = _nvfp4_dequant_blocks(codes_b, s, gs_b)
+    return unbatched(out.reshape(B, M, K).to(out_dtype), packed)
 
 
 def quant_dequant(x: Tensor, global_scale: Tensor) -> Tensor:
     """NVFP4 fake quantization: bit-identical to ``dequantize(*quantize(x, gs), gs, x.dtype)``.
 
-    Parameters
-    ----------
-    x : Tensor
-        ``[M, K]`` or ``[B, M, K]``, float32/float16/bfloat16, ``K % 16 == 0``.
-    global_scale : Tensor
-        float32, one element or ``[B]`` for 3-D ``x``.
-
-    Returns
-    -------
-    Tensor
-        Same shape and dtype as ``x`` (contiguous).
+    Arguments and outputs: see the op, :func:`nvfp4_ops.ops.quant_dequant`.
     """
     check_quant_dequant_args(x, global_scale)
     codes, sf, gs_b = _nvfp4_quantize_core(x, global_scale, "amax", None)
     B, M, K = codes.shape
     out = _nvfp4_dequant_blocks(codes.reshape(B, M, K // NVFP4_BLOCK, NVFP4_BLOCK), sf, gs_b)
-    out = out.reshape(B, M, K).to(x.dtype)
-    return out if x.dim() == 3 else out[0]
+    return unbatched(out.reshape(B, M, K).to(x.dtype), x)

@@ -17,7 +17,7 @@ from ._checks import (
     check_hessian_blocks_args,
     check_mx_block_objective_args,
 )
-from ._common import F32, MX_BLOCK, NVFP4_BLOCK
+from ._common import F32, MX_BLOCK, NVFP4_BLOCK, batched, unbatched
 from .elements import (
     _e2m1_round_mag,
     _inv_pow2_from_e8m0,
@@ -201,18 +201,16 @@ def nvfp4_block_objective(
         fp32 ``[..., M, K/16]``.
     """
     check_block_objective_args(x, scale_bytes, global_scale, method, hessian)
-    x3 = x.detach()
-    x3 = x3 if x3.dim() == 3 else x3.unsqueeze(0)
+    x3 = batched(x)
     B, M, K = x3.shape
     G = K // NVFP4_BLOCK
     xc = x3.to(F32).reshape(B, M, G, NVFP4_BLOCK).permute(3, 0, 1, 2).contiguous()
-    sb = scale_bytes.detach()
-    sb = (sb if sb.dim() == 3 else sb.unsqueeze(0)).view(torch.uint8)
+    sb = batched(scale_bytes).view(torch.uint8)
     hc = hessian.detach().permute(1, 2, 0) if hessian is not None else None
     obj = _nvfp4_objective_cols(
         xc, xc.abs(), e4m3_to_fp32(sb), global_scale.detach().reshape(-1, 1, 1), method, hc
     )
-    return obj if x.dim() == 3 else obj[0]
+    return unbatched(obj, x)
 
 
 def hessian_blocks(X: Tensor, chunk_rows: int = 4096) -> Tensor:
@@ -311,11 +309,9 @@ def mx_block_objective(x: Tensor, scale_bytes: Tensor, elem: str) -> Tensor:
         fp32 ``[..., M, K/32]``.
     """
     check_mx_block_objective_args(x, scale_bytes, elem)
-    x3 = x.detach()
-    x3 = x3 if x3.dim() == 3 else x3.unsqueeze(0)
+    x3 = batched(x)
     B, M, K = x3.shape
     axc = x3.to(F32).reshape(B, M, K // MX_BLOCK, MX_BLOCK).permute(3, 0, 1, 2).abs().contiguous()
-    sb = scale_bytes.detach()
-    sb = (sb if sb.dim() == 3 else sb.unsqueeze(0)).view(torch.uint8).to(torch.int32)
+    sb = batched(scale_bytes).view(torch.uint8).to(torch.int32)
     obj = _mx_objective_cols(axc, sb, elem)
-    return obj if x.dim() == 3 else obj[0]
+    return unbatched(obj, x)

@@ -26,26 +26,18 @@ import torch
 
 import nvfp4_ops  # noqa: F401  (registers the ops)
 from nvfp4_ops import reference as ref
+from nvfp4_ops.reference._common import MX_BLOCK
 
 from .._utils import poison_cuda_cache, requires_cuda
-from ._helpers import (
-    assert_compiles_to_same_bits,
-    assert_exact,
-    capture_and_replay,
-    gen,
-)
+from ._helpers import DEV, DTYPE_IDS, DTYPES, E4M3, OPS, OUT_DTYPES, assert_compiles_to_same_bits
+from ._helpers import assert_exact, capture_pipeline, gen, opcheck
+from ._helpers import many_magnitudes as _many_magnitudes
 
 pytestmark = requires_cuda
 
-OPS = torch.ops.nvfp4
-E4M3 = torch.float8_e4m3fn
 E8M0 = torch.float8_e8m0fnu
-DTYPES = [torch.float32, torch.float16, torch.bfloat16]
-DTYPE_IDS = ["fp32", "fp16", "bf16"]
-OUT_DTYPES = [torch.float32, torch.float16, torch.bfloat16]
 ELEMS = ["e4m3", "e2m1"]
 ROUNDINGS = ["rceil", "floor"]
-DEV = "cuda"
 
 
 # --------------------------------------------------------------------------------------
@@ -58,24 +50,8 @@ def _is_colwise(x: torch.Tensor, axis: int) -> bool:
 
 
 def many_magnitudes(shape, dtype, seed=0, axis=-1, device=None) -> torch.Tensor:
-    """randn scaled per line and per 32-block (blocks along `axis`) by 10**uniform:
-    fp32 / bf16 over 1e-8..1e8, fp16 over a range that stays finite (1e-3..3e2)."""
-    g = gen(seed)
-    shape = tuple(shape)
-    # build with the blocked dim last, then move it into place
-    canon = shape if axis == -1 else (*shape[:-2], shape[-1], shape[-2])
-    *lead, m, k = canon
-    lo, hi = (-3.0, 2.5) if dtype == torch.float16 else (-8.0, 8.0)
-    x = torch.randn(canon, generator=g, dtype=torch.float64)
-    row = 10.0 ** (torch.rand((*lead, m, 1), generator=g, dtype=torch.float64) * (hi - lo) + lo)
-    x = x * row
-    if k % 32 == 0 and k > 0:
-        blk = 10.0 ** (torch.rand((*lead, m, k // 32, 1), generator=g,
-                                  dtype=torch.float64) * 2 - 1)
-        x = (x.reshape(*lead, m, k // 32, 32) * blk).reshape(canon)
-    if axis != -1:
-        x = x.transpose(-1, -2)
-    return x.to(dtype).contiguous().to(device or DEV)
+    """:func:`._helpers.many_magnitudes` with MX's 32-element blocks (along ``axis``)."""
+    return _many_magnitudes(shape, dtype, MX_BLOCK, seed, axis, device or DEV)
 
 
 def run_quantize(x, elem, rounding, swizzle, axis, oracle_device=DEV):
@@ -401,11 +377,8 @@ def _samples():
 @pytest.mark.parametrize("i", range(7))
 def test_opcheck(i):
     name, args = _samples()[i]
-    utils = ("test_schema", "test_autograd_registration", "test_faketensor",
-             "test_aot_dispatch_dynamic")
-    if any(isinstance(a, torch.Tensor) and a.dtype in (E4M3, E8M0) for a in args):
-        utils = utils[1:]  # SchemaCheckMode cannot compare float8 inputs (no float8 mul)
-    torch.library.opcheck(getattr(OPS, name).default, args, test_utils=utils)
+    float8 = any(isinstance(a, torch.Tensor) and a.dtype in (E4M3, E8M0) for a in args)
+    opcheck(getattr(OPS, name).default, args, schema_ok=not float8)
 
 
 def _pipeline(x):
@@ -425,17 +398,7 @@ def test_compile_fullgraph():
 
 
 def test_cuda_graph_capture():
-    x = many_magnitudes((288, 160), torch.bfloat16, seed=24)
-    xt = many_magnitudes((160, 288 + 8), torch.float32, seed=25)[:, :288].t()  # non-contig.
-
-    def f():
-        return _pipeline(x) + _pipeline(xt)
-
-    def refill():
-        x.copy_(many_magnitudes((288, 160), torch.bfloat16, seed=26))
-        xt.copy_(many_magnitudes((160, 296), torch.float32, seed=27)[:, :288].t())
-
-    outs = capture_and_replay(f, refill)
+    x, xt, outs = capture_pipeline(_pipeline, many_magnitudes, 288, 160, pad=8)
     want = ref.mx_quantize(x, "e4m3", "rceil", True)
     assert_exact(outs[0], want[0], "graph data")
     assert_exact(outs[1], want[1], "graph scales")

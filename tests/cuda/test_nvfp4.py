@@ -24,24 +24,14 @@ import torch
 
 import nvfp4_ops  # noqa: F401  (registers the ops)
 from nvfp4_ops import reference as ref
+from nvfp4_ops.reference._common import NVFP4_BLOCK
 
 from .._utils import poison_cuda_cache, requires_cuda
-from ._helpers import (
-    assert_compiles_to_same_bits,
-    assert_exact,
-    bits,
-    capture_and_replay,
-    gen,
-)
+from ._helpers import DEV, DTYPE_IDS, DTYPES, E4M3, OPS, OUT_DTYPES, assert_compiles_to_same_bits
+from ._helpers import assert_exact, bits, capture_pipeline, gen, opcheck
+from ._helpers import many_magnitudes as _many_magnitudes
 
 pytestmark = requires_cuda
-
-OPS = torch.ops.nvfp4
-E4M3 = torch.float8_e4m3fn
-DTYPES = [torch.float32, torch.float16, torch.bfloat16]
-DTYPE_IDS = ["fp32", "fp16", "bf16"]
-OUT_DTYPES = [torch.float32, torch.float16, torch.bfloat16]
-DEV = "cuda"  # the device under test
 
 
 # --------------------------------------------------------------------------------------
@@ -50,19 +40,8 @@ DEV = "cuda"  # the device under test
 
 
 def many_magnitudes(shape, dtype, seed=0, device=None) -> torch.Tensor:
-    """randn scaled per row and per 16-block by 10**uniform: fp32 / bf16 rows over
-    1e-8..1e8, fp16 over a range that stays finite (1e-3..3e2). 2-D or more."""
-    g = gen(seed)
-    *lead, m, k = shape
-    lo, hi = (-3.0, 2.5) if dtype == torch.float16 else (-8.0, 8.0)
-    x = torch.randn(shape, generator=g, dtype=torch.float64)
-    row = 10.0 ** (torch.rand((*lead, m, 1), generator=g, dtype=torch.float64) * (hi - lo) + lo)
-    blk = 10.0 ** (torch.rand((*lead, m, max(k // 16, 1), 1), generator=g,
-                              dtype=torch.float64) * 2 - 1)
-    x = x * row
-    if k % 16 == 0 and k > 0:
-        x = (x.reshape(*lead, m, k // 16, 16) * blk).reshape(shape)
-    return x.to(dtype).to(device or DEV)
+    """:func:`._helpers.many_magnitudes` with NVFP4's 16-element blocks."""
+    return _many_magnitudes(shape, dtype, NVFP4_BLOCK, seed, device=device or DEV)
 
 
 def batch_gs(x: torch.Tensor) -> torch.Tensor:
@@ -403,11 +382,7 @@ def _samples():
 @pytest.mark.parametrize("i", range(9))
 def test_opcheck(i):
     name, args, schema_ok = _samples()[i]
-    utils = ("test_schema", "test_autograd_registration", "test_faketensor",
-             "test_aot_dispatch_dynamic")
-    if not schema_ok:  # SchemaCheckMode cannot compare float8 inputs (no float8 mul)
-        utils = utils[1:]
-    torch.library.opcheck(getattr(OPS, name).default, args, test_utils=utils)
+    opcheck(getattr(OPS, name).default, args, schema_ok)
 
 
 def _pipeline(x):
@@ -426,17 +401,7 @@ def test_compile_fullgraph():
 
 
 def test_cuda_graph_capture():
-    x = many_magnitudes((257, 80), torch.bfloat16, seed=24)
-    xt = many_magnitudes((80, 257 + 7), torch.float32, seed=25)[:, :257].t()  # non-contiguous
-
-    def f():
-        return _pipeline(x) + _pipeline(xt)
-
-    def refill():
-        x.copy_(many_magnitudes((257, 80), torch.bfloat16, seed=26))
-        xt.copy_(many_magnitudes((80, 264), torch.float32, seed=27)[:, :257].t())
-
-    outs = capture_and_replay(f, refill)
+    x, _, outs = capture_pipeline(_pipeline, many_magnitudes, 257, 80, pad=7)
     # and the replayed results are the reference's
     gs = ref.global_scale(x)
     assert_exact(outs[0], gs, "graph gs")

@@ -17,13 +17,11 @@ from nvfp4_ops import _library as backends
 from nvfp4_ops import reference as ref
 
 from .._utils import poison_cuda_cache, requires_cuda
-from ._helpers import gen
+from ._helpers import DTYPES, OPS, gen
 
 pytestmark = [requires_cuda, pytest.mark.cuda]
 
-OPS = torch.ops.nvfp4
 F32 = torch.float32
-DTYPES = [torch.float32, torch.float16, torch.bfloat16]
 
 
 def _need_kernel(op):
