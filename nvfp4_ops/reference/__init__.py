@@ -36,15 +36,20 @@ from . import _checks
 from ._checks import (
     check_block_objective_args,
     check_dequantize_args,
+    check_gemm_mx_w16_args,
+    check_gemm_nvfp4_w4a16_args,
+    check_gemm_nvfp4_w4a16_prepacked_args,
     check_global_scale_args,
     check_hessian_blocks_args,
     check_mx_block_objective_args,
     check_mx_dequantize_args,
     check_mx_quantize_args,
     check_pack_args,
+    check_prepack_nvfp4_w4a16_args,
     check_quant_dequant_args,
     check_quantize_args,
     check_swizzle_args,
+    check_unprepack_nvfp4_w4a16_args,
     check_unswizzle_args,
 )
 from .elements import E2M1_VALUES, e2m1_decode, e2m1_encode, e4m3_from_fp32, e4m3_to_fp32

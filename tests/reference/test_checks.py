@@ -79,3 +79,11 @@ def test_validators_need_metadata_only():
     ref.check_global_scale_args(m(5))
     with pytest.raises(RuntimeError, match="multiple of 16, got 70"):
         ref.check_quantize_args(m(8, 70), m(1))
+
+
+def test_package_exports_exist():
+    """Every name the package lists in __all__ is importable from it."""
+    import nvfp4_ops.reference as reference
+
+    missing = [name for name in reference.__all__ if not hasattr(reference, name)]
+    assert not missing, f"nvfp4_ops.reference.__all__ names missing attributes: {missing}"
