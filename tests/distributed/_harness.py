@@ -1,4 +1,4 @@
-"""Run the scenarios of :mod:`._scenarios` in 2 spawned processes (gloo on CPU, NCCL on
+"""Run the scenarios of :mod:`._scenarios` in 2 processes (gloo on CPU, NCCL on
 2 GPUs), once per backend, and collect each scenario's outcome per rank.
 
 Each process runs every scenario in turn (one process group, one import of torch for the
@@ -96,10 +96,14 @@ def run_all(backend: str, names: List[str]) -> Dict[str, List[str]]:
     import torch.multiprocessing as mp
 
     with tempfile.TemporaryDirectory(prefix="nvfp4_dist_") as folder:
-        # gloo: fork (the ranks inherit the imported torch, seconds saved on a busy CPU);
+        # gloo: forkserver (the ranks fork from a fresh server process that has imported
+        # torch once; a plain fork would inherit this process's autograd threads, and torch
+        # refuses autograd in such a child after an earlier test ran backward here);
         # NCCL: spawn (CUDA cannot be used in a forked child).
-        method = "fork" if backend != "nccl" and "fork" in mp.get_all_start_methods() \
+        method = "forkserver" if backend != "nccl" and "forkserver" in mp.get_all_start_methods() \
             else "spawn"
+        if method == "forkserver":
+            mp.set_forkserver_preload(["torch", "nvfp4_ops"])
         ctx = mp.start_processes(_worker, args=(backend, folder, names), nprocs=WORLD,
                                  join=False, start_method=method)
         end = time.monotonic() + DEADLINE_S
