@@ -101,3 +101,22 @@ def make_encoder(folder: Path) -> Path:
                      num_attention_heads=2, intermediate_size=64, max_position_embeddings=64)
     BertModel(cfg).eval().save_pretrained(str(folder))
     return folder
+
+
+def word_tokenizer(texts):
+    """A word-level transformers tokenizer over the words of ``texts`` ([CLS] text [SEP],
+    [PAD] = 0, [UNK] = 1): tiny models made here tokenise the built-in texts with it."""
+    import tokenizers
+    import transformers
+
+    special = ["[PAD]", "[UNK]", "[CLS]", "[SEP]"]
+    pre = tokenizers.pre_tokenizers.Whitespace()
+    words = sorted({w for t in texts for w, _ in pre.pre_tokenize_str(t)})
+    vocab = {w: i for i, w in enumerate(special + words)}
+    tk = tokenizers.Tokenizer(tokenizers.models.WordLevel(vocab, unk_token="[UNK]"))
+    tk.pre_tokenizer = pre
+    tk.post_processor = tokenizers.processors.TemplateProcessing(
+        single="[CLS] $A [SEP]", special_tokens=[("[CLS]", 2), ("[SEP]", 3)])
+    return transformers.PreTrainedTokenizerFast(
+        tokenizer_object=tk, unk_token="[UNK]", pad_token="[PAD]", cls_token="[CLS]",
+        sep_token="[SEP]")

@@ -212,7 +212,7 @@ def test_cli_w4a4_input_scales_shared(tmp_path):
     save_file(acts, str(tmp_path / "acts.safetensors"))
     out = tmp_path / "o"
     assert main(["quantize", str(tmp_path / "in"), "--out", str(out), "--layout", "modelopt",
-                 "--scales", "amax", "--calib", str(tmp_path / "acts.safetensors"),
+                 "--scales", "amax", "--calib", str(tmp_path / "acts.safetensors"), "--scheme", "w4a4",
                  "--device", "cpu", "--quiet"]) == 0
     sd = load_file(str(out / "model.safetensors"))
     got = {m: sd[f"model.layers.0.self_attn.{m}.input_scale"] for m in ("q_proj", "k_proj",
