@@ -248,7 +248,8 @@ def _calibrate(args, src, method: str, w4a4: bool, todo: List[TensorInfo],
     if loaded is None:
         return None, None, None
     model, tok = loaded
-    want_gram = sum(t.shape[-1] ** 2 * 4 for t in todo) <= GRAM_BUDGET_BYTES
+    gram_bytes = sum(t.shape[-1] ** 2 * 4 for t in todo)
+    want_gram = gram_bytes <= GRAM_BUDGET_BYTES
     from tqdm import tqdm
 
     bar = None
@@ -266,6 +267,9 @@ def _calibrate(args, src, method: str, w4a4: bool, todo: List[TensorInfo],
     finally:
         if bar is not None:
             bar.close()
+    if not want_gram:
+        calib.notes.append(f"no output-error column: the layers' Gram matrices would take "
+                           f"{fmt_bytes(gram_bytes)} (more than {fmt_bytes(GRAM_BUDGET_BYTES)})")
     return calib, (model if kind == "encoder" else None), tok
 
 
