@@ -8,6 +8,7 @@ quantizer gets the Hessian blocks (``--scales hessian``), the input global scale
 from __future__ import annotations
 
 import math
+import re
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
 
@@ -21,6 +22,27 @@ from .common import CliError
 BUILTIN = "builtin"
 #: suffixes of ``--calib`` files holding captured inputs (the rest are texts)
 CAPTURED_SUFFIXES = (".safetensors", ".pt", ".pth")
+#: a per-expert 2-D weight of a checkpoint: ``<P>.experts.<e>.<leaf>.weight``
+_PER_EXPERT = re.compile(r"^(?P<p>.*\.experts)\.(?P<e>\d+)\.(?P<leaf>[^.]+)\.weight$")
+#: the fused 3-D parameters (transformers 5 loads per-expert modules into them) whose
+#: expert ``e`` reads the same input as each per-expert leaf
+_FUSED_OF_LEAF = {"gate_proj": ("gate_up_proj",), "up_proj": ("gate_up_proj", "up_proj"),
+                  "w1": ("gate_up_proj",), "w3": ("gate_up_proj", "up_proj"),
+                  "down_proj": ("down_proj",), "w2": ("down_proj",)}
+
+
+def _stat_keys(name: str) -> List[str]:
+    """Keys the statistics of checkpoint weight ``name`` may be under: the name itself and,
+    for a per-expert module ``P.experts.3.gate_proj.weight``, the captured expert of the
+    fused parameter the loaded model has instead (``capture.expert_key("P.experts.
+    gate_up_proj", 3)``; gate and up read the same routed rows)."""
+    from .capture import expert_key
+
+    m = _PER_EXPERT.match(name)
+    if m is None:
+        return [name]
+    fused = _FUSED_OF_LEAF.get(m["leaf"], ())
+    return [name] + [expert_key(f"{m['p']}.{f}", int(m["e"])) + ".weight" for f in fused]
 
 
 class Calibration:
@@ -69,10 +91,14 @@ class Calibration:
               need_hessian: bool) -> Optional[Dict[str, Tensor]]:
         """``{"input_global_scale"[, "hessian"][, "gram"]}`` of ``name``'s inputs (on
         ``device``), or None when ``name`` has no calibration inputs."""
-        st = self._stats.get(name)
-        if st is None and self._prefix:
-            p = self._prefix
-            st = self._stats.get(name[len(p):] if name.startswith(p) else p + name)
+        st = None
+        for key in _stat_keys(name):
+            st = self._stats.get(key)
+            if st is None and self._prefix:
+                p = self._prefix
+                st = self._stats.get(key[len(p):] if key.startswith(p) else p + key)
+            if st is not None:
+                break
         if st is not None:
             st = {k: v.to(device) for k, v in st.items()}
         if st is None and name in self._acts:

@@ -184,3 +184,35 @@ def test_calibration_errors(llama_dir, tmp_path, capsys):
                      "--calib", str(ids))
     assert rc == 2 and "--calib: token id 1000000 is outside the vocabulary" in err
     assert len(err.strip().splitlines()) == 1 and not (tmp_path / "o").exists()
+
+
+def test_w4a4_moe_per_expert_inputs(tmp_path, capsys):
+    """Qwen2-MoE: the checkpoint has per-expert modules, transformers 5 runs them as fused
+    3-D parameters; each expert's gate/up/down input scale is its captured expert's
+    (``capture.expert_key``), gate and up sharing one (fused group)."""
+    tok = word_tokenizer(default_texts())
+    cfg = transformers.Qwen2MoeConfig(
+        vocab_size=len(tok), hidden_size=64, intermediate_size=128, moe_intermediate_size=64,
+        shared_expert_intermediate_size=64, num_hidden_layers=1, num_attention_heads=4,
+        num_key_value_heads=2, num_experts=4, num_experts_per_tok=2,
+        architectures=["Qwen2MoeForCausalLM"])
+    torch.manual_seed(1)
+    src = tmp_path / "moe"
+    transformers.Qwen2MoeForCausalLM(cfg).save_pretrained(str(src))
+    tok.save_pretrained(str(src))
+    calib = tmp_path / "t.json"
+    calib.write_text(json.dumps(TEXTS))
+    out = tmp_path / "q"
+    rc, _, err = run(capsys, str(src), "--out", str(out), "--scheme", "w4a4", "--scales",
+                     "amax", "--calib", str(calib), "--quiet")
+    assert rc == 0, err
+    st = capture.capture_linear_stats(src, TEXTS, device="cpu", want_hessian=False)
+    q = tensors_of(out)
+    p = "model.layers.0.mlp.experts"
+    for e in range(4):
+        assert st[capture.expert_key(f"{p}.gate_up_proj", e)].tokens > 0  # texts reach it
+        up = nvfp4_ops.global_scale(st[capture.expert_key(f"{p}.gate_up_proj", e)].amax.reshape(1))
+        down = nvfp4_ops.global_scale(st[capture.expert_key(f"{p}.down_proj", e)].amax.reshape(1))
+        assert torch.equal(q[f"{p}.{e}.gate_proj.input_global_scale"], up)
+        assert torch.equal(q[f"{p}.{e}.up_proj.input_global_scale"], up)
+        assert torch.equal(q[f"{p}.{e}.down_proj.input_global_scale"], down)
