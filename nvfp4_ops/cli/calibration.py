@@ -20,6 +20,8 @@ from .common import CliError
 
 #: ``--calib`` value naming the built-in texts
 BUILTIN = "builtin"
+#: calibration texts are truncated to this many tokens (or the model's position table)
+MAX_TOKENS_PER_TEXT = 512
 #: suffixes of ``--calib`` files holding captured inputs (the rest are texts)
 CAPTURED_SUFFIXES = (".safetensors", ".pt", ".pth")
 #: a per-expert 2-D weight of a checkpoint: ``<P>.experts.<e>.<leaf>.weight``
@@ -160,17 +162,22 @@ def from_model(model, tokenizer, texts: Sequence, describe: str, device: torch.d
                need_hessian: bool, want_gram: bool,
                progress: Optional[Callable[[int, int], None]] = None) -> Calibration:
     """Run ``texts`` through the transformers ``model`` layer by layer on ``device``
-    (:func:`nvfp4_ops.cli.capture.capture_linear_stats`) and keep each linear's statistics;
-    a bad text (a token id outside the vocabulary, no tokenizer for texts) is a
+    (:func:`nvfp4_ops.cli.capture.capture_linear_stats`; texts truncated to
+    :data:`MAX_TOKENS_PER_TEXT` tokens, or to the model's position table when shorter) and
+    keep each linear's statistics; a bad text (a token id outside the vocabulary, no tokenizer for texts) is a
     :class:`CliError`."""
     import nvfp4_ops
 
     from .capture import capture_linear_stats
 
+    cfg = model.config.get_text_config() if hasattr(model.config, "get_text_config") \
+        else model.config
+    positions = int(getattr(cfg, "max_position_embeddings", 0) or 0)
+    max_tokens = min(MAX_TOKENS_PER_TEXT, positions) if positions > 0 else MAX_TOKENS_PER_TEXT
     try:
         res = capture_linear_stats(model, texts, device=device, want_hessian=need_hessian,
                                    want_gram=want_gram, tokenizer=tokenizer,
-                                   progress=progress)
+                                   max_tokens_per_text=max_tokens, progress=progress)
     except ValueError as e:
         raise CliError(f"--calib: {e}") from None
     c = Calibration(describe)

@@ -16,7 +16,7 @@ import torch
 from torch import Tensor
 
 from .calib_texts import calibration_and_eval_texts
-from .calibration import BUILTIN, Calibration, calibration_texts, from_model, is_captured, load_captured
+from .calibration import BUILTIN, calibration_texts, from_model, is_captured, load_captured
 from .common import LAYOUTS, CliError, fmt_bytes, pick_device
 from .discover import TensorInfo, discover
 from .experts import (ExpertParam, find_expert_params, gpt_oss_tensors, per_expert_modules,
@@ -191,25 +191,21 @@ def _load_model(src, needed: bool):
     try:
         import transformers
     except ImportError:
-        transformers = None
-    try:
-        if transformers is None:
-            raise ImportError("transformers")
+        msg = ("running the model (calibration on text, the end-to-end check) needs "
+               f"transformers, which is not installed: {INSTALL_HINT}")
+    else:
         verbosity = transformers.logging.get_verbosity()
         bars = transformers.utils.logging.is_progress_bar_enabled()
         transformers.logging.set_verbosity_error()  # no load report, no "Loading weights" bar
         transformers.utils.logging.disable_progress_bar()
         try:
             return load_model(src.folder)
+        except Exception as e:  # not fatal unless calibration needs it
+            msg = f"cannot run {src.label} with transformers ({type(e).__name__}: {e})"
         finally:
             transformers.logging.set_verbosity(verbosity)
             if bars:
                 transformers.utils.logging.enable_progress_bar()
-    except ImportError:
-        msg = ("running the model (calibration on text, the end-to-end check) needs "
-               f"transformers, which is not installed: {INSTALL_HINT}")
-    except Exception as e:  # not fatal unless calibration needs it
-        msg = f"cannot run {src.label} with transformers ({type(e).__name__}: {e})"
     if needed:
         raise CliError(msg)
     print(f"note: {msg}; quantizing without calibration and end-to-end check", file=sys.stderr)

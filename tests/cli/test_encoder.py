@@ -80,3 +80,20 @@ def test_without_transformers(encoder_dir, tmp_path, capsys, monkeypatch):
     assert rc == 2 and len(err.strip().splitlines()) == 1
     assert "needs transformers, which is not installed: pip install transformers" in err
     assert not (tmp_path / "b").exists()
+
+
+def test_builtin_calibration_fits_the_position_table(tmp_path, capsys):
+    """No --calib: an encoder calibrates on the built-in texts (the ones the end-to-end check
+    does not use), truncated to what its position table holds (16 positions here; the
+    longest built-in texts have more tokens)."""
+    from nvfp4_ops.cli.calib_texts import calibration_and_eval_texts
+
+    enc = make_encoder(tmp_path / "bert16", max_positions=16)
+    out = tmp_path / "q"
+    rc, _, err = run(capsys, str(enc), "--out", str(out), "--eval-sentences", "8",
+                     "--quiet")
+    assert rc == 0, err
+    r = json.loads((out / "report.json").read_text())
+    n_cal = len(calibration_and_eval_texts(8)[0])
+    assert r["calibration"]["source"] == f"{n_cal} built-in texts"
+    assert r["end_to_end"]["sentences"] == 8
