@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import List, Optional, Union
+from typing import List, Optional, Tuple, Union
 
-__all__ = ["default_texts", "load_texts"]
+__all__ = ["default_texts", "calibration_and_eval_texts", "load_texts"]
 
 _NEWS = [
     "The city council voted on Tuesday to extend the night bus service until two in the morning.",
@@ -287,6 +287,19 @@ def default_texts(n: Optional[int] = None) -> List[str]:
     if n < 1 or n > len(texts):
         raise ValueError(f"n must be in [1, {len(texts)}] (the built-in texts), got {n}")
     return texts[:n]
+
+
+def calibration_and_eval_texts(n_eval: int) -> Tuple[List[str], List[str]]:
+    """The built-in texts in two disjoint sets ``(calibration, evaluation)``: the last
+    ``n_eval`` texts for the end-to-end check, the ones before them to calibrate on.
+    ``n_eval`` may be at most half of the built-in texts (so that calibration keeps the
+    other half)."""
+    texts = _all_texts()
+    most = len(texts) // 2
+    if not 0 <= n_eval <= most:
+        raise ValueError(f"n_eval must be in [0, {most}] (half of the {len(texts)} built-in "
+                         f"texts), got {n_eval}")
+    return texts[:len(texts) - n_eval], texts[len(texts) - n_eval:]
 
 
 def load_texts(path: Union[str, Path]) -> Union[List[str], List[List[int]]]:

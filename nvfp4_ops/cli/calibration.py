@@ -1,35 +1,66 @@
-"""Calibration inputs: each linear layer's input activations, from the model run on
-texts or token ids, or from a file of captured inputs, reduced to what the quantizer
-needs (Hessian blocks, the Gram matrix for the output error, the input global scale)."""
+"""Calibration inputs of the quantizer: the statistics of each linear layer's inputs,
+from the model run on calibration texts (``--calib`` text file or ``builtin``: the model
+runs layer by layer through :mod:`nvfp4_ops.cli.capture`), or from a file of captured
+inputs (``.safetensors`` / ``.pt``: one ``[T, K]`` tensor per layer). Per layer the
+quantizer gets the Hessian blocks (``--scales hessian``), the input global scale
+``2688 / amax`` (W4A4) and, when kept, the Gram matrix ``X^T X`` (the output error)."""
 
 from __future__ import annotations
 
-import json
 import math
+import re
 from pathlib import Path
-from typing import Callable, Dict, Optional
+from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import Tensor
 
-from .common import CliError, read_json
-from .discover import Source
-from .encoder import calibration_and_eval_sentences
+from .calib_texts import calibration_and_eval_texts, load_texts
+from .common import CliError
+
+#: ``--calib`` value naming the built-in texts
+BUILTIN = "builtin"
+#: calibration texts are truncated to this many tokens (or the model's position table)
+MAX_TOKENS_PER_TEXT = 512
+#: suffixes of ``--calib`` files holding captured inputs (the rest are texts)
+CAPTURED_SUFFIXES = (".safetensors", ".pt", ".pth")
+#: a per-expert 2-D weight of a checkpoint: ``<P>.experts.<e>.<leaf>.weight``
+_PER_EXPERT = re.compile(r"^(?P<p>.*\.experts)\.(?P<e>\d+)\.(?P<leaf>[^.]+)\.weight$")
+#: the fused 3-D parameters (transformers 5 loads per-expert modules into them) whose
+#: expert ``e`` reads the same input as each per-expert leaf
+_FUSED_OF_LEAF = {"gate_proj": ("gate_up_proj",), "up_proj": ("gate_up_proj", "up_proj"),
+                  "w1": ("gate_up_proj",), "w3": ("gate_up_proj", "up_proj"),
+                  "down_proj": ("down_proj",), "w2": ("down_proj",)}
+
+
+def _stat_keys(name: str) -> List[str]:
+    """Keys the statistics of checkpoint weight ``name`` may be under: the name itself and,
+    for a per-expert module ``P.experts.3.gate_proj.weight``, the captured expert of the
+    fused parameter the loaded model has instead (``capture.expert_key("P.experts.
+    gate_up_proj", 3)``; gate and up read the same routed rows)."""
+    from .capture import expert_key
+
+    m = _PER_EXPERT.match(name)
+    if m is None:
+        return [name]
+    fused = _FUSED_OF_LEAF.get(m["leaf"], ())
+    return [name] + [expert_key(f"{m['p']}.{f}", int(m["e"])) + ".weight" for f in fused]
 
 
 class Calibration:
-    """Per-layer input activations ``[T, K]``: from the model run on sentences or token ids,
-    or from a file of captured inputs (read one layer at a time). Each layer's inputs are
-    reduced to what the quantizer needs: the Hessian blocks (``nvfp4_ops.hessian_blocks``),
-    the Gram matrix ``X^T X`` for the output error, and the activation's global scale
-    (ModelOpt ``input_scale``)."""
+    """Per-layer statistics of the calibration inputs, keyed by checkpoint weight name:
+    ``{"input_global_scale"[, "hessian"][, "gram"]}``. Filled from a model run
+    (:func:`from_model`), or from captured inputs held in memory (``.pt``) or read one layer
+    at a time (``.safetensors``), reduced on first use."""
 
     def __init__(self, describe: str):
         self.describe = describe
         self.tokens = 0
+        self.notes: List[str] = []
         self._acts: Dict[str, Tensor] = {}
         self._loader: Optional[Callable[[str], Optional[Tensor]]] = None
         self._stats: Dict[str, Dict[str, Tensor]] = {}
+        self._prefix = ""  # the model's base_model_prefix + "." (model runs)
 
     def precompute(self, device: torch.device, need_hessian: bool) -> None:
         """Reduce the activations held in memory to their statistics now, and free them
@@ -60,8 +91,18 @@ class Calibration:
 
     def stats(self, name: str, K: int, device: torch.device,
               need_hessian: bool) -> Optional[Dict[str, Tensor]]:
-        """``{"gram", "input_global_scale"[, "hessian"]}`` of ``name``'s inputs, or None."""
-        st = self._stats.get(name)
+        """``{"input_global_scale"[, "hessian"][, "gram"]}`` of ``name``'s inputs (on
+        ``device``), or None when ``name`` has no calibration inputs."""
+        st = None
+        for key in _stat_keys(name):
+            st = self._stats.get(key)
+            if st is None and self._prefix:
+                p = self._prefix
+                st = self._stats.get(key[len(p):] if key.startswith(p) else p + key)
+            if st is not None:
+                break
+        if st is not None:
+            st = {k: v.to(device) for k, v in st.items()}
         if st is None and name in self._acts:
             st = self._reduce(name, self._acts[name], device, need_hessian)
         if st is None and self._loader is not None:
@@ -71,7 +112,7 @@ class Calibration:
                     raise CliError(f"calibration inputs of {name} have {X.shape[-1]} features, "
                                    f"but the weight has K = {K}")
                 st = self._reduce(name, X, device, need_hessian)
-        if st is not None and st["gram"].shape[0] != K:
+        if st is not None and "gram" in st and st["gram"].shape[0] != K:
             raise CliError(f"calibration inputs of {name} have {st['gram'].shape[0]} features, "
                            f"but the weight has K = {K}")
         return st
@@ -86,74 +127,73 @@ def _calib_key(k: str) -> str:
     return k if k.endswith(".weight") else k + ".weight"
 
 
-def load_calibration(path: Optional[str], src: Source, model) -> Optional[Calibration]:
-    """Calibration inputs: ``--calib`` FILE, else (for a model this tool can run) the
-    built-in calibration sentences, else None."""
-    if path is None:
-        if model is None:
-            return None
-        cal, _ = calibration_and_eval_sentences()
-        c = Calibration(f"{len(cal)} built-in sentences")
-        c._acts = model.capture_linear_inputs(cal)
-        c.tokens = _count_tokens(c._acts)
-        return c
+def is_captured(path: Optional[str]) -> bool:
+    """True when ``--calib path`` names a file of captured inputs (not texts)."""
+    return path is not None and path != BUILTIN and Path(path).suffix.lower() in CAPTURED_SUFFIXES
+
+
+def load_captured(path: str) -> Calibration:
+    """``--calib`` FILE of captured inputs (``.safetensors`` / ``.pt``)."""
     p = Path(path)
     if not p.is_file():
         raise CliError(f"--calib {p}: no such file")
-    suffix = p.suffix.lower()
-    if suffix in (".safetensors", ".pt", ".pth"):
-        return _load_captured(p)
-    if suffix == ".txt":
-        try:
-            texts = [ln.strip() for ln in p.read_text().splitlines() if ln.strip()]
-        except (OSError, UnicodeDecodeError) as e:
-            raise CliError(f"--calib {p}: cannot read it as text ({e})") from e
-        if not texts:
-            raise CliError(f"--calib {p}: no text in it (expected one text per line)")
-        return _run_model_calib(p, model, texts=texts)
-    if suffix in (".json", ".jsonl"):
-        if suffix == ".jsonl":
-            try:
-                data = [json.loads(ln) for ln in p.read_text().splitlines() if ln.strip()]
-            except ValueError as e:
-                raise CliError(f"--calib {p}: not valid JSON lines ({e})") from e
-            data = [d.get("text", d.get("input_ids")) if isinstance(d, dict) else d for d in data]
-        else:
-            data = read_json(p, "the calibration file")
-        if isinstance(data, dict):
-            data = data.get("texts", data.get("input_ids", data.get("token_ids")))
-        if isinstance(data, list) and data and all(isinstance(s, str) for s in data):
-            return _run_model_calib(p, model, texts=data)
-        if (isinstance(data, list) and data and all(isinstance(r, list) and r and all(
-                isinstance(i, int) and not isinstance(i, bool) for i in r) for r in data)):
-            return _run_model_calib(p, model, ids=data)
-        raise CliError(f"--calib {p}: expected a JSON list of texts or a list of token-id lists "
-                       "(or {\"texts\": [...]} / {\"input_ids\": [[...]]})")
-    raise CliError(f"--calib {p}: unknown kind of file; use .txt (one text per line), .json "
-                   "(texts or token ids) or .safetensors / .pt (captured inputs: one [T, K] "
-                   "tensor per linear layer, named like the layer)")
+    return _load_captured(p)
 
 
-def _count_tokens(acts: Dict[str, Tensor]) -> int:
-    """Tokens captured: the rows of the largest non-pooler layer input."""
-    return max((int(v.shape[0]) for k, v in acts.items() if "pooler" not in k), default=0)
+def calibration_texts(path: str, n_eval: int = 0) -> Tuple[Union[List[str], List[List[int]]], str]:
+    """``(texts, description)`` of ``--calib path``: a text file (:func:`load_texts`: .txt
+    one text per line, .json texts or token ids, .jsonl ``"text"`` fields) or ``builtin``
+    (the built-in texts, less the last ``n_eval`` that the end-to-end check uses)."""
+    if path == BUILTIN:
+        texts = calibration_and_eval_texts(n_eval)[0]
+        return texts, f"{len(texts)} built-in texts"
+    p = Path(path)
+    if not p.is_file():
+        raise CliError(f"--calib {p}: no such file")
+    try:
+        texts = load_texts(p)
+    except ValueError as e:
+        raise CliError(f"--calib {e}") from None
+    what = "texts" if isinstance(texts[0], str) else "token-id sequences"
+    return texts, f"{p.name}: {len(texts)} {what}"
 
 
-def _run_model_calib(p: Path, model, texts=None, ids=None) -> Calibration:
-    """Run ``model`` on ``texts`` or token ``ids`` from file ``p``, capturing the inputs."""
-    if model is None:
-        raise CliError(f"--calib {p}: texts and token ids need a model this tool can run (a BERT "
-                       "encoder with tokenizer.json, like the embedded default); for other "
-                       "models pass captured inputs (.safetensors of [T, K] per linear layer)")
-    if ids is not None:
-        vocab = int(getattr(model.config, "vocab_size", 0) or 0) or None
-        bad = [i for r in ids for i in r if i < 0 or (vocab and i >= vocab)]
-        if bad:
-            raise CliError(f"--calib {p}: token id {bad[0]} is outside the vocabulary "
-                           f"[0, {vocab})")
-    c = Calibration(f"{p.name}: {len(texts or ids)} {'texts' if texts else 'token-id sequences'}")
-    c._acts = model.capture_linear_inputs(sentences=texts, token_ids=ids)
-    c.tokens = _count_tokens(c._acts)
+def from_model(model, tokenizer, texts: Sequence, describe: str, device: torch.device,
+               need_hessian: bool, want_gram: bool,
+               progress: Optional[Callable[[int, int], None]] = None) -> Calibration:
+    """Run ``texts`` through the transformers ``model`` layer by layer on ``device``
+    (:func:`nvfp4_ops.cli.capture.capture_linear_stats`; texts truncated to
+    :data:`MAX_TOKENS_PER_TEXT` tokens, or to the model's position table when shorter) and
+    keep each linear's statistics; a bad text (a token id outside the vocabulary, no tokenizer for texts) is a
+    :class:`CliError`."""
+    import nvfp4_ops
+
+    from .capture import capture_linear_stats
+
+    cfg = model.config.get_text_config() if hasattr(model.config, "get_text_config") \
+        else model.config
+    positions = int(getattr(cfg, "max_position_embeddings", 0) or 0)
+    max_tokens = min(MAX_TOKENS_PER_TEXT, positions) if positions > 0 else MAX_TOKENS_PER_TEXT
+    try:
+        res = capture_linear_stats(model, texts, device=device, want_hessian=need_hessian,
+                                   want_gram=want_gram, tokenizer=tokenizer,
+                                   max_tokens_per_text=max_tokens, progress=progress)
+    except ValueError as e:
+        raise CliError(f"--calib: {e}") from None
+    c = Calibration(describe)
+    c.tokens, c.notes = res.tokens, list(res.notes)
+    c._prefix = getattr(model, "base_model_prefix", "") + "."
+    for key, st in res.items():
+        if not st.tokens:
+            continue  # no token reached it: no calibration inputs
+        if not bool(torch.isfinite(st.amax)):
+            raise CliError(f"calibration inputs of {key} hold NaN or inf")
+        d = {"input_global_scale": nvfp4_ops.global_scale(st.amax.reshape(1))}
+        if st.hessian is not None:
+            d["hessian"] = st.hessian
+        if st.gram is not None:
+            d["gram"] = st.gram
+        c._stats[key if key.endswith(".weight") else key + ".weight"] = d
     return c
 
 

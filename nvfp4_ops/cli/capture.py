@@ -41,12 +41,13 @@ transformers is needed (imported inside the functions; one clear error if it is 
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple, Union
+from typing import Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn.functional as F
@@ -55,7 +56,7 @@ from torch import Tensor, nn
 from ..reference import hessian_blocks
 
 __all__ = ["LinearStats", "CaptureResult", "capture_linear_stats", "encode_sentences",
-           "expert_key", "load_model", "NVFP4_GROUP"]
+           "expert_key", "load_model", "model_kind", "swap_linear_weights", "NVFP4_GROUP"]
 
 NVFP4_GROUP = 16
 _CHUNK_ROWS = inspect.signature(hessian_blocks).parameters["chunk_rows"].default
@@ -78,11 +79,14 @@ class LinearStats:
         fp32 scalar, ``max |X|`` (0 when no token reached the layer; NaN if X holds NaN).
     tokens : int
         Rows of ``X`` (real tokens routed to the layer).
+    gram : Tensor or None
+        fp32 ``[K, K]`` Gram matrix ``X^T X`` (summed per batch) when asked for, else None.
     """
 
     hessian: Optional[Tensor]
     amax: Tensor
     tokens: int
+    gram: Optional[Tensor] = None
 
 
 class CaptureResult(dict):
@@ -143,6 +147,69 @@ def load_model(path: Union[str, Path], dtype: Union[str, torch.dtype] = "auto"):
     return model, tok
 
 
+#: ``model_type`` of the sentence encoders :func:`encode_sentences` runs (AutoModel of each
+#: is a plain encoder)
+ENCODER_TYPES = ("bert", "roberta", "xlm-roberta", "distilbert", "mpnet", "electra")
+
+
+def model_kind(folder: Optional[Union[str, Path]]) -> Optional[str]:
+    """What the model in ``folder`` is for the CLI's runs: ``"encoder"`` (a BERT-like
+    ``model_type`` with a tokenizer: calibration and the end-to-end embedding check),
+    ``"causal-lm"`` (``architectures`` ending in ``ForCausalLM``: calibration), or None
+    (no readable config.json, or neither)."""
+    if folder is None:
+        return None
+    folder = Path(folder)
+    try:
+        cfg = json.loads((folder / "config.json").read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(cfg, dict):
+        return None
+    if cfg.get("model_type") in ENCODER_TYPES and any(
+            (folder / f).is_file() for f in ("tokenizer.json", "vocab.txt")):
+        return "encoder"
+    archs = cfg.get("architectures") or []
+    if (isinstance(archs, list) and any(str(a).endswith("ForCausalLM") for a in archs)
+            and not cfg.get("is_encoder_decoder", False)):
+        return "causal-lm"
+    return None
+
+
+def _module_of_weight(model: nn.Module, weight_name: str) -> Optional[nn.Module]:
+    """The module whose ``.weight`` is checkpoint tensor ``weight_name`` (the checkpoint may
+    carry, or lack, the model's ``base_model_prefix``, e.g. ``bert.``)."""
+    mods = dict(model.named_modules())
+    name = weight_name[:-len(".weight")] if weight_name.endswith(".weight") else weight_name
+    pre = getattr(model, "base_model_prefix", "") + "."
+    for cand in (name, name[len(pre):] if name.startswith(pre) else pre + name):
+        if cand in mods:
+            return mods[cand]
+    return None
+
+
+@contextlib.contextmanager
+def swap_linear_weights(model: nn.Module, replace: Dict[str, Tensor]) -> Iterator[nn.Module]:
+    """Within the block, the weight of checkpoint tensor ``name`` is ``replace[name]`` (cast
+    to the weight's dtype and device); restored on exit. A name that is not a weight of the
+    model, or a shape that differs, is a ValueError."""
+    saved = []
+    try:
+        for name, w in replace.items():
+            mod = _module_of_weight(model, name)
+            if mod is None or not isinstance(getattr(mod, "weight", None), Tensor):
+                raise ValueError(f"{name} is not a weight of {type(model).__name__}")
+            if tuple(w.shape) != tuple(mod.weight.shape):
+                raise ValueError(f"{name}: shape {tuple(w.shape)}, the model has "
+                                 f"{tuple(mod.weight.shape)}")
+            saved.append((mod, mod.weight.data))
+            mod.weight.data = w.to(dtype=mod.weight.dtype, device=mod.weight.device)
+        yield model
+    finally:
+        for mod, w in saved:
+            mod.weight.data = w
+
+
 def _token_rows(tokenizer, texts: Texts, max_tokens: int, vocab: Optional[int]) -> List[List[int]]:
     """Token ids per text (strings are tokenised with special tokens; id lists are taken
     as they are), truncated to ``max_tokens``; empty rows dropped."""
@@ -197,9 +264,10 @@ class _Acc:
     """Streaming statistics of one layer's input rows (see the module docstring for why
     the Hessian equals ``hessian_blocks`` of the concatenated rows bit for bit)."""
 
-    def __init__(self, K: int, want_hessian: bool, device: torch.device):
+    def __init__(self, K: int, want_hessian: bool, device: torch.device, want_gram: bool = False):
         self.K = K
         self.want_h = want_hessian and K % NVFP4_GROUP == 0
+        self.G = torch.zeros((K, K), dtype=torch.float32, device=device) if want_gram else None
         self.H = (torch.zeros((K // NVFP4_GROUP, NVFP4_GROUP, NVFP4_GROUP), dtype=torch.float32,
                               device=device) if self.want_h else None)
         self.amax = torch.zeros((), dtype=torch.float32, device=device)
@@ -215,6 +283,9 @@ class _Acc:
             return
         self.tokens += n
         self.amax = torch.maximum(self.amax, rows.detach().abs().amax().float())
+        if self.G is not None:
+            r = rows.detach().float()
+            self.G += r.T @ r
         if not self.want_h:
             return
         self._buf.append(rows.detach())
@@ -231,15 +302,17 @@ class _Acc:
             self.H += hessian_blocks(torch.cat(self._buf), _CHUNK_ROWS)
         self._buf, self._buf_rows = [], 0
         H = self.H.cpu() if self.H is not None and self.tokens else None
-        return LinearStats(H, self.amax.cpu(), self.tokens)
+        G = self.G.cpu() if self.G is not None and self.tokens else None
+        return LinearStats(H, self.amax.cpu(), self.tokens, G)
 
 
 class _State:
     """What the hooks of the running block share: the accumulators and the current
     batch's token mask (bool ``[B, T]``)."""
 
-    def __init__(self, want_hessian: bool, device: torch.device):
+    def __init__(self, want_hessian: bool, device: torch.device, want_gram: bool = False):
         self.want_hessian = want_hessian
+        self.want_gram = want_gram
         self.device = device
         self.accs: Dict[str, _Acc] = {}
         self.mask: Optional[Tensor] = None
@@ -253,7 +326,7 @@ class _State:
 
     def acc(self, key: str, K: int) -> _Acc:
         if key not in self.accs:
-            self.accs[key] = _Acc(K, self.want_hessian, self.device)
+            self.accs[key] = _Acc(K, self.want_hessian, self.device, self.want_gram)
         return self.accs[key]
 
     def real_rows(self, x: Tensor, key: str, routed: bool = False) -> Tensor:
@@ -464,6 +537,7 @@ def _tail(model, base, h: Tensor, state: _State, causal: bool, notes: List[str])
 def capture_linear_stats(model_or_path, texts: Texts, *, device: Union[str, torch.device],
                          max_tokens_per_text: int = 512, batch_size: int = 8,
                          layers: Optional[Iterable[int]] = None, want_hessian: bool = True,
+                         want_gram: bool = False,
                          progress: Optional[Callable[[int, int], None]] = None,
                          tokenizer=None, dtype: Union[str, torch.dtype] = "auto") -> CaptureResult:
     """Run ``texts`` through a transformers model block by block and return the input
@@ -488,6 +562,9 @@ def capture_linear_stats(model_or_path, texts: Texts, *, device: Union[str, torc
         tail is skipped); default every block and the tail.
     want_hessian : bool
         Accumulate the Hessian blocks (else only ``amax`` and ``tokens``).
+    want_gram : bool
+        Also accumulate each layer's full ``[K, K]`` Gram matrix (``K*K*4`` bytes per layer,
+        kept on the CPU: for small models).
     progress : callable, optional
         ``progress(blocks_done, blocks_total)`` after each block.
     tokenizer : optional
@@ -533,7 +610,7 @@ def capture_linear_stats(model_or_path, texts: Texts, *, device: Union[str, torc
     result.texts = len(rows)
     result.tokens = sum(len(r) for r in rows)
     batches = _batches(rows, int(batch_size), _pad_id(tokenizer, model.config))
-    state = _State(want_hessian, device)
+    state = _State(want_hessian, device, want_gram)
     try:
         masks, hs, args = _record_inputs(model, blocks, batches, device, causal, result.notes)
         for i in range(last + 1):

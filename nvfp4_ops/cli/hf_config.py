@@ -10,10 +10,11 @@ nvfp4       compressed-tensors  ``P.weight_packed`` (uint8 [N, K/2]), ``P.weight
                                 (float8_e4m3fn [N, K/16]), ``P.weight_global_scale`` (fp32
                                 [1], ENCODE scale 2688/amax); quant_method
                                 "compressed-tensors", format "nvfp4-pack-quantized"
-                                (weights only: the NVFP4A16 scheme)
+                                (--scheme w4a16: the NVFP4A16 scheme; w4a4: the NVFP4
+                                scheme, ``P.input_global_scale`` fp32 [1] ENCODE too)
 nvfp4       modelopt            ``P.weight`` (uint8 [N, K/2]), ``P.weight_scale`` (e4m3),
                                 ``P.weight_scale_2`` (fp32 scalar, DECODE scale amax/2688),
-                                ``P.input_scale`` when calibration inputs exist;
+                                ``P.input_scale`` (DECODE) with --scheme w4a4;
                                 quant_algo "NVFP4", also in ``hf_quant_config.json``
 mxfp8       compressed-tensors  ``P.weight`` (float8_e4m3fn [N, K]), ``P.weight_scale``
                                 (uint8 E8M0 [N, K/32]); format "mxfp8-quantized"
@@ -51,9 +52,19 @@ def _ct_weights(fmt: str) -> dict:
             "group_size": 32, "strategy": "group", "dynamic": False, "scale_dtype": "torch.uint8"}
 
 
+def _ct_nvfp4_inputs() -> dict:
+    """compressed-tensors' ``input_activations`` of NVFP4 W4A4, as its preset scheme
+    ``NVFP4`` (what llm-compressor writes): per-16 block scales computed at run time
+    (``dynamic: "local"``) under the static ``input_global_scale`` of the checkpoint."""
+    return {"num_bits": 4, "type": "float", "symmetric": True, "group_size": 16,
+            "strategy": "tensor_group", "dynamic": "local", "observer": "static_minmax",
+            "scale_dtype": "torch.float8_e4m3fn"}
+
+
 def quantization_config(fmt: str, layout: str, ignore: List[str],
                         act_scales: bool) -> Tuple[dict, Optional[dict]]:
-    """``(config.json's quantization_config, hf_quant_config.json or None)``."""
+    """``(config.json's quantization_config, hf_quant_config.json or None)``; ``act_scales``:
+    NVFP4 W4A4 (static input scales written), else weights only."""
     from .. import __version__
 
     producer = {"name": "nvfp4_ops", "version": __version__}
@@ -62,7 +73,7 @@ def quantization_config(fmt: str, layout: str, ignore: List[str],
         return ({
             "config_groups": {"group_0": {
                 "targets": ["Linear"], "weights": _ct_weights(fmt),
-                "input_activations": None, "output_activations": None, "format": f}},
+                "input_activations": _ct_nvfp4_inputs() if act_scales else None, "output_activations": None, "format": f}},
             "format": f,
             "global_compression_ratio": None,
             "ignore": ignore,

@@ -96,9 +96,17 @@ def add_parsers(sub) -> None:
                         "scale: 'auto' (q/k/v, gate/up, query/key/value, w1/w3, ...), 'none', "
                         "or leaf names like 'q_proj,k_proj,v_proj;gate_proj,up_proj'")
     q.add_argument("--calib", metavar="FILE",
-                   help="calibration inputs: .txt (one text per line) or .json (texts or token "
-                        "ids) for a BERT encoder like the embedded default, or .safetensors / "
-                        ".pt of captured [T, K] inputs per linear layer (named like the layer)")
+                   help="calibration: 'builtin' (a few hundred built-in varied texts; the "
+                        "default when calibration is needed: --scales hessian, --scheme w4a4), "
+                        "a text file (.txt one text per line, .json texts or token ids, .jsonl "
+                        "\"text\" fields) that the CLI runs through the model (a transformers "
+                        "causal LM or BERT-like encoder folder; layer by layer on --device), or "
+                        ".safetensors / .pt of captured [T, K] inputs per linear layer (named "
+                        "like the layer)")
+    q.add_argument("--scheme", choices=("w4a16", "w4a4"), default="w4a16",
+                   help="nvfp4: w4a16 (weights only, default) or w4a4: also static NVFP4 "
+                        "activation scales from the calibration (compressed-tensors "
+                        "input_global_scale, ModelOpt input_scale), shared over fused groups")
     q.add_argument("--device", choices=("cuda", "cpu"), default=None,
                    help="default: cuda when a GPU is visible (CUDA kernels), else cpu "
                         "(the pure-PyTorch reference)")
@@ -110,9 +118,10 @@ def add_parsers(sub) -> None:
     q.add_argument("--force", action="store_true", help="replace --out if it exists")
     q.add_argument("--max-shard-size", type=parse_size, default=parse_size("5GB"),
                    metavar="SIZE", help="largest output shard (default 5GB)")
-    q.add_argument("--eval-sentences", type=int_at_least(0), default=256, metavar="N",
+    q.add_argument("--eval-sentences", type=int_at_least(0), default=128, metavar="N",
                    help="for a BERT encoder like the embedded default: how many built-in "
-                        "sentences the end-to-end check embeds (default 256; 0: no check)")
+                        "texts the end-to-end check embeds (default 128, at most half of the "
+                        "built-in texts: the others calibrate; 0: no check)")
     q.add_argument("--threads", type=int_at_least(1), default=None, metavar="N",
                    help="CPU threads for torch (default: torch's choice, one per core)")
     q.add_argument("--quiet", action="store_true", help="no progress bar and no table")

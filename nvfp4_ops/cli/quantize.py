@@ -15,13 +15,13 @@ from typing import Dict, List, Optional
 import torch
 from torch import Tensor
 
-from .calibration import load_calibration
+from .calib_texts import calibration_and_eval_texts
+from .calibration import BUILTIN, calibration_texts, from_model, is_captured, load_captured
 from .common import LAYOUTS, CliError, fmt_bytes, pick_device
 from .discover import TensorInfo, discover
 from .experts import (ExpertParam, find_expert_params, gpt_oss_tensors, per_expert_modules,
                       quantize_experts, require_experts, to_nk)
 from .groups import find_groups, group_global_scales, group_input_scales, parse_groups
-from .encoder import Encoder, calibration_and_eval_sentences
 from .hf_config import quantization_config
 from .io import AtomicOutput, ShardWriter, atomic_output, copy_side_files, free_bytes
 from .report import load_hint, make_report, print_report
@@ -49,12 +49,14 @@ def _sync(device: torch.device) -> None:
 
 def quantize_tensor(w: Tensor, fmt: str, method: str, layout: str, device: torch.device,
                     stats: Optional[Dict[str, Tensor]], keep_deq: bool,
-                    chunk_elems: int, global_scale: Optional[Tensor] = None) -> LayerResult:
+                    chunk_elems: int, global_scale: Optional[Tensor] = None,
+                    input_global_scale: Optional[Tensor] = None) -> LayerResult:
     """Quantize one 2-D weight with ``method`` (and with ``amax`` for the comparison), in
     row chunks (rows are independent; the global scale is the whole tensor's, or the
     ``global_scale`` of its fused group when given), so that the working memory stays near
-    the size of the weight. Returns the layout's tensors (the gpt-oss layout's experts go
-    through :func:`_quantize_expert_param`)."""
+    the size of the weight. ``input_global_scale`` (NVFP4 W4A4: the static activation
+    scale, ENCODE) is written as the layout names it. Returns the layout's tensors (the
+    gpt-oss layout's experts go through :func:`_quantize_expert_param`)."""
     import nvfp4_ops
     from .. import formats
 
@@ -133,12 +135,11 @@ def quantize_tensor(w: Tensor, fmt: str, method: str, layout: str, device: torch
            if gram is not None and wg > 0 else {})
     rel["_norm"] = math.sqrt(wsq)
 
-    igs = stats.get("input_global_scale") if stats else None
     if fmt == "nvfp4":
         if layout == "modelopt":
-            outputs = formats.to_modelopt(data, scales, gs, igs)
+            outputs = formats.to_modelopt(data, scales, gs, input_global_scale)
         else:
-            outputs = formats.to_compressed_tensors(data, scales, gs)
+            outputs = formats.to_compressed_tensors(data, scales, gs, input_global_scale)
     elif fmt == "mxfp8":
         outputs = {"weight": data, "weight_scale": scales}
     else:
@@ -174,25 +175,98 @@ def _estimate_out_bytes(t: TensorInfo, d: Decision, fmt: str,
             "mxfp4": M * K // 2 + M * K // 32}[fmt]
 
 
-def _load_encoder(src, needed: bool) -> Optional[Encoder]:
-    """The input as a transformers sentence encoder, for calibration and the end-to-end
-    check; None (with one note line) when it cannot run, unless ``needed`` (--calib texts
-    or token ids), when that is an error."""
+#: how to get transformers, in the one line said when it is missing
+INSTALL_HINT = "pip install transformers (or the project's cli extra: pip install 'nvfp4_ops[cli]')"
+#: the Gram matrices (the report's output error) are kept when all of them fit in this
+GRAM_BUDGET_BYTES = 1 << 30
+
+
+def _load_model(src, needed: bool):
+    """``(model, tokenizer)`` of the input folder loaded with transformers on the CPU
+    (:func:`nvfp4_ops.cli.capture.load_model`), for calibration and the end-to-end check.
+    When it cannot be loaded: a :class:`CliError` if ``needed`` (calibration asked for),
+    else one note line and None."""
+    from .capture import load_model
+
     try:
-        model = Encoder(src.folder)
-        model.encode(["A short test sentence."])
-        return model
-    except CliError as e:  # transformers is missing
-        if needed:
-            raise
-        print(f"note: {e}; quantizing without calibration and end-to-end check",
-              file=sys.stderr)
-    except Exception as e:  # not fatal: no calibration / end-to-end check then
-        if needed:
-            raise CliError(f"cannot run {src.label} with transformers ({e})") from e
-        print(f"note: cannot run {src.label} with transformers ({e}); no end-to-end check",
-              file=sys.stderr)
+        import transformers
+    except ImportError:
+        msg = ("running the model (calibration on text, the end-to-end check) needs "
+               f"transformers, which is not installed: {INSTALL_HINT}")
+    else:
+        verbosity = transformers.logging.get_verbosity()
+        bars = transformers.utils.logging.is_progress_bar_enabled()
+        transformers.logging.set_verbosity_error()  # no load report, no "Loading weights" bar
+        transformers.utils.logging.disable_progress_bar()
+        try:
+            return load_model(src.folder)
+        except Exception as e:  # not fatal unless calibration needs it
+            msg = f"cannot run {src.label} with transformers ({type(e).__name__}: {e})"
+        finally:
+            transformers.logging.set_verbosity(verbosity)
+            if bars:
+                transformers.utils.logging.enable_progress_bar()
+    if needed:
+        raise CliError(msg)
+    print(f"note: {msg}; quantizing without calibration and end-to-end check", file=sys.stderr)
     return None
+
+
+def _calibrate(args, src, method: str, w4a4: bool, todo: List[TensorInfo],
+               device: torch.device):
+    """``(calibration or None, model or None, tokenizer)``: calibration runs for
+    ``--scales hessian``, ``--scheme w4a4`` or a given ``--calib`` (``builtin`` texts when
+    none is given and the model can run), and always for an encoder (the report's output
+    error); the model is returned for the end-to-end check of an encoder."""
+    path = args.calib
+    kind = src.model_kind
+    if is_captured(path):
+        return load_captured(path), None, None
+    need = method == "hessian" or w4a4 or path is not None
+    if kind is None:
+        if path is not None:
+            calibration_texts(path)  # a bad file is reported first
+            raise CliError(f"--calib {path}: texts need a model folder this tool can run with "
+                           "transformers (config.json of a causal LM, or a BERT-like encoder, "
+                           "and its tokenizer); for other models pass captured inputs "
+                           "(.safetensors of [T, K] per linear layer, named like the layer)")
+        if need:
+            what = "--scales hessian" if method == "hessian" else "--scheme w4a4"
+            raise CliError(f"{what} needs calibration inputs: pass --calib FILE (texts for a "
+                           "transformers causal LM or encoder folder, or a .safetensors of "
+                           "captured [T, K] inputs per linear layer)")
+        return None, None, None
+    n_eval = args.eval_sentences if kind == "encoder" else 0
+    if not need and kind != "encoder":
+        return None, None, None
+    texts, describe = calibration_texts(path or BUILTIN, n_eval)
+    loaded = _load_model(src, needed=need)
+    if loaded is None:
+        return None, None, None
+    model, tok = loaded
+    gram_bytes = sum(t.shape[-1] ** 2 * 4 for t in todo)
+    want_gram = gram_bytes <= GRAM_BUDGET_BYTES
+    from tqdm import tqdm
+
+    bar = None
+
+    def progress(done: int, total: int) -> None:
+        nonlocal bar
+        if bar is None:  # made at the first block: an error before it prints no bar
+            bar = tqdm(total=total, desc=f"calibrate ({describe})", unit="block",
+                       disable=args.quiet, file=sys.stderr, dynamic_ncols=True,
+                       mininterval=0.25)
+        bar.update(done - bar.n)
+    try:
+        calib = from_model(model, tok, texts, describe, device, method == "hessian", want_gram,
+                           progress)
+    finally:
+        if bar is not None:
+            bar.close()
+    if not want_gram:
+        calib.notes.append(f"no output-error column: the layers' Gram matrices would take "
+                           f"{fmt_bytes(gram_bytes)} (more than {fmt_bytes(GRAM_BUDGET_BYTES)})")
+    return calib, (model if kind == "encoder" else None), tok
 
 
 def _classify_all(src, fmt: str, layout: str, include, exclude,
@@ -282,6 +356,15 @@ def run_quantize(args: argparse.Namespace) -> int:
     if method == "hessian" and fmt != "nvfp4":
         raise CliError(f"--scales hessian is for --format nvfp4 only (the {fmt} search minimises "
                        "the squared error: use --scales mse)")
+    scheme = getattr(args, "scheme", "w4a16")
+    w4a4 = scheme == "w4a4"
+    if w4a4 and fmt != "nvfp4":
+        raise CliError(f"--scheme w4a4 quantizes activations to NVFP4: --format nvfp4 only "
+                       f"(got --format {fmt})")
+    try:
+        calibration_and_eval_texts(args.eval_sentences)
+    except ValueError as e:
+        raise CliError(f"--eval-sentences {args.eval_sentences}: {e}") from None
     device = pick_device(args.device)
     backend, why = _library.op_implementation("quantize" if fmt == "nvfp4" else "mx_quantize", device)
 
@@ -318,23 +401,12 @@ def run_quantize(args: argparse.Namespace) -> int:
         raise CliError(f"not enough disk space next to {out}: the output needs about "
                        f"{fmt_bytes(need)}, {fmt_bytes(free)} is free", 1)
 
-    # a model this tool can run: calibration (hessian, output error, input scales) and the
-    # end-to-end check
-    model = None
-    if src.encoder:
-        model = _load_encoder(src, needed=bool(args.calib) and Path(args.calib).suffix.lower()
-                              in (".txt", ".json", ".jsonl"))
-    calib = None
+    # a model this tool can run (transformers, layer by layer): calibration (hessian, output
+    # error, input scales) and, for an encoder, the end-to-end check
     t_cal = time.perf_counter()
-    if method == "hessian" or model is not None or args.calib:
-        calib = load_calibration(args.calib, src, model)
-        if calib is not None:
-            calib.precompute(device, method == "hessian")
-        if calib is None and method == "hessian":
-            raise CliError("--scales hessian needs calibration inputs: pass --calib FILE "
-                           "(texts or token ids for a BERT encoder like the embedded default, "
-                           "or a .safetensors of captured [T, K] inputs per linear layer)")
-
+    calib, model, tokenizer = _calibrate(args, src, method, w4a4, todo, device)
+    if calib is not None:
+        calib.precompute(device, method == "hessian")
     t_cal = time.perf_counter() - t_cal
 
     # fused groups: one NVFP4 global scale per group (an extra read of each member's amax)
@@ -399,10 +471,16 @@ def run_quantize(args: argparse.Namespace) -> int:
                         note = ""
                         if calib is not None:
                             stats = calib.stats(info.name, info.shape[1], device, method == "hessian")
-                        if stats is not None and info.name in shared_igs:
-                            stats = dict(stats, input_global_scale=shared_igs[info.name])
+                        igs = None
+                        if stats is not None and w4a4:
+                            igs = shared_igs.get(info.name, stats["input_global_scale"])
                         if stats is None and calib is not None:
                             no_calib.append(info.name)
+                        if w4a4 and igs is None:
+                            raise CliError(f"--scheme w4a4: {info.name} has no calibration "
+                                           "inputs, so no input scale (the calibration did "
+                                           f"not reach it); keep it in float with --exclude "
+                                           f"{mod}")
                         if method == "hessian" and (stats is None or "hessian" not in stats):
                             m_used, note = "mse", "no calibration inputs for this layer: mse"
                         try:
@@ -411,7 +489,8 @@ def run_quantize(args: argparse.Namespace) -> int:
                                                            device, chunk)
                             else:
                                 r = quantize_tensor(w, fmt, m_used, layout, device, stats,
-                                                    keep_deq, chunk, shared_gs.get(info.name))
+                                                    keep_deq, chunk, shared_gs.get(info.name),
+                                                    igs)
                         except _Skip as s:
                             d = decisions[info.name] = Decision("skip", str(s))
                         else:
@@ -464,15 +543,13 @@ def run_quantize(args: argparse.Namespace) -> int:
         # config.json (+ hf_quant_config.json) and the other files of the input folder
         ignore = sorted(module_of(e["name"]) for e in kept + skipped
                         if decisions[e["name"]].action in ("exclude", "skip"))
-        act = layout == "modelopt" and calib is not None and fmt == "nvfp4"
-        qc, hf = quantization_config(fmt, layout, ignore, act)
-        if act and no_calib:
-            notes.append(f"{len(no_calib)} layers have no calibration inputs and so no "
-                         f"input_scale (e.g. {no_calib[0]})")
-        if layout == "modelopt" and not act:
-            notes.append("no calibration inputs, so no input_scale: vLLM serves this ModelOpt "
-                         "NVFP4 checkpoint as W4A16 (NVFP4 weights, 16-bit activations); pass "
-                         "--calib for W4A4 input scales")
+        qc, hf = quantization_config(fmt, layout, ignore, w4a4)
+        if calib is not None:
+            notes.extend(f"calibration: {n}" for n in calib.notes)
+        if layout == "modelopt" and not w4a4:
+            notes.append("--scheme w4a16: no input_scale, vLLM serves this ModelOpt NVFP4 "
+                         "checkpoint as W4A16 (NVFP4 weights, 16-bit activations); --scheme "
+                         "w4a4 writes calibrated input scales")
         config["quantization_config"] = qc
         copied = copy_side_files(src.folder, atomic.tmp, ["config.json", "hf_quant_config.json",
                                                             "report.json"], src.is_folder)
@@ -484,18 +561,20 @@ def run_quantize(args: argparse.Namespace) -> int:
         e2e = None
         t_eval = time.perf_counter()
         if model is not None and deq_all and args.eval_sentences > 0:
-            _, eval_sents = calibration_and_eval_sentences(n_eval=args.eval_sentences)
-            ref = model.encode(eval_sents)
+            from .capture import encode_sentences, swap_linear_weights
+
+            _, eval_sents = calibration_and_eval_texts(args.eval_sentences)
+            ref = encode_sentences(model, eval_sents, device, tokenizer=tokenizer)
             methods = [method] if method == "amax" else ["amax", method]
             e2e = {"sentences": len(eval_sents),
                    "what": "cosine similarity between the float model's and the quantized "
-                           "model's sentence embeddings on the built-in evaluation sentences "
-                           "(disjoint from the calibration ones); weights quantized, "
-                           "activations in fp32",
+                           "model's sentence embeddings on the built-in evaluation texts "
+                           "(disjoint from the built-in calibration ones); weights quantized, "
+                           "activations in the model's dtype",
                    "cosine": {}}
             for m in methods:
-                with model.weights({n: dq[m] for n, dq in deq_all.items()}):
-                    emb = model.encode(eval_sents)
+                with swap_linear_weights(model, {n: dq[m] for n, dq in deq_all.items()}):
+                    emb = encode_sentences(model, eval_sents, device, tokenizer=tokenizer)
                 cos = (emb * ref).sum(1)
                 e2e["cosine"][m] = {"mean": float(cos.mean()), "min": float(cos.min())}
             deq_all.clear()
@@ -506,6 +585,7 @@ def run_quantize(args: argparse.Namespace) -> int:
                               layers, skipped, kept, notes, e2e, shards, copied, bytes_in,
                               writer.total, t_loop, total_time, len(src.tensors))
         report["fused_groups"] = fused_rows
+        report["scheme"] = scheme
         report["totals"]["calibration_time_s"] = t_cal
         report["totals"]["cpu_time_s"] = time.process_time() - cpu_start
         report["totals"]["eval_time_s"] = t_eval

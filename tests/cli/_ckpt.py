@@ -86,9 +86,10 @@ WORDS = ("the a dog cat man woman runs eats sleeps in on park house food today n
          "is was very small big red green").split()
 
 
-def make_encoder(folder: Path) -> Path:
-    """A tiny random BERT sentence encoder (hidden 32, one layer, K = 32 / 64) saved with
-    transformers, with a word-level tokenizer: the CLI calibrates it and checks it end to end."""
+def make_encoder(folder: Path, max_positions: int = 64) -> Path:
+    """A tiny random BERT sentence encoder (hidden 32, one layer, K = 32 / 64, a position
+    table of ``max_positions``) saved with transformers, with a word-level tokenizer: the
+    CLI calibrates it and checks it end to end."""
     from transformers import BertConfig, BertModel, BertTokenizerFast
 
     folder.mkdir(parents=True, exist_ok=True)
@@ -98,6 +99,26 @@ def make_encoder(folder: Path) -> Path:
     BertTokenizerFast(vocab_file=str(vocab)).save_pretrained(str(folder))
     torch.manual_seed(0)
     cfg = BertConfig(vocab_size=8 + len(WORDS), hidden_size=32, num_hidden_layers=1,
-                     num_attention_heads=2, intermediate_size=64, max_position_embeddings=64)
+                     num_attention_heads=2, intermediate_size=64,
+                     max_position_embeddings=max_positions)
     BertModel(cfg).eval().save_pretrained(str(folder))
     return folder
+
+
+def word_tokenizer(texts):
+    """A word-level transformers tokenizer over the words of ``texts`` ([CLS] text [SEP],
+    [PAD] = 0, [UNK] = 1): tiny models made here tokenise the built-in texts with it."""
+    import tokenizers
+    import transformers
+
+    special = ["[PAD]", "[UNK]", "[CLS]", "[SEP]"]
+    pre = tokenizers.pre_tokenizers.Whitespace()
+    words = sorted({w for t in texts for w, _ in pre.pre_tokenize_str(t)})
+    vocab = {w: i for i, w in enumerate(special + words)}
+    tk = tokenizers.Tokenizer(tokenizers.models.WordLevel(vocab, unk_token="[UNK]"))
+    tk.pre_tokenizer = pre
+    tk.post_processor = tokenizers.processors.TemplateProcessing(
+        single="[CLS] $A [SEP]", special_tokens=[("[CLS]", 2), ("[SEP]", 3)])
+    return transformers.PreTrainedTokenizerFast(
+        tokenizer_object=tk, unk_token="[UNK]", pad_token="[PAD]", cls_token="[CLS]",
+        sep_token="[SEP]")

@@ -20,6 +20,8 @@ from nvfp4_ops.cli import capture
 from nvfp4_ops.cli.calib_texts import default_texts, load_texts
 from nvfp4_ops.reference import hessian_blocks
 
+from ._ckpt import word_tokenizer
+
 tf = pytest.importorskip("transformers")
 tokenizers = pytest.importorskip("tokenizers")
 
@@ -29,16 +31,7 @@ TEXTS = default_texts(24)
 @pytest.fixture(scope="module")
 def tok():
     """A word-level tokenizer over the built-in texts ([CLS] text [SEP], [PAD] = 0)."""
-    special = ["[PAD]", "[UNK]", "[CLS]", "[SEP]"]
-    pre = tokenizers.pre_tokenizers.Whitespace()
-    words = sorted({w for t in default_texts() for w, _ in pre.pre_tokenize_str(t)})
-    vocab = {w: i for i, w in enumerate(special + words)}
-    tk = tokenizers.Tokenizer(tokenizers.models.WordLevel(vocab, unk_token="[UNK]"))
-    tk.pre_tokenizer = pre
-    tk.post_processor = tokenizers.processors.TemplateProcessing(
-        single="[CLS] $A [SEP]", special_tokens=[("[CLS]", 2), ("[SEP]", 3)])
-    return tf.PreTrainedTokenizerFast(tokenizer_object=tk, unk_token="[UNK]", pad_token="[PAD]",
-                                      cls_token="[CLS]", sep_token="[SEP]")
+    return word_tokenizer(default_texts())
 
 
 def _save(model, tok, folder: Path) -> Path:

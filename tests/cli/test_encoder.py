@@ -7,9 +7,9 @@ import json
 import pytest
 import torch
 
-from nvfp4_ops.cli.encoder import Encoder
+from nvfp4_ops.cli.capture import encode_sentences, load_model, swap_linear_weights
 
-from ._ckpt import make_encoder, run
+from ._ckpt import make_encoder, run, tensors
 
 
 @pytest.fixture(scope="module")
@@ -17,38 +17,23 @@ def encoder_dir(tmp_path_factory):
     return make_encoder(tmp_path_factory.mktemp("enc") / "bert")
 
 
-def test_encoder_matches_transformers_mean_pooling(encoder_dir):
-    from transformers import AutoModel, AutoTokenizer
-
-    s = ["the dog runs in the park .", "a cat sleeps ?", "the big red house"]
-    e = Encoder(encoder_dir).encode(s)
-    tok = AutoTokenizer.from_pretrained(str(encoder_dir))
-    model = AutoModel.from_pretrained(str(encoder_dir)).eval()
-    enc = tok(s, padding=True, return_tensors="pt")
-    with torch.no_grad():
-        h = model(**enc).last_hidden_state
-    m = enc["attention_mask"].unsqueeze(-1).float()
-    want = torch.nn.functional.normalize((h * m).sum(1) / m.sum(1), dim=1)
-    assert torch.allclose(e, want, atol=1e-6)
-    # padding (a batch with a longer sentence) does not change an embedding
-    assert torch.allclose(Encoder(encoder_dir).encode(s[1:2]), e[1:2], atol=1e-5)
-
-
-def test_capture_and_swap(encoder_dir):
-    enc = Encoder(encoder_dir)
-    acts = enc.capture_linear_inputs(["the dog runs .", "a cat"])
+def test_swap_linear_weights(encoder_dir):
+    """The end-to-end check's weight swap: checkpoint names (with or without the model's
+    base_model_prefix) reach the module, the weights come back on exit, bad names are named."""
+    model, tok = load_model(encoder_dir)
     q = "encoder.layer.0.attention.self.query.weight"
-    k = "encoder.layer.0.attention.self.key.weight"
-    assert acts[q] is acts[k]  # one input, one tensor
-    tokens = 6 + 4  # [CLS] ... [SEP], no padding rows
-    assert acts[q].shape == (tokens, 32)
-    assert acts["encoder.layer.0.intermediate.dense.weight"].shape == (tokens, 32)
-    assert acts["encoder.layer.0.output.dense.weight"].shape == (tokens, 64)
-    assert acts["pooler.dense.weight"].shape == (2, 32)
-    before = enc.encode(["the dog runs ."])
-    with enc.weights({q: torch.zeros(32, 32)}):
-        assert not torch.allclose(enc.encode(["the dog runs ."]), before)
-    assert torch.equal(enc.encode(["the dog runs ."]), before)  # restored
+    s = ["the dog runs ."]
+    before = encode_sentences(model, s, tokenizer=tok)
+    for name in (q, "bert." + q):
+        with swap_linear_weights(model, {name: torch.zeros(32, 32)}):
+            assert not torch.allclose(encode_sentences(model, s, tokenizer=tok), before)
+        assert torch.equal(encode_sentences(model, s, tokenizer=tok), before)  # restored
+    with pytest.raises(ValueError, match="shape \\(32, 16\\), the model has \\(32, 32\\)"):
+        with swap_linear_weights(model, {q: torch.zeros(32, 16)}):
+            pass
+    with pytest.raises(ValueError, match="nope.weight is not a weight of BertModel"):
+        with swap_linear_weights(model, {"nope.weight": torch.zeros(1)}):
+            pass
 
 
 def test_quantize_encoder_calibrates_and_checks_end_to_end(encoder_dir, tmp_path, capsys):
@@ -56,7 +41,7 @@ def test_quantize_encoder_calibrates_and_checks_end_to_end(encoder_dir, tmp_path
     calib.write_text("the dog runs in the park .\nthe woman eats food today .\n")
     out = tmp_path / "q"
     rc, stdout, err = run(capsys, str(encoder_dir), "--out", str(out), "--calib", str(calib),
-                          "--eval-sentences", "16", "--layout", "modelopt")
+                          "--eval-sentences", "16", "--layout", "modelopt", "--scheme", "w4a4")
     assert rc == 0, err
     r = json.loads((out / "report.json").read_text())
     assert r["calibration"]["source"] == "c.txt: 2 texts"
@@ -68,6 +53,8 @@ def test_quantize_encoder_calibrates_and_checks_end_to_end(encoder_dir, tmp_path
         # the mean is a float sum: with near-equal cosines min may pass it by an ulp or two
         assert 0.5 < c["min"] <= c["mean"] + 1e-6 <= 1.0 + 2e-6
     assert "end to end" in stdout
+    q = tensors(out)
+    assert q["encoder.layer.0.attention.self.query.input_scale"].numel() == 1
 
 
 def test_without_transformers(encoder_dir, tmp_path, capsys, monkeypatch):
@@ -93,3 +80,20 @@ def test_without_transformers(encoder_dir, tmp_path, capsys, monkeypatch):
     assert rc == 2 and len(err.strip().splitlines()) == 1
     assert "needs transformers, which is not installed: pip install transformers" in err
     assert not (tmp_path / "b").exists()
+
+
+def test_builtin_calibration_fits_the_position_table(tmp_path, capsys):
+    """No --calib: an encoder calibrates on the built-in texts (the ones the end-to-end check
+    does not use), truncated to what its position table holds (16 positions here; the
+    longest built-in texts have more tokens)."""
+    from nvfp4_ops.cli.calib_texts import calibration_and_eval_texts
+
+    enc = make_encoder(tmp_path / "bert16", max_positions=16)
+    out = tmp_path / "q"
+    rc, _, err = run(capsys, str(enc), "--out", str(out), "--eval-sentences", "8",
+                     "--quiet")
+    assert rc == 0, err
+    r = json.loads((out / "report.json").read_text())
+    n_cal = len(calibration_and_eval_texts(8)[0])
+    assert r["calibration"]["source"] == f"{n_cal} built-in texts"
+    assert r["end_to_end"]["sentences"] == 8

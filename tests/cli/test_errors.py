@@ -65,7 +65,7 @@ def test_bad_options(tmp_path, capsys):
     txt = tmp_path / "c.txt"
     txt.write_text("hello\n")
     rc, _, err = run(capsys, str(src), "--out", out, "--calib", str(txt))
-    assert rc == 2 and "need a model this tool can run" in err
+    assert rc == 2 and "texts need a model folder this tool can run" in err
     rc, _, err = run(capsys, str(src), "--out", out, "--device", "cuda")
     if not torch.cuda.is_available():
         assert rc == 2 and "no CUDA device" in err
@@ -87,7 +87,10 @@ def test_bad_values_are_one_line_each(tmp_path, capsys):
     empty = tmp_path / "empty.txt"
     empty.write_text("\n  \n")
     cases = [
-        (["--calib", str(empty)], "--calib " + str(empty) + ": no text in it"),
+        (["--calib", str(empty)], "--calib " + str(empty) + ": holds no calibration text"),
+        (["--eval-sentences", "200"], "--eval-sentences 200: n_eval must be in [0, 134]"),
+        (["--format", "mxfp8", "--scheme", "w4a4"], "--scheme w4a4 quantizes activations"),
+        (["--scheme", "w4a4"], "--scheme w4a4 needs calibration inputs"),
         (["--exclude", "re:("], "--exclude 're:(': not a valid regular expression"),
         (["--include", "re:[a-"], "--include 're:[a-': not a valid regular expression"),
         (["--max-shard-size", "0"], "argument --max-shard-size: size '0': must be more than 0"),
