@@ -192,14 +192,64 @@ struct RowwiseParams {
   ScaleLayout layout;
 };
 
-template <typename T, bool E2M1, MxRounding R>
-__global__ void __launch_bounds__(kThreads)
-    mx_quantize_rowwise_kernel(const T* __restrict__ x, uint8_t* __restrict__ data,
-                               uint8_t* __restrict__ scales, RowwiseParams p) {
+constexpr int kRowwiseUnroll = 4;  // independent 16-byte vectors in flight per thread
+
+// The kRowwiseUnroll vectors raw[i] = vector base + i * kThreads of the rowwise kernel
+// (zeros past n): amax over each MX block's lanes, scale byte, codes, stores. kSwizzle ==
+// p.layout.swizzle: the kernel branches once per iteration into one of two copies, so the
+// linear copy stores its scales with a predicated store and no layout branch. (NVVM used to
+// unswitch the loop on the runtime flag by itself and stopped after small changes elsewhere:
+// a divergent branch per vector, MXFP4 quantize +3 % on H200.)
+template <typename T, bool E2M1, MxRounding R, bool kSwizzle>
+__device__ __forceinline__ void rowwise_quantize_vectors(const uint4 (&raw)[kRowwiseUnroll],
+                                                         int64_t base, int64_t n,
+                                                         uint8_t* __restrict__ data,
+                                                         uint8_t* __restrict__ scales,
+                                                         const ScaleLayout& layout) {
   constexpr int V = Elem<T>::kPerVec;  // elements per 16-byte vector
   constexpr int kLanes = kBlock / V;   // lanes per MX block: 4 (bf16/fp16) or 8 (fp32)
   constexpr int kOut = E2M1 ? V / 2 : V;
-  constexpr int U = 4;                 // independent vectors in flight per thread
+#pragma unroll
+  for (int i = 0; i < kRowwiseUnroll; ++i) {
+    const int64_t v = base + i * kThreads;
+    float f[V];
+    unpack_vec<T>(raw[i], f);
+    uint32_t amax = 0;
+#pragma unroll
+    for (int j = 0; j < V; ++j) amax = max(amax, abs_bits(f[j]));
+    // The kLanes lanes of a block are adjacent and aligned (kThreads * kRowwiseUnroll and
+    // the vector count per block are multiples of kLanes); all 32 lanes take part.
+#pragma unroll
+    for (int o = 1; o < kLanes; o <<= 1) amax = max(amax, __shfl_xor_sync(0xFFFFFFFFu, amax, o));
+    const uint32_t b = block_scale<E2M1, R>(amax);
+    const auto e = encode_elems<E2M1, V>(f, e8m0_inverse(b), b == kNanByte);
+    if (v < n) {
+      store_bytes<kOut>(data + v * kOut, e.w);
+      if ((threadIdx.x & (kLanes - 1)) == 0) {
+        const int64_t blk = static_cast<int64_t>(static_cast<uint64_t>(v) / kLanes);
+        scales[kSwizzle ? scale_offset(blk, layout) : blk] = b;
+      }
+    }
+  }
+}
+
+// Minimum CTAs per SM of the rowwise kernel. Up to sm_90: 6 (48 warps, at most 40 registers),
+// what the single-copy loop had; the two copies would take up to 44 (sm_90) or 47 (sm_80)
+// registers in some instantiations and lose a CTA (all 12 are spill-free at 40 on sm_80 and
+// sm_90). Blackwell: the compiler's choice (sm_100 / sm_120 builds use 48-69 registers and
+// would spill under that cap).
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ < 1000
+constexpr int kRowwiseMinBlocks = 6;
+#else
+constexpr int kRowwiseMinBlocks = 1;
+#endif
+
+template <typename T, bool E2M1, MxRounding R>
+__global__ void __launch_bounds__(kThreads, kRowwiseMinBlocks)
+    mx_quantize_rowwise_kernel(const T* __restrict__ x, uint8_t* __restrict__ data,
+                               uint8_t* __restrict__ scales, RowwiseParams p) {
+  constexpr int V = Elem<T>::kPerVec;
+  constexpr int U = kRowwiseUnroll;
   const int64_t n = p.n_vec;
   const int64_t step = int64_t(gridDim.x) * kThreads * U;
   for (int64_t base = int64_t(blockIdx.x) * kThreads * U + threadIdx.x; base - threadIdx.x < n;
@@ -210,28 +260,10 @@ __global__ void __launch_bounds__(kThreads)
       const int64_t v = base + i * kThreads;
       raw[i] = v < n ? load_stream(x + v * V) : make_uint4(0u, 0u, 0u, 0u);
     }
-#pragma unroll
-    for (int i = 0; i < U; ++i) {
-      const int64_t v = base + i * kThreads;
-      float f[V];
-      unpack_vec<T>(raw[i], f);
-      uint32_t amax = 0;
-#pragma unroll
-      for (int j = 0; j < V; ++j) amax = max(amax, abs_bits(f[j]));
-      // The kLanes lanes of a block are adjacent and aligned (kThreads * U and the
-      // vector count per block are multiples of kLanes); all 32 lanes take part.
-#pragma unroll
-      for (int o = 1; o < kLanes; o <<= 1)
-        amax = max(amax, __shfl_xor_sync(0xFFFFFFFFu, amax, o));
-      const uint32_t b = block_scale<E2M1, R>(amax);
-      const auto e = encode_elems<E2M1, V>(f, e8m0_inverse(b), b == kNanByte);
-      if (v < n) {
-        store_bytes<kOut>(data + v * kOut, e.w);
-        if ((threadIdx.x & (kLanes - 1)) == 0) {
-          const int64_t blk = static_cast<int64_t>(static_cast<uint64_t>(v) / kLanes);
-          scales[scale_offset(blk, p.layout)] = b;
-        }
-      }
+    if (p.layout.swizzle) {
+      rowwise_quantize_vectors<T, E2M1, R, true>(raw, base, n, data, scales, p.layout);
+    } else {
+      rowwise_quantize_vectors<T, E2M1, R, false>(raw, base, n, data, scales, p.layout);
     }
   }
   if (p.layout.swizzle) {
