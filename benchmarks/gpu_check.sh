@@ -8,6 +8,10 @@
 #       BASELINE, e.g. `git archive <commit>` unpacked there, and run the same benchmarks with
 #       it in the same call, for before/after tables: $OUT/base_<bench>.md)
 #   BENCH_ARGS_bench_nvfp4="--no-compile" ...             (extra arguments per benchmark)
+#   SKIP_BUILD=1 ...        use the extension carried in nvfp4_ops/ (built elsewhere: a stable-ABI
+#                           abi3 build loads into any torch >= 2.11 and CPython >= 3.10)
+#   PARALLEL=1 ...          run the pytest paths concurrently (one process each; the GPU tests
+#                           are small), then the benchmarks alone
 set -uo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -29,7 +33,7 @@ build() {  # build the tree in $1 in place, log to $2
   echo "build of $1: $(( $(date +%s) - start )) s"
 }
 
-build "$ROOT" "$OUT/build.log" || exit 1
+if [ -z "${SKIP_BUILD:-}" ]; then build "$ROOT" "$OUT/build.log" || exit 1; fi
 if [ -n "${BASELINE:-}" ]; then
   build "$ROOT/$BASELINE" "$OUT/base_build.log" &
   base_build=$!
@@ -37,16 +41,27 @@ fi
 python -m nvfp4_ops info 2>&1 | tee "$OUT/info.txt"
 
 # One pytest process per test folder: a crash in one does not hide the others' results.
+run_tests() {  # one pytest process for path $1; its exit code in $OUT/test_<name>.rc
+  local name=$(basename "$1" .py)
+  python -m pytest -q -p no:cacheprovider -rs "$1" > "$OUT/test_$name.log" 2>&1
+  echo $? > "$OUT/test_$name.rc"
+}
+paths=(${@:-tests/*/})
+for f in "${paths[@]}"; do
+  [ -e "$f" ] || continue
+  if [ -n "${PARALLEL:-}" ]; then run_tests "$f" & else run_tests "$f"; fi
+done
+wait
 rc=0
-for f in ${@:-tests/*/}; do
+for f in "${paths[@]}"; do
   [ -e "$f" ] || continue
   name=$(basename "$f" .py)
-  python -m pytest -q -p no:cacheprovider -rs "$f" > "$OUT/test_$name.log" 2>&1
-  r=$?
-  [ $r -ne 0 ] && [ $r -ne 5 ] && rc=$r
+  r=$(cat "$OUT/test_$name.rc")
+  [ "$r" -ne 0 ] && [ "$r" -ne 5 ] && rc=$r
   echo "== $f rc=$r: $(tail -1 "$OUT/test_$name.log")"
-  [ $r -ne 0 ] && grep -E "^(FAILED|ERROR)|Fatal Python|^E  " "$OUT/test_$name.log" | head -15
+  [ "$r" -ne 0 ] && grep -E "^(FAILED|ERROR)|Fatal Python|^E  " "$OUT/test_$name.log" | head -15
 done
+rm -f "$OUT"/test_*.rc
 echo "tests rc=$rc"
 
 if [ -n "${BASELINE:-}" ]; then
