@@ -113,7 +113,7 @@ def extensions():
     nvcc = [
         "-O3",
         "-std=c++17",
-        # Exact IEEE arithmetic is the contract (SPEC.md): no --use_fast_math.
+        # Exact IEEE arithmetic is the contract (docs/spec.md): no --use_fast_math.
         "-lineinfo",
         "-DUSE_CUDA",  # exposes the CUDA part of the AOTI shim (current stream)
         *defines,

@@ -1,4 +1,4 @@
-"""Time of the scale search (SPEC section 5) against the plain amax quantize, on one GPU.
+"""Time of the scale search (docs/spec.md section 5) against the plain amax quantize, on one GPU.
 
 For each weight-like shape (bf16): NVFP4 quantize with scale_method "amax", "mse" and
 "hessian" (the Hessian from hessian_blocks of random correlated activations), MXFP4 and

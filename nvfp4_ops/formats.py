@@ -2,9 +2,9 @@
 
 nvfp4_ops holds an NVFP4 weight as ``(packed, scales, global_scale)``:
 
-* ``packed``: uint8 ``[N, K/2]``, element ``2i`` in the low nibble (SPEC section 1);
-* ``scales``: float8_e4m3fn ``[N, K/16]``, the linear layout (SPEC section 4);
-* ``global_scale``: fp32 ``[1]``, the ENCODE scale ``2688 / amax`` (SPEC section 2);
+* ``packed``: uint8 ``[N, K/2]``, element ``2i`` in the low nibble (docs/spec.md section 1);
+* ``scales``: float8_e4m3fn ``[N, K/16]``, the linear layout (docs/spec.md section 4);
+* ``global_scale``: fp32 ``[1]``, the ENCODE scale ``2688 / amax`` (docs/spec.md section 2);
 
 plus, for W4A4 with a static activation scale, ``input_global_scale`` (fp32 ``[1]``, encode).
 The element and block-scale bytes are the same in every layout below; only the names and

@@ -19,7 +19,7 @@ weight scale. The loader rules this module matches (vLLM 0.33, read from its whe
   ModelOpt MoE method use ``w13_weight_global_scale[:, 0]`` / ``w13_weight_scale_2[:, 0]``
   (the w1 = gate scale) for the fused w1/w3 of each expert and warn when w3's differs.
 
-With one global scale per group (``2688 / max(amax)`` over the members, the SPEC rule
+With one global scale per group (``2688 / max(amax)`` over the members, the docs/spec.md rule
 including its tiny-amax rule) and every block scale of every member computed with it, any of
 these rules gives exactly the per-layer dequantization. llm-compressor writes its checkpoints
 so for the same reason.
@@ -162,7 +162,7 @@ def shared_global_scale(amaxes: Sequence[Tensor]) -> Tensor:
     """The NVFP4 ENCODE global scale ``RN(2688 / max(amax))`` shared by a group.
 
     ``amaxes`` are the members' ``amax(|w|)`` (any float dtype, 1 element each). The result
-    follows the contract (SPEC section 2) for the group's max amax: 0 -> 1, inf -> 0, NaN ->
+    follows the contract (docs/spec.md section 2) for the group's max amax: 0 -> 1, inf -> 0, NaN ->
     NaN, and a finite amax > 0 whose ``2688 / amax`` overflows -> the largest finite fp32.
     Returns fp32 ``[1]`` on the device of the first amax.
     """

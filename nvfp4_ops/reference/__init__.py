@@ -21,7 +21,7 @@ Layouts: ``x`` is ``[M, K]`` or ``[B, M, K]`` (float32, float16 or bfloat16, any
 NVFP4 packs two E2M1 codes per byte along ``K`` (element ``2i`` in the low nibble) and
 stores one E4M3 scale per 16 elements; MX stores one E8M0 byte per 32 elements. Scales
 are linear ``[..., M, K/16]`` / ``[..., M, K/32]`` or in the 128x4 swizzled layout of
-SPEC section 4.
+docs/spec.md section 4.
 
 Modules: ``_checks`` (the argument contract: every check and message, shared with the
 fakes and mirrored by the C++ launchers), ``elements`` (E2M1 / E4M3 / E8M0 element and

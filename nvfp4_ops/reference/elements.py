@@ -1,4 +1,4 @@
-"""Element and scale roundings: E2M1, E4M3 and E8M0 (SPEC sections 1-3).
+"""Element and scale roundings: E2M1, E4M3 and E8M0 (docs/spec.md sections 1-3).
 
 Each rounding is one vectorised function over fp32 tensors, built from single IEEE
 round-to-nearest-even tensor ops and bit manipulation, so it gives the same bytes on
@@ -36,7 +36,7 @@ def _e2m1_round_mag(a: Tensor) -> Tensor:
     E2M1 is a float with one mantissa bit, so in the binade ``[2^k, 2^(k+1))`` (``k >= 0``;
     below 1 the spacing stays 0.5) adding ``C = 2^(max(k, 0) + 22)`` rounds ``a`` to a
     multiple of the E2M1 spacing ``2^(max(k, 0) - 1)``, with IEEE ties-to-even matching
-    the ties-to-even-code rule of SPEC section 1 (0.25 -> 0, 0.75 -> 1, 1.25 -> 1,
+    the ties-to-even-code rule of docs/spec.md section 1 (0.25 -> 0, 0.75 -> 1, 1.25 -> 1,
     1.75 -> 2, 2.5 -> 2, 3.5 -> 4, 5 -> 4). Both the add and the subtract are single
     fp32 ops and the subtract is exact.
     """
@@ -54,7 +54,7 @@ def _e2m1_code_from_value(v: Tensor) -> Tensor:
 
 
 def e2m1_encode(y: Tensor) -> Tensor:
-    """Encode fp32 values as E2M1 codes (SPEC section 1).
+    """Encode fp32 values as E2M1 codes (docs/spec.md section 1).
 
     Round to nearest with ties to the even code, saturating (``|y| > 5`` and +-inf give
     magnitude 6). The sign bit is the fp32 sign bit, so -0.0 and negative values that
@@ -160,7 +160,7 @@ def _inv_pow2_from_e8m0(b: Tensor) -> Tensor:
 
 
 def _nvfp4_multipliers(sf32: Tensor, gs: Tensor) -> Tuple[Tensor, Tensor]:
-    """Encode and decode multipliers of NVFP4 blocks with fp32 scale ``sf32`` (SPEC sec. 2).
+    """Encode and decode multipliers of NVFP4 blocks with fp32 scale ``sf32`` (docs/spec.md sec. 2).
 
     Returns ``osc = RN(1 / RN(sf32 * RN(1 / gs)))`` (0 where ``sf32 == 0`` or where the
     denominator is 0) and ``s = RN(sf32 / gs)``, broadcast to a common shape.
@@ -196,7 +196,7 @@ def _nvfp4_naive_bytes(xb: Tensor, gs_b: Tensor) -> Tensor:
 
 
 def _mx_naive_bytes(xb: Tensor, elem: str, rounding: str) -> Tensor:
-    """E8M0 scale bytes of MX blocks ``[..., 32]`` (SPEC section 3), computed on the bits.
+    """E8M0 scale bytes of MX blocks ``[..., 32]`` (docs/spec.md section 3), computed on the bits.
 
     ``rceil``: ``d = RN(amax / Emax)``, ``b = ((bits(d) + 0x7FFFFF) & 0x7F800000) >> 23``.
     ``floor``: ``b = max(expfield(amax) - emax, 0)``. Non-finite blocks: 255.

@@ -1,4 +1,4 @@
-"""Data and scale layouts: E2M1 nibble packing and the 128x4 scale swizzle (SPEC sections 1, 4)."""
+"""Data and scale layouts: E2M1 nibble packing and the 128x4 scale swizzle (docs/spec.md sections 1, 4)."""
 
 from __future__ import annotations
 
@@ -45,7 +45,7 @@ def unpack_e2m1(packed: Tensor) -> Tensor:
 
 
 def swizzle_scales(scales: Tensor) -> Tensor:
-    """Rearrange a scale matrix into the 128x4 swizzled layout (SPEC section 4).
+    """Rearrange a scale matrix into the 128x4 swizzled layout (docs/spec.md section 4).
 
     The byte of ``S[r][c]`` goes to
     ``((r // 128) * (Kp // 4) + c // 4) * 512 + (r % 32) * 16 + ((r % 128) // 32) * 4 + c % 4``

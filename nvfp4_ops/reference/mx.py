@@ -1,4 +1,4 @@
-"""MXFP8 / MXFP4: E4M3 or E2M1 elements with an E8M0 scale per 32 elements (SPEC section 3)."""
+"""MXFP8 / MXFP4: E4M3 or E2M1 elements with an E8M0 scale per 32 elements (docs/spec.md section 3)."""
 
 from __future__ import annotations
 
@@ -24,7 +24,7 @@ from .search import _mx_search
 def _mx_encode_with_scale(xb: Tensor, b_bytes: Tensor, elem: str) -> Tensor:
     """Element bytes (E4M3) or codes (E2M1) of MX blocks ``[..., 32]`` for scale bytes.
 
-    ``y = RN(x * 2^(127 - b))`` then E4M3 RNE saturating or E2M1 (SPEC sections 1, 3).
+    ``y = RN(x * 2^(127 - b))`` then E4M3 RNE saturating or E2M1 (docs/spec.md sections 1, 3).
     Blocks with ``b == 255`` get 0.
     """
     b = b_bytes.to(torch.int32)
@@ -41,7 +41,7 @@ def mx_quantize(
     axis: int = -1,
     scale_method: str = "amax",
 ) -> Tuple[Tensor, Tensor]:
-    """Quantize to MXFP8 (``elem="e4m3"``) or MXFP4 (``elem="e2m1"``) (SPEC sections 3, 5).
+    """Quantize to MXFP8 (``elem="e4m3"``) or MXFP4 (``elem="e2m1"``) (docs/spec.md sections 3, 5).
 
     One E8M0 scale byte ``b`` per 32 elements (``rceil`` or ``floor`` rounding, or the
     exhaustive ``mse`` search over 0..254); elements ``RN(x * 2^(127 - b))`` in E4M3
@@ -74,7 +74,7 @@ def mx_dequantize(
     out_dtype: torch.dtype,
     swizzled: bool = False,
 ) -> Tensor:
-    """Dequantize MX: ``elem * 2^(b - 127)`` exactly in fp32, then one cast (SPEC sec. 3).
+    """Dequantize MX: ``elem * 2^(b - 127)`` exactly in fp32, then one cast (docs/spec.md sec. 3).
 
     Arguments and outputs: see the op, :func:`nvfp4_ops.ops.mx_dequantize`.
     """

@@ -1,4 +1,4 @@
-"""NVFP4: E2M1 elements, an E4M3 scale per 16 elements, an fp32 global scale (SPEC section 2)."""
+"""NVFP4: E2M1 elements, an E4M3 scale per 16 elements, an fp32 global scale (docs/spec.md section 2)."""
 
 from __future__ import annotations
 
@@ -27,7 +27,7 @@ from .search import _nvfp4_search
 
 
 def global_scale(x: Tensor) -> Tensor:
-    """NVFP4 encode global scale ``RN(2688 / amax(|x|))`` over the whole tensor (SPEC sec. 2).
+    """NVFP4 encode global scale ``RN(2688 / amax(|x|))`` over the whole tensor (docs/spec.md sec. 2).
 
     ``amax == 0`` (and an empty tensor) gives 1. A finite ``amax > 0`` so small that the
     division overflows (below ``2688 / FLT_MAX``, about 7.9e-36, subnormals included)
@@ -49,7 +49,7 @@ def global_scale(x: Tensor) -> Tensor:
 
 
 def _nvfp4_encode_with_scale(xb: Tensor, sf_bytes: Tensor, gs_b: Tensor) -> Tensor:
-    """E2M1 codes of NVFP4 blocks quantized with the given scale bytes (SPEC section 2).
+    """E2M1 codes of NVFP4 blocks quantized with the given scale bytes (docs/spec.md section 2).
 
     Parameters
     ----------
@@ -105,11 +105,11 @@ def quantize(
     scale_method: str = "amax",
     hessian: Optional[Tensor] = None,
 ) -> Tuple[Tensor, Tensor]:
-    """Quantize to NVFP4: E2M1 codes with one E4M3 scale per 16 elements (SPEC sec. 2, 5).
+    """Quantize to NVFP4: E2M1 codes with one E4M3 scale per 16 elements (docs/spec.md sec. 2, 5).
 
     Per block of 16 along the last dim, with ``vmax = max |x_i|``:
     ``sf = E4M3(RN(gs * RN(vmax * RN(1/6))))`` (``scale_method="amax"``) or the
-    exhaustive search of SPEC section 5 (``"mse"``, ``"hessian"``); then
+    exhaustive search of docs/spec.md section 5 (``"mse"``, ``"hessian"``); then
     ``osc = RN(1 / RN(fp32(sf) * RN(1/gs)))`` and ``code = E2M1(RN(x * osc))``.
 
     Arguments and outputs: see the op, :func:`nvfp4_ops.ops.quantize`.
@@ -140,7 +140,7 @@ def dequantize(
     out_dtype: torch.dtype,
     swizzled: bool = False,
 ) -> Tensor:
-    """Dequantize NVFP4: ``RN(e2m1(code) * RN(fp32(sf) / gs))``, then one cast (SPEC sec. 2).
+    """Dequantize NVFP4: ``RN(e2m1(code) * RN(fp32(sf) / gs))``, then one cast (docs/spec.md sec. 2).
 
     Arguments and outputs: see the op, :func:`nvfp4_ops.ops.dequantize`.
     """

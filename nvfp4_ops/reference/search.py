@@ -1,4 +1,4 @@
-"""The exact scale searches of SPEC section 5, their objectives and ``hessian_blocks``.
+"""The exact scale searches of docs/spec.md section 5, their objectives and ``hessian_blocks``.
 
 Every candidate scale is tried (126 E4M3 bytes for NVFP4, 255 E8M0 bytes for MX) with the
 objective summed left to right one fp32 op per term, so the result is the exhaustive
@@ -74,7 +74,7 @@ def _nvfp4_objective_cols(
     method: str,
     hc: Optional[Tensor],
 ) -> Tensor:
-    """Per-block search objective (SPEC section 5) in column-major block layout.
+    """Per-block search objective (docs/spec.md section 5) in column-major block layout.
 
     Parameters
     ----------
@@ -121,7 +121,7 @@ def _search_rows_per_chunk(row_elems: int, device: torch.device) -> int:
 def _nvfp4_search(
     xr: Tensor, gs_r: Tensor, naive: Tensor, method: str, hessian: Optional[Tensor]
 ) -> Tensor:
-    """Exhaustive scale search over the 126 positive finite E4M3 bytes (SPEC section 5).
+    """Exhaustive scale search over the 126 positive finite E4M3 bytes (docs/spec.md section 5).
 
     Parameters
     ----------
@@ -173,9 +173,9 @@ def nvfp4_block_objective(
     method: str = "mse",
     hessian: Optional[Tensor] = None,
 ) -> Tensor:
-    """Per-block scale-search objective of NVFP4 blocks for given scale bytes (SPEC sec. 5).
+    """Per-block scale-search objective of NVFP4 blocks for given scale bytes (docs/spec.md sec. 5).
 
-    ``err_i = RN(x_i - RN(e2m1(code_i) * RN(fp32(sf) / gs)))`` with the codes of SPEC
+    ``err_i = RN(x_i - RN(e2m1(code_i) * RN(fp32(sf) / gs)))`` with the codes of docs/spec.md
     section 2 for scale ``sf``. ``"mse"``: ``s = RN(err_0^2); s = RN(s + RN(err_1^2)); ...``
     up to ``i = 15``. ``"hessian"``: ``sum_i RN(err_i * t_i)`` left to right, with
     ``t_i = sum_j RN(H[i, j] * err_j)`` left to right and ``H = hessian[k // 16]``.
@@ -263,7 +263,7 @@ def _mx_objective_cols(axc: Tensor, b: Tensor, elem: str) -> Tensor:
 
 
 def _mx_search(xr: Tensor, naive: Tensor, elem: str) -> Tensor:
-    """Exhaustive ``mse`` search over the E8M0 bytes 0..254 (SPEC section 5).
+    """Exhaustive ``mse`` search over the E8M0 bytes 0..254 (docs/spec.md section 5).
 
     ``xr``: fp32 ``[R, G, 32]``; ``naive``: uint8 ``[R, G]``. Tie rule as in
     :func:`_nvfp4_search`; blocks whose naive byte is 255 keep it.
@@ -288,9 +288,9 @@ def _mx_search(xr: Tensor, naive: Tensor, elem: str) -> Tensor:
 
 
 def mx_block_objective(x: Tensor, scale_bytes: Tensor, elem: str) -> Tensor:
-    """Per-block MX ``mse`` objective for given E8M0 scale bytes (SPEC section 5).
+    """Per-block MX ``mse`` objective for given E8M0 scale bytes (docs/spec.md section 5).
 
-    ``err_i = RN(x_i - elem_i * 2^(b - 127))`` with the elements of SPEC section 3 for
+    ``err_i = RN(x_i - elem_i * 2^(b - 127))`` with the elements of docs/spec.md section 3 for
     scale byte ``b``; ``s = RN(err_0^2); s = RN(s + RN(err_1^2)); ...`` up to ``i = 31``.
     Byte 255 gives NaN.
 

@@ -61,7 +61,7 @@ def oracle_e4m3(v: np.ndarray) -> np.ndarray:
 
 
 def oracle_e2m1(y: np.ndarray) -> np.ndarray:
-    """E2M1 codes by the interval table of SPEC section 1 (NaN magnitude gives 0)."""
+    """E2M1 codes by the interval table of docs/spec.md section 1 (NaN magnitude gives 0)."""
     y = np.asarray(y, dtype=np.float32)
     a = np.abs(y).astype(np.float64)
     conds = [
@@ -79,7 +79,7 @@ def oracle_e2m1(y: np.ndarray) -> np.ndarray:
 
 
 def oracle_nvfp4(xb: np.ndarray, gs: float, sf_bytes: np.ndarray | None = None):
-    """Literal SPEC section 2 on fp32 blocks [n, 16]: (scale bytes, codes, fp32 dequant)."""
+    """Literal docs/spec.md section 2 on fp32 blocks [n, 16]: (scale bytes, codes, fp32 dequant)."""
     with np.errstate(all="ignore"):
         xb = xb.astype(np.float32)
         gs = NPF(gs)
@@ -110,7 +110,7 @@ def oracle_sse(xb: np.ndarray, dq: np.ndarray) -> np.ndarray:
 
 
 def oracle_mx(xb: np.ndarray, elem: str, rounding: str):
-    """Literal SPEC section 3 on fp32 blocks [n, 32]: (scale bytes, element bytes or codes)."""
+    """Literal docs/spec.md section 3 on fp32 blocks [n, 32]: (scale bytes, element bytes or codes)."""
     emax_val, emax_exp = {"e4m3": (448.0, 8), "e2m1": (6.0, 2)}[elem]
     xb = xb.astype(np.float32)
     finite = np.isfinite(xb).all(axis=1)

@@ -142,7 +142,7 @@ FLT_TRUE_MIN = float(np.finfo(np.float32).smallest_subnormal)
 )
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 def test_global_scale_tiny_amax_gives_flt_max(amax, dtype):
-    # SPEC section 2: a finite amax > 0 whose RN(2688 / amax) overflows gives FLT_MAX.
+    # docs/spec.md section 2: a finite amax > 0 whose RN(2688 / amax) overflows gives FLT_MAX.
     x = torch.zeros(2, 32, dtype=dtype)
     x[0, 3] = -float(amax)
     x[1, 20] = float(amax) / 2

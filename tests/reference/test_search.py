@@ -86,7 +86,7 @@ def test_nvfp4_search_is_exhaustive(kind, method):
     assert torch.equal(chosen, want_byte)
     got_obj = obj(chosen)
     assert torch.equal(got_obj, want_obj) and (got_obj <= obj(naive)).all()
-    # The codes are those of SPEC section 2 for the chosen scales.
+    # The codes are those of docs/spec.md section 2 for the chosen scales.
     assert torch.equal(packed, ref.pack_e2m1(torch.from_numpy(np.stack([
         oracle_nvfp4(x[b].reshape(-1, 16).numpy(), gs[b].item(), chosen[b].reshape(-1).numpy())[1].reshape(6, 64)
         for b in range(2)]))))
