@@ -24,6 +24,7 @@ from .experts import (ExpertParam, find_expert_params, gpt_oss_tensors, per_expe
 from .groups import find_groups, group_global_scales, group_input_scales, parse_groups
 from .hf_config import quantization_config
 from .io import AtomicOutput, ShardWriter, atomic_output, copy_side_files, free_bytes
+from .ranks import AgreedError, Ranks, owners
 from .report import load_hint, make_report, print_report
 from .select import Decision, check_patterns, classify, module_of
 
@@ -314,6 +315,136 @@ def _quantize_expert_param(w: Tensor, p: ExpertParam, fmt: str, method: str,
                        amax=max(r.amax for r in results))
 
 
+@dataclass
+class _Job:
+    """What quantizing one weight needs besides the weight (the same on every rank)."""
+
+    fmt: str
+    method: str
+    layout: str
+    device: torch.device
+    calib: object                        # a Calibration, or None
+    w4a4: bool
+    shared_gs: Dict[str, Tensor]
+    shared_igs: Dict[str, Tensor]
+    experts: Dict[str, ExpertParam]
+    keep_deq: bool
+    chunk: int
+
+
+@dataclass
+class _Outcome:
+    """One weight to quantize, done: its result, or why it is kept as it is (``skip``)."""
+
+    result: Optional[LayerResult]
+    skip: str = ""
+    m_used: str = ""
+    note: str = ""
+    no_calib: bool = False               # calibration ran but did not reach this layer
+
+
+def _quantize_one(info: TensorInfo, w: Tensor, job: _Job) -> _Outcome:
+    """Quantize the weight ``info`` (read as ``w``): its calibration statistics, the W4A4
+    input scale, the Hessian fallback to mse, and the 2-D or gpt-oss expert quantization."""
+    mod = module_of(info.name)
+    stats = None
+    m_used, note = job.method, ""
+    if job.calib is not None:
+        stats = job.calib.stats(info.name, info.shape[1], job.device, job.method == "hessian")
+    igs = None
+    if stats is not None and job.w4a4:
+        igs = job.shared_igs.get(info.name, stats["input_global_scale"])
+    if job.w4a4 and igs is None:
+        raise CliError(f"--scheme w4a4: {info.name} has no calibration inputs, so no input "
+                       "scale (the calibration did not reach it); keep it in float with "
+                       f"--exclude {mod}")
+    if job.method == "hessian" and (stats is None or "hessian" not in stats):
+        m_used, note = "mse", "no calibration inputs for this layer: mse"
+    no_calib = stats is None and job.calib is not None
+    try:
+        if info.name in job.experts:
+            r = _quantize_expert_param(w, job.experts[info.name], job.fmt, m_used, job.device,
+                                       job.chunk)
+        else:
+            r = quantize_tensor(w, job.fmt, m_used, job.layout, job.device, stats, job.keep_deq,
+                                job.chunk, job.shared_gs.get(info.name), igs)
+    except _Skip as s:
+        return _Outcome(None, str(s), no_calib=no_calib)
+    return _Outcome(r, "", m_used, note, no_calib)
+
+
+def _read(h, f: Path, name: str) -> Tensor:
+    """Tensor ``name`` of the open safetensors file ``f``; a :class:`CliError` when it
+    cannot be read."""
+    try:
+        return h.get_tensor(name)
+    except Exception as e:
+        raise CliError(f"{f}: cannot read tensor {name} ({e})") from e
+
+
+def _open(f: Path):
+    """The safetensors file ``f`` opened for reading; a :class:`CliError` when it is not one."""
+    from safetensors import safe_open
+
+    try:
+        return safe_open(str(f), framework="pt")
+    except Exception as e:
+        raise CliError(f"{f}: not a valid safetensors file ({e})") from e
+
+
+def _cpu_copy(t: Tensor) -> Tensor:
+    """``t`` on the CPU in its own storage (so that saving it saves only its elements)."""
+    t = t.detach()
+    return t.cpu() if t.device.type != "cpu" else t.clone()
+
+
+def _save_outcome(o: _Outcome, folder: Path, k: int) -> None:
+    """Write ``o`` (the ``k``-th weight in the output order) for rank 0 to pick up."""
+    d = {"skip": o.skip, "m_used": o.m_used, "note": o.note, "no_calib": o.no_calib}
+    if o.result is not None:
+        r = dict(vars(o.result))
+        r["outputs"] = {n: _cpu_copy(t) for n, t in r["outputs"].items()}
+        r["deq"] = {n: _cpu_copy(t) for n, t in r["deq"].items()}
+        d["result"] = r
+    tmp = folder / f".{k}.pt.tmp"
+    torch.save(d, tmp)
+    tmp.rename(folder / f"{k}.pt")
+
+
+def _load_outcome(folder: Path, k: int) -> _Outcome:
+    """The outcome :func:`_save_outcome` wrote for the ``k``-th weight (the file is removed)."""
+    path = folder / f"{k}.pt"
+    d = torch.load(path, map_location="cpu", weights_only=True)
+    path.unlink()
+    r = d.pop("result", None)
+    return _Outcome(None if r is None else LayerResult(**r), **d)
+
+
+def _quantize_share(ranks: Ranks, src, todo: List[TensorInfo], order: Dict[str, int],
+                    job: _Job, folder: Path) -> None:
+    """This rank's share of ``todo`` (:func:`owners`, by bytes), quantized into ``folder``
+    (``order[name].pt``); errors are agreed on by all ranks (:meth:`Ranks.agree`), so that
+    every rank raises the one of the lowest tensor index."""
+    own = owners([t.nbytes for t in todo], ranks.world)
+    mine = {t.name for t, o in zip(todo, own) if o == ranks.rank}
+    err, at = None, -1
+    try:
+        if not folder.is_dir():
+            raise CliError(f"rank {ranks.rank} cannot see rank 0's output folder {folder}: "
+                           "the ranks must share a file system (launch on one machine)")
+        for f in src.files:
+            share = [t for t in src.tensors if t.file == f and t.name in mine]
+            if not share:
+                continue
+            h = _open(f)
+            for info in share:
+                at = order[info.name]
+                _save_outcome(_quantize_one(info, _read(h, f, info.name), job), folder, at)
+    except (Exception, KeyboardInterrupt) as e:
+        err = e
+    ranks.agree(err, at)
+
+
 def _config_dtype(config: dict, layout: str, notes: List[str]) -> Optional[str]:
     """Make the default transformers load run: compressed-tensors decompresses every weight
     to bfloat16 (its unpacking returns bf16; ``compressors/nvfp4``, ``mxfp4``, ``mxfp8``), so a
@@ -337,7 +468,34 @@ def _config_dtype(config: dict, layout: str, notes: List[str]) -> Optional[str]:
 
 
 def run_quantize(args: argparse.Namespace) -> int:
-    """Run ``nvfp4-ops quantize`` with parsed ``args``; the exit status."""
+    """Run ``nvfp4-ops quantize`` with parsed ``args``; the exit status. Launched by torchrun
+    with several ranks (``WORLD_SIZE`` > 1), the ranks share the work (:mod:`.ranks`): an
+    error on any rank is raised on all of them, and printed by rank 0 only."""
+    ranks = Ranks.from_env()
+    if ranks is None:
+        return _run_quantize(args, None)
+    if not ranks.lead:
+        args.quiet = True
+    with ranks:
+        try:
+            return _run_quantize(args, ranks)
+        except AgreedError as e:
+            if ranks.lead:
+                raise
+            return e.code
+        except BaseException as e:
+            if ranks.pending:  # the others wait at a collective: tell them
+                try:
+                    ranks.agree(e)
+                except AgreedError as a:
+                    if ranks.lead:
+                        raise a from None
+                    return a.code
+            raise
+
+
+def _run_quantize(args: argparse.Namespace, ranks: Optional[Ranks]) -> int:
+    """:func:`run_quantize` on this rank (``ranks`` None: the one-process run)."""
     from .. import _library
 
     from tqdm import tqdm
@@ -366,6 +524,8 @@ def run_quantize(args: argparse.Namespace) -> int:
     except ValueError as e:
         raise CliError(f"--eval-sentences {args.eval_sentences}: {e}") from None
     device = pick_device(args.device)
+    if ranks is not None:
+        ranks.use_device(device)
     backend, why = _library.op_implementation("quantize" if fmt == "nvfp4" else "mx_quantize", device)
 
     include, exclude = args.include or [], args.exclude or []
@@ -396,13 +556,15 @@ def run_quantize(args: argparse.Namespace) -> int:
               for t in src.tensors)
     shard_bytes = args.max_shard_size
     free = free_bytes(out.absolute().parent)
-    need = est + min(est, shard_bytes)
+    need = est + min(est, shard_bytes) + (est if ranks is not None else 0)  # + ranks' files
     if free < need:
         raise CliError(f"not enough disk space next to {out}: the output needs about "
                        f"{fmt_bytes(need)}, {fmt_bytes(free)} is free", 1)
 
     # a model this tool can run (transformers, layer by layer): calibration (hessian, output
     # error, input scales) and, for an encoder, the end-to-end check
+    if ranks is not None:
+        ranks.agree(None)  # every rank got through the checks
     t_cal = time.perf_counter()
     calib, model, tokenizer = _calibrate(args, src, method, w4a4, todo, device)
     if calib is not None:
@@ -423,6 +585,20 @@ def run_quantize(args: argparse.Namespace) -> int:
                 return fh.get_tensor(name).to(device).abs().amax().float()
 
         fused = find_groups([t.name for t in todo], rules)
+        if ranks is not None:  # each member's amax read by one rank, then shared (exact)
+            members = [m for g in fused for m in g.members]
+            own = owners([by_name[m].nbytes for m in members], ranks.world)
+            mine, err = {}, None
+            try:
+                for m, o in zip(members, own):
+                    if o == ranks.rank:
+                        mine[m] = amax_of(m).cpu()
+            except Exception as e:
+                err = e
+            amaxes = {}
+            for part in ranks.agree(err, payload=mine):
+                amaxes.update(part)
+            amax_of = lambda name: amaxes[name].to(device)  # noqa: E731
         shared_gs, fused_rows = group_global_scales(fused, amax_of)
         if calib is not None:  # static W4A4 activation scales: one per group too
             def input_scale_of(name: str) -> Optional[Tensor]:
@@ -432,6 +608,17 @@ def run_quantize(args: argparse.Namespace) -> int:
             shared_igs = group_input_scales(fused, input_scale_of)
     keep_deq = model is not None and args.eval_sentences > 0
     chunk = (1 << 26) if device.type == "cuda" else (1 << 22)
+    job = _Job(fmt, method, layout, device, calib, w4a4, shared_gs, shared_igs, experts,
+               keep_deq, chunk)
+    # the output order of the tensors (file by file); a rank's error names the first one
+    order = {t.name: i for i, t in enumerate(t for f in src.files for t in src.tensors
+                                             if t.file == f)}
+    share: Optional[Path] = None  # with ranks: the folder of their quantized weights
+    if ranks is not None and not ranks.lead:
+        folder = ranks.agree(None)[0]
+        _quantize_share(ranks, src, todo, order, job, folder)
+        ranks.pending = False
+        return 0
     layers: List[dict] = []
     skipped: List[dict] = []
     kept: List[dict] = []
@@ -442,8 +629,14 @@ def run_quantize(args: argparse.Namespace) -> int:
     src_dtypes = {}
     with atomic_output(out, args.force, inputs,
                         f"interrupted; removed the partial output, {out} untouched") as atomic:
-        from safetensors import safe_open
-
+        if ranks is not None:
+            share = atomic.tmp / ".ranks"
+            share.mkdir()
+            t_share = time.perf_counter()
+            ranks.agree(None, payload=share)
+            _quantize_share(ranks, src, todo, order, job, share)
+            ranks.pending = False  # the others are done: the rest is rank 0's
+            t_share = time.perf_counter() - t_share
         meta = {"format": "pt", "producer": "nvfp4_ops quantize"}
         writer = ShardWriter(atomic.tmp, shard_bytes, meta)
         t_loop = time.perf_counter()
@@ -453,47 +646,25 @@ def run_quantize(args: argparse.Namespace) -> int:
                   disable=args.quiet, file=sys.stderr, dynamic_ncols=True,
                   mininterval=0.25) as bar:
             for f in src.files:
-                try:
-                    h = safe_open(str(f), framework="pt")
-                except Exception as e:
-                    raise CliError(f"{f}: not a valid safetensors file ({e})") from e
+                h = _open(f)
                 for info in [t for t in src.tensors if t.file == f]:
                     d = decisions[info.name]
-                    try:
-                        w = h.get_tensor(info.name)
-                    except Exception as e:
-                        raise CliError(f"{f}: cannot read tensor {info.name} ({e})") from e
+                    w = None
+                    if share is None or d.action != "quantize":
+                        w = _read(h, f, info.name)
                     bytes_in += info.nbytes
                     if d.action == "quantize":
                         mod = module_of(info.name)
-                        stats = None
-                        m_used = method
-                        note = ""
-                        if calib is not None:
-                            stats = calib.stats(info.name, info.shape[1], device, method == "hessian")
-                        igs = None
-                        if stats is not None and w4a4:
-                            igs = shared_igs.get(info.name, stats["input_global_scale"])
-                        if stats is None and calib is not None:
+                        o = (_quantize_one(info, w, job) if share is None
+                             else _load_outcome(share, order[info.name]))
+                        if o.no_calib:
                             no_calib.append(info.name)
-                        if w4a4 and igs is None:
-                            raise CliError(f"--scheme w4a4: {info.name} has no calibration "
-                                           "inputs, so no input scale (the calibration did "
-                                           f"not reach it); keep it in float with --exclude "
-                                           f"{mod}")
-                        if method == "hessian" and (stats is None or "hessian" not in stats):
-                            m_used, note = "mse", "no calibration inputs for this layer: mse"
-                        try:
-                            if info.name in experts:
-                                r = _quantize_expert_param(w, experts[info.name], fmt, m_used,
-                                                           device, chunk)
-                            else:
-                                r = quantize_tensor(w, fmt, m_used, layout, device, stats,
-                                                    keep_deq, chunk, shared_gs.get(info.name),
-                                                    igs)
-                        except _Skip as s:
-                            d = decisions[info.name] = Decision("skip", str(s))
+                        if o.skip:
+                            d = decisions[info.name] = Decision("skip", o.skip)
+                            if w is None:
+                                w = _read(h, f, info.name)
                         else:
+                            r, m_used, note = o.result, o.m_used, o.note
                             for k, v in r.outputs.items():
                                 writer.add(f"{mod}.{k}" if k[0] != "_" else mod + k, v)
                             src_dtypes[info.name] = info.dtype
@@ -527,6 +698,9 @@ def run_quantize(args: argparse.Namespace) -> int:
                     el = max(time.perf_counter() - t_loop, 1e-9)
                     bar.set_postfix_str(f"{fmt_bytes(bytes_in / el)}/s", refresh=False)
         t_loop = time.perf_counter() - t_loop
+        if share is not None:
+            share.rmdir()
+            t_loop += t_share
         writer.metadata["nvfp4_ops.source_dtypes"] = json.dumps(src_dtypes, separators=(",", ":"))
         config = dict(src.config or {})
         orig_dtype = _config_dtype(config, layout, notes)
