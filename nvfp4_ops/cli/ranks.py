@@ -90,14 +90,21 @@ class Ranks:
         import torch.distributed as dist
 
         timeout = _env_int("NVFP4_OPS_DIST_TIMEOUT", DEFAULT_TIMEOUT_S)
-        if not dist.is_initialized():
+        # a caller that made the default group already (an embedding program, the tests)
+        # keeps it; else one gloo group from torchrun's environment (env://)
+        self._owned = not dist.is_initialized()
+        if self._owned:
             dist.init_process_group("gloo", timeout=timedelta(seconds=timeout))
+        elif (dist.get_rank(), dist.get_world_size()) != (self.rank, self.world):
+            raise CliError(f"the process group has rank {dist.get_rank()} of "
+                           f"{dist.get_world_size()}, the environment says RANK={self.rank} "
+                           f"WORLD_SIZE={self.world}")
         return self
 
     def __exit__(self, *exc) -> None:
         import torch.distributed as dist
 
-        if dist.is_initialized():
+        if self._owned and dist.is_initialized():
             dist.destroy_process_group()
 
     def use_device(self, device: torch.device) -> torch.device:

@@ -1,0 +1,149 @@
+"""``nvfp4-ops quantize`` on 2 ranks (torchrun's environment, gloo on CPU; the GPU variant
+on 2 GPUs): the output folder is byte-identical to the one-process run (the report's
+timings aside), and an error on one rank fails the run with one line and no output."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from nvfp4_ops.cli.ranks import owners
+
+from ._ckpt import leftovers, make_ckpt, randn, run
+from ._ranks import WORLD, run_ranks
+
+ROOT = Path(__file__).resolve().parents[2]
+#: a q/k/v and a gate/up fused group beside _ckpt's linears
+EXTRA = {
+    "model.layers.0.self_attn.k_proj.weight": (64, 64),
+    "model.layers.0.self_attn.v_proj.weight": (64, 64),
+    "model.layers.0.mlp.gate_proj.weight": (64, 32),
+}
+#: (argv, what) of the comparisons: every layout, several shards with an index
+CASES = [
+    (["--format", "nvfp4", "--max-shard-size", "12KB"], "nvfp4 compressed-tensors"),
+    (["--format", "nvfp4", "--layout", "modelopt", "--scales", "amax"], "nvfp4 modelopt"),
+    (["--format", "mxfp8", "--max-shard-size", "20KB"], "mxfp8"),
+]
+
+
+#: options of every run (the report names the thread count)
+COMMON = ["--quiet", "--threads", "1"]
+
+
+def _ckpt(folder: Path) -> Path:
+    make_ckpt(folder, extra={n: randn(*s, seed=20 + i) for i, (n, s) in enumerate(EXTRA.items())})
+    return folder
+
+
+def _files(folder: Path) -> dict:
+    """{relative path: bytes}, with report.json's timings taken out (they differ per run)."""
+    def strip(x):
+        if isinstance(x, dict):
+            return {k: strip(v) for k, v in x.items()
+                    if not (k == "time_s" or k.endswith("_time_s") or k.endswith("_per_s"))}
+        if isinstance(x, list):
+            return [strip(v) for v in x]
+        return x
+    out = {}
+    for f in sorted(folder.rglob("*")):
+        if f.is_file():
+            b = f.read_bytes()
+            if f.name == "report.json":
+                b = json.dumps(strip(json.loads(b)), indent=1).encode()
+            out[str(f.relative_to(folder))] = b
+    return out
+
+
+def _assert_same(one: Path, many: Path) -> None:
+    a, b = _files(one), _files(many)
+    assert sorted(a) == sorted(b)
+    for name in a:
+        assert a[name] == b[name], f"{name} differs between 1 and {WORLD} ranks"
+
+
+def _single(capsys, src: Path, out: Path, argv, device="cpu") -> Path:
+    """The one-process run into ``out``, moved to ``one-OUT`` (so that the ranks' run can
+    write the same ``out``, which the report names)."""
+    rc, _, err = run(capsys, str(src), "--out", str(out), *COMMON, "--device", device, *argv)
+    assert rc == 0, err
+    return out.rename(out.with_name("one-" + out.name))
+
+
+def _compare(tmp_path, capsys, device: str) -> None:
+    src = _ckpt(tmp_path / "in")
+    ones = [_single(capsys, src, tmp_path / f"out{i}", argv, device)
+            for i, (argv, _) in enumerate(CASES)]
+    argvs = [["quantize", str(src), "--out", str(tmp_path / f"out{i}"), *COMMON,
+              "--device", device, *argv] for i, (argv, _) in enumerate(CASES)]
+    got = run_ranks(argvs, gpu=device == "cuda")
+    for i, ((argv, what), ranks) in enumerate(zip(CASES, got)):
+        for r, (rc, out, err) in enumerate(ranks):
+            assert rc == 0, f"{what}: rank {r}: {rc}: {err}"
+        assert ranks[0][1].startswith("wrote ") and ranks[1][1] == ""  # rank 0 speaks
+        _assert_same(ones[i], tmp_path / f"out{i}")
+    assert len(list(ones[0].glob("model-*.safetensors"))) > 1  # an index too
+    assert json.loads((ones[0] / "report.json").read_text())["fused_groups"]
+    assert not leftovers(tmp_path)
+
+
+def test_two_ranks_write_the_one_process_output(tmp_path, capsys):
+    _compare(tmp_path, capsys, "cpu")
+
+
+@pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs 2 visible GPUs")
+def test_two_gpus_write_the_one_process_output(tmp_path, capsys):
+    _compare(tmp_path, capsys, "cuda")
+
+
+def test_owners_balance_bytes():
+    assert owners([10, 1, 1, 8], 2) == [0, 1, 1, 1]
+    assert owners([5, 5, 5], 3) == [0, 1, 2]
+    assert owners([], 2) == []
+    assert owners([3, 3], 1) == [0, 0]
+
+
+@pytest.mark.parametrize("bad_rank", [0, 1])
+def test_an_error_on_one_rank_fails_the_run(tmp_path, capsys, bad_rank):
+    """W4A4 with captured inputs for every layer but one: the rank that owns it raises;
+    every rank exits with the one-process status, rank 0 prints the one-process line, and
+    no output (nor partial folder) is left."""
+    src = _ckpt(tmp_path / "in")
+    from nvfp4_ops.cli.discover import discover
+    from nvfp4_ops.cli.select import classify
+
+    todo = [t for t in discover(str(src)).tensors
+            if classify(t, "nvfp4", [], []).action == "quantize"]
+    own = owners([t.nbytes for t in todo], WORLD)
+    bad = next(t.name for t, o in zip(todo, own) if o == bad_rank)
+    save_file({t.name[:-len(".weight")] + ".input": randn(32, t.shape[1], seed=5)
+               for t in todo if t.name != bad}, str(tmp_path / "acts.safetensors"))
+    argv = ["--scheme", "w4a4", "--calib", str(tmp_path / "acts.safetensors")]
+    rc1, _, err1 = run(capsys, str(src), "--out", str(tmp_path / "out"), *COMMON, *argv)
+    assert rc1 == 2 and bad in err1 and "no calibration inputs" in err1
+    [ranks] = run_ranks([["quantize", str(src), "--out", str(tmp_path / "out"), *COMMON,
+                          "--device", "cpu", *argv]])
+    assert [r[0] for r in ranks] == [rc1, rc1]
+    assert ranks[0][2] == err1 and ranks[1][2] == ""
+    assert not (tmp_path / "out").exists()
+    assert not leftovers(tmp_path)
+
+
+def test_torchrun(tmp_path, capsys):
+    """The real launcher: ``python -m torch.distributed.run --nproc-per-node 2 -m nvfp4_ops``."""
+    src = _ckpt(tmp_path / "in")
+    argv = ["--format", "nvfp4", "--max-shard-size", "12KB"]
+    one = _single(capsys, src, tmp_path / "out", argv)
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT))
+    p = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone",
+                        f"--nproc-per-node={WORLD}", "-m", "nvfp4_ops", "quantize", str(src),
+                        "--out", str(tmp_path / "out"), *COMMON, "--device", "cpu", *argv],
+                       cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.count("wrote ") == 1
+    _assert_same(one, tmp_path / "out")
