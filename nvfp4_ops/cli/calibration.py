@@ -160,12 +160,15 @@ def calibration_texts(path: str, n_eval: int = 0) -> Tuple[Union[List[str], List
 
 def from_model(model, tokenizer, texts: Sequence, describe: str, device: torch.device,
                need_hessian: bool, want_gram: bool,
-               progress: Optional[Callable[[int, int], None]] = None) -> Calibration:
+               progress: Optional[Callable[[int, int], None]] = None,
+               combine: Optional[Callable] = None) -> Calibration:
     """Run ``texts`` through the transformers ``model`` layer by layer on ``device``
     (:func:`nvfp4_ops.cli.capture.capture_linear_stats`; texts truncated to
     :data:`MAX_TOKENS_PER_TEXT` tokens, or to the model's position table when shorter) and
     keep each linear's statistics; a bad text (a token id outside the vocabulary, no tokenizer for texts) is a
-    :class:`CliError`."""
+    :class:`CliError`. ``combine`` (several ranks, each with its share of the texts) turns
+    this rank's :class:`~nvfp4_ops.cli.capture.CaptureResult` into the one of all the texts
+    (:meth:`nvfp4_ops.cli.ranks.Ranks.combine_capture`)."""
     import nvfp4_ops
 
     from .capture import capture_linear_stats
@@ -180,6 +183,8 @@ def from_model(model, tokenizer, texts: Sequence, describe: str, device: torch.d
                                    max_tokens_per_text=max_tokens, progress=progress)
     except ValueError as e:
         raise CliError(f"--calib: {e}") from None
+    if combine is not None:
+        res = combine(res)
     c = Calibration(describe)
     c.tokens, c.notes = res.tokens, list(res.notes)
     c._prefix = getattr(model, "base_model_prefix", "") + "."

@@ -214,11 +214,13 @@ def _load_model(src, needed: bool):
 
 
 def _calibrate(args, src, method: str, w4a4: bool, todo: List[TensorInfo],
-               device: torch.device):
+               device: torch.device, ranks: Optional[Ranks] = None):
     """``(calibration or None, model or None, tokenizer)``: calibration runs for
     ``--scales hessian``, ``--scheme w4a4`` or a given ``--calib`` (``builtin`` texts when
     none is given and the model can run), and always for an encoder (the report's output
-    error); the model is returned for the end-to-end check of an encoder."""
+    error); the model is returned for the end-to-end check of an encoder. With several
+    ``ranks`` the texts are split among them (data parallel) and the statistics summed
+    (:meth:`Ranks.combine_capture`)."""
     path = args.calib
     kind = src.model_kind
     if is_captured(path):
@@ -258,9 +260,12 @@ def _calibrate(args, src, method: str, w4a4: bool, todo: List[TensorInfo],
                        disable=args.quiet, file=sys.stderr, dynamic_ncols=True,
                        mininterval=0.25)
         bar.update(done - bar.n)
+    combine = None
+    if ranks is not None and len(texts) >= ranks.world:
+        texts, combine = ranks.texts_share(texts), ranks.combine_capture
     try:
         calib = from_model(model, tok, texts, describe, device, method == "hessian", want_gram,
-                           progress)
+                           progress, combine)
     finally:
         if bar is not None:
             bar.close()
@@ -566,7 +571,7 @@ def _run_quantize(args: argparse.Namespace, ranks: Optional[Ranks]) -> int:
     if ranks is not None:
         ranks.agree(None)  # every rank got through the checks
     t_cal = time.perf_counter()
-    calib, model, tokenizer = _calibrate(args, src, method, w4a4, todo, device)
+    calib, model, tokenizer = _calibrate(args, src, method, w4a4, todo, device, ranks)
     if calib is not None:
         calib.precompute(device, method == "hessian")
     t_cal = time.perf_counter() - t_cal

@@ -119,6 +119,40 @@ class Ranks:
             torch.cuda.set_device(self.local_rank)
         return device
 
+    def texts_share(self, texts: Sequence) -> Sequence:
+        """This rank's contiguous share of the calibration ``texts`` (rank r: from
+        ``r*n//world`` to ``(r+1)*n//world``)."""
+        n = len(texts)
+        return texts[self.rank * n // self.world:(self.rank + 1) * n // self.world]
+
+    def combine_capture(self, res):
+        """The calibration statistics of all the ranks' texts from this rank's ``res`` (a
+        :class:`~nvfp4_ops.cli.capture.CaptureResult`): per layer the Hessian blocks and
+        Gram matrices summed in rank order (fp32; equal to the one-process sums up to the
+        order of the fp32 additions), the input amax the max, the tokens summed; the notes
+        of every rank, once each. The same on every rank."""
+        from .capture import CaptureResult, LinearStats
+
+        mine = ({k: (st.hessian, st.amax, st.tokens, st.gram) for k, st in res.items()},
+                list(res.notes), res.texts, res.tokens)
+        parts = self.agree(None, payload=mine)
+        out = CaptureResult()
+        for stats, notes, texts, tokens in parts:
+            out.texts += texts
+            out.tokens += tokens
+            out.notes.extend(n for n in notes if n not in out.notes)
+            for k, (h, amax, n, g) in stats.items():
+                old = out.get(k)
+                if old is None:
+                    out[k] = LinearStats(h, amax, n, g)
+                    continue
+                old.hessian = h if old.hessian is None else (
+                    old.hessian if h is None else old.hessian + h)
+                old.gram = g if old.gram is None else (old.gram if g is None else old.gram + g)
+                old.amax = torch.maximum(old.amax, amax)
+                old.tokens += n
+        return out
+
     def gather(self, value: Any) -> List[Any]:
         """``value`` of every rank (picklable), in rank order."""
         import torch.distributed as dist

@@ -147,3 +147,65 @@ def test_torchrun(tmp_path, capsys):
     assert p.returncode == 0, p.stderr
     assert p.stdout.count("wrote ") == 1
     _assert_same(one, tmp_path / "out")
+
+
+def test_combine_capture_sums_in_rank_order():
+    """The ranks' statistics: Hessians and Grams summed in rank order, amax the max, tokens
+    and texts summed, notes once each; a layer one rank did not reach keeps the others'."""
+    from nvfp4_ops.cli.capture import CaptureResult, LinearStats
+    from nvfp4_ops.cli.ranks import Ranks
+
+    def part(seed, layers, note):
+        g = torch.Generator().manual_seed(seed)
+        r = CaptureResult()
+        r.notes, r.texts, r.tokens = [note, "shared"], 3 + seed, 10 + seed
+        for k in layers:
+            r[k] = LinearStats(torch.randn(2, 16, 16, generator=g), torch.rand((), generator=g),
+                               5 + seed, torch.randn(32, 32, generator=g))
+        return r
+
+    parts = [part(0, ["a", "b"], "n0"), part(1, ["a"], "n1")]
+
+    class Fake(Ranks):
+        def agree(self, err, order=-1, payload=None):
+            return [(({k: (s.hessian, s.amax, s.tokens, s.gram) for k, s in p.items()},
+                      p.notes, p.texts, p.tokens)) for p in parts]
+
+    out = Fake(1, 2, 1).combine_capture(parts[1])
+    a0, a1 = parts[0]["a"], parts[1]["a"]
+    assert torch.equal(out["a"].hessian, a0.hessian + a1.hessian)
+    assert torch.equal(out["a"].gram, a0.gram + a1.gram)
+    assert torch.equal(out["a"].amax, torch.maximum(a0.amax, a1.amax))
+    assert out["a"].tokens == 11 and torch.equal(out["b"].hessian, parts[0]["b"].hessian)
+    assert (out.texts, out.tokens, out.notes) == (7, 21, ["n0", "shared", "n1"])
+
+
+def test_calibration_is_data_parallel(tmp_path, capsys):
+    """An encoder calibrated on 2 ranks (each half of the texts, Hessians summed): the same
+    tokens as one process, and the same output up to the fp32 order of the sums (most bytes
+    equal, input scales within 1e-5)."""
+    from ._ckpt import WORDS, make_encoder, tensors
+
+    enc = make_encoder(tmp_path / "bert")
+    words = WORDS * 3
+    (tmp_path / "calib.txt").write_text("\n".join(" ".join(words[i:i + 5 + i % 7])
+                                                   for i in range(25)) + "\n")
+    argv = ["--scales", "hessian", "--scheme", "w4a4", "--eval-sentences", "8",
+            "--calib", str(tmp_path / "calib.txt")]
+    one = _single(capsys, enc, tmp_path / "out", argv)
+    [ranks] = run_ranks([["quantize", str(enc), "--out", str(tmp_path / "out"), *COMMON,
+                          "--device", "cpu", *argv]])
+    assert [r[0] for r in ranks] == [0, 0], ranks[0][2] + ranks[1][2]
+    r1, r2 = (json.loads((p / "report.json").read_text()) for p in (one, tmp_path / "out"))
+    assert r1["calibration"] == r2["calibration"]
+    assert r2["end_to_end"]["cosine"]["hessian"]["mean"] > 0.99  # rank 0 had every weight
+    t1, t2 = tensors(one), tensors(tmp_path / "out")
+    assert sorted(t1) == sorted(t2)
+    same = total = 0
+    for k, v in t1.items():
+        if k.endswith("input_global_scale"):
+            torch.testing.assert_close(t2[k], v, rtol=1e-5, atol=0)
+        elif k.endswith("weight_packed"):
+            same += int((t2[k] == v).sum())
+            total += v.numel()
+    assert total and same / total > 0.95
