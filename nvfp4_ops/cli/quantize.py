@@ -490,12 +490,19 @@ def run_quantize(args: argparse.Namespace) -> int:
             return e.code
         except BaseException as e:
             if ranks.pending:  # the others wait at a collective: tell them
+                ranks.pending = False
                 try:
                     ranks.agree(e)
                 except AgreedError as a:
                     if ranks.lead:
                         raise a from None
                     return a.code
+                except Exception:  # noqa: BLE001 - the others are gone (torchrun stopped
+                    pass           # them): this rank's own error stands
+            if not ranks.lead and isinstance(e, CliError):
+                return e.code
+            if not ranks.lead and isinstance(e, KeyboardInterrupt):
+                return 130
             raise
 
 
