@@ -158,7 +158,13 @@ class Ranks:
         import torch.distributed as dist
 
         out: List[Any] = [None] * self.world
-        dist.all_gather_object(out, value)
+        try:
+            dist.all_gather_object(out, value)
+        except Exception as e:  # a rank died (killed, or torchrun stopped it) or timed out
+            self.pending = False
+            why = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+            raise AgreedError(f"rank {self.rank} lost the other ranks (one was stopped or "
+                              f"failed, its own output says why): {why}", 1) from None
         return out
 
     def agree(self, err: Optional[BaseException], order: int = -1,

@@ -209,3 +209,36 @@ def test_calibration_is_data_parallel(tmp_path, capsys):
             same += int((t2[k] == v).sum())
             total += v.numel()
     assert total and same / total > 0.95
+
+
+def test_sigterm_to_torchrun_leaves_no_output(tmp_path):
+    """SIGTERM to torchrun while the ranks quantize: it stops the ranks, rank 0 removes the
+    partial output folder; nothing is left."""
+    import signal
+    import time
+
+    src = tmp_path / "in"
+    make_ckpt(src, extra={f"model.layers.{i}.mlp.w{i}.weight": randn(512, 256, seed=40 + i)
+                          for i in range(8)})
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT))
+    p = subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--standalone",
+                          f"--nproc-per-node={WORLD}", "-m", "nvfp4_ops", "quantize", str(src),
+                          "--out", str(tmp_path / "out"), *COMMON, "--device", "cpu",
+                          "--scales", "mse"],
+                         cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                         text=True)
+    try:
+        end = time.monotonic() + 60
+        while not leftovers(tmp_path) and p.poll() is None and time.monotonic() < end:
+            time.sleep(0.05)
+        assert leftovers(tmp_path), "no partial output appeared"
+        time.sleep(0.5)
+        p.send_signal(signal.SIGTERM)
+        _, err = p.communicate(timeout=60)
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+    assert p.returncode != 0, err
+    assert not (tmp_path / "out").exists() and not leftovers(tmp_path), err
+    assert "[rank0]:" not in err, err  # no traceback from rank 0, a line at most
