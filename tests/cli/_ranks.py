@@ -18,6 +18,10 @@ WORLD = 2
 DEADLINE_S = 120
 #: seconds a collective waits for the other rank
 PG_TIMEOUT_S = 60
+#: modules the forkserver imports once for all the ranks it forks (transformers and its BERT
+#: for the calibration tests: seconds per rank otherwise)
+PRELOAD = ["torch", "nvfp4_ops", "nvfp4_ops.cli.main", "transformers",
+           "transformers.models.bert.modeling_bert"]
 
 
 def _worker(rank: int, folder: str, argvs: List[List[str]], gpu: bool) -> None:
@@ -59,7 +63,7 @@ def run_ranks(argvs: List[List[str]], gpu: bool = False) -> List[List[Tuple]]:
         method = "spawn" if gpu or "forkserver" not in mp.get_all_start_methods() \
             else "forkserver"
         if method == "forkserver":
-            mp.set_forkserver_preload(["torch", "nvfp4_ops"])
+            mp.set_forkserver_preload(PRELOAD)
         ctx = mp.start_processes(_worker, args=(folder, argvs, gpu), nprocs=WORLD, join=False,
                                  start_method=method)
         end = time.monotonic() + DEADLINE_S
