@@ -179,6 +179,11 @@ def main(argv: Optional[List[str]] = None) -> int:
             args = parser.parse_args(argv)
         except SystemExit as e:  # --help, or a bad option (argparse printed why)
             return e.code if isinstance(e.code, int) else 2
+        if args.command != "quantize":
+            from .ranks import other_rank
+
+            if other_rank():  # under torchrun only quantize shares its work: rank 0 runs it
+                return 0
         return args.func(args)
     except KeyboardInterrupt:
         print("nvfp4-ops: interrupted", file=sys.stderr)

@@ -60,6 +60,16 @@ def _env_int(name: str, default: int) -> int:
         raise CliError(f"environment variable {name}: expected an integer, got {v!r}") from None
 
 
+def other_rank() -> bool:
+    """Whether this process is a torchrun rank other than 0 (commands that do not share
+    their work, ``info`` and ``dequantize``, run on rank 0 alone)."""
+    try:
+        ranks = Ranks.from_env()
+    except CliError:
+        return False  # a bad environment: the command itself says so
+    return ranks is not None and not ranks.lead
+
+
 class Ranks:
     """This process's place among the torchrun ranks, and the few collectives the quantizer
     needs (over a gloo process group, made by ``with Ranks(...)``)."""

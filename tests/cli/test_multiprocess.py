@@ -242,3 +242,17 @@ def test_sigterm_to_torchrun_leaves_no_output(tmp_path):
     assert p.returncode != 0, err
     assert not (tmp_path / "out").exists() and not leftovers(tmp_path), err
     assert "[rank0]:" not in err, err  # no traceback from rank 0, a line at most
+
+
+def test_dequantize_runs_on_rank_0_alone(tmp_path, capsys):
+    """Commands that do not share their work run once under torchrun (rank 0), not once per
+    rank racing for the same output."""
+    src = _ckpt(tmp_path / "in")
+    q = _single(capsys, src, tmp_path / "q", [])
+    rc, _, err = run(capsys, "dequantize", str(q), "--out", str(tmp_path / "out"), "--quiet")
+    assert rc == 0, err
+    one = (tmp_path / "out").rename(tmp_path / "one-out")
+    [ranks] = run_ranks([["dequantize", str(q), "--out", str(tmp_path / "out"), "--quiet",
+                          "--device", "cpu"]])
+    assert [r[0] for r in ranks] == [0, 0] and ranks[1][1:] == ("", "")
+    _assert_same(one, tmp_path / "out")
