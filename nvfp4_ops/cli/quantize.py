@@ -426,13 +426,18 @@ def _load_outcome(folder: Path, k: int) -> _Outcome:
 
 
 def _quantize_share(ranks: Ranks, src, todo: List[TensorInfo], order: Dict[str, int],
-                    job: _Job, folder: Path) -> None:
+                    job: _Job, folder: Path, quiet: bool) -> None:
     """This rank's share of ``todo`` (:func:`owners`, by bytes), quantized into ``folder``
     (``order[name].pt``); errors are agreed on by all ranks (:meth:`Ranks.agree`), so that
-    every rank raises the one of the lowest tensor index."""
+    every rank raises the one of the lowest tensor index. A progress bar unless ``quiet``."""
+    from tqdm import tqdm
+
     own = owners([t.nbytes for t in todo], ranks.world)
     mine = {t.name for t, o in zip(todo, own) if o == ranks.rank}
     err, at = None, -1
+    bar = tqdm(total=len(mine), unit="tensor", disable=quiet, file=sys.stderr,
+               desc=f"quantize {job.fmt}/{job.method}: rank {ranks.rank}'s share of "
+                    f"{ranks.world}", dynamic_ncols=True, mininterval=0.25)
     try:
         if not folder.is_dir():
             raise CliError(f"rank {ranks.rank} cannot see rank 0's output folder {folder}: "
@@ -441,12 +446,16 @@ def _quantize_share(ranks: Ranks, src, todo: List[TensorInfo], order: Dict[str, 
             share = [t for t in src.tensors if t.file == f and t.name in mine]
             if not share:
                 continue
+            at = order[share[0].name]
             h = _open(f)
             for info in share:
                 at = order[info.name]
                 _save_outcome(_quantize_one(info, _read(h, f, info.name), job), folder, at)
+                bar.update(1)
     except (Exception, KeyboardInterrupt) as e:
         err = e
+    finally:
+        bar.close()
     ranks.agree(err, at)
 
 
@@ -628,7 +637,7 @@ def _run_quantize(args: argparse.Namespace, ranks: Optional[Ranks]) -> int:
     share: Optional[Path] = None  # with ranks: the folder of their quantized weights
     if ranks is not None and not ranks.lead:
         folder = ranks.agree(None)[0]
-        _quantize_share(ranks, src, todo, order, job, folder)
+        _quantize_share(ranks, src, todo, order, job, folder, True)
         ranks.pending = False
         return 0
     layers: List[dict] = []
@@ -646,7 +655,7 @@ def _run_quantize(args: argparse.Namespace, ranks: Optional[Ranks]) -> int:
             share.mkdir()
             t_share = time.perf_counter()
             ranks.agree(None, payload=share)
-            _quantize_share(ranks, src, todo, order, job, share)
+            _quantize_share(ranks, src, todo, order, job, share, args.quiet)
             ranks.pending = False  # the others are done: the rest is rank 0's
             t_share = time.perf_counter() - t_share
         meta = {"format": "pt", "producer": "nvfp4_ops quantize"}

@@ -11,6 +11,16 @@ one-process run (the report's timings aside). The ranks talk through a gloo proc
 through the file system, so all ranks must see rank 0's output folder (one machine, or a
 shared file system).
 
+Calibration on texts runs data parallel: each rank runs its contiguous share of the texts
+through the model (:meth:`Ranks.texts_share`) and the per-layer statistics are combined on
+every rank (:meth:`Ranks.combine_capture`): Hessian blocks and Gram matrices summed in rank
+order (deterministic, but not bit-identical to the one-process sums: fp32 additions in
+another order, texts batched differently), input amax the max, token counts summed. So the
+output is byte-identical to the one-process run for runs without text calibration (amax or
+mse scales, captured-input ``--calib`` files, which each rank reads for its own layers); with
+text calibration (``--scales hessian``, ``--scheme w4a4``, an encoder's report) it equals
+it up to those last bits (in the tests: every byte equal).
+
 An error on any rank is gathered by :meth:`Ranks.agree` at fixed points, and every rank
 raises the same :class:`CliError` (the one of the lowest tensor index, as the one-process
 run would report first); only rank 0 prints it. A rank that dies (killed) makes torchrun
