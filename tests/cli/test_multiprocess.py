@@ -41,6 +41,20 @@ def _ckpt(folder: Path) -> Path:
     return folder
 
 
+def _gpt_oss(folder: Path, E=4, H=64, I=32) -> Path:
+    """A one-layer gpt-oss-style checkpoint: 3-D MoE expert parameters (MXFP4 experts)."""
+    folder.mkdir(parents=True)
+    P = "model.layers.0.mlp.experts"
+    t = {f"{P}.gate_up_proj": randn(E, H, 2 * I, seed=1), f"{P}.gate_up_proj_bias": randn(E, 2 * I),
+         f"{P}.down_proj": randn(E, I, H, seed=2), f"{P}.down_proj_bias": randn(E, H, seed=3),
+         "model.layers.0.mlp.router.weight": randn(E, H, seed=4),
+         "model.layers.0.self_attn.q_proj.weight": randn(H, H, seed=5)}
+    save_file(t, str(folder / "model.safetensors"), metadata={"format": "pt"})
+    (folder / "config.json").write_text(json.dumps({"model_type": "gpt_oss",
+                                                    "torch_dtype": "bfloat16"}))
+    return folder
+
+
 def _files(folder: Path) -> dict:
     """{relative path: bytes}, with report.json's timings taken out (they differ per run)."""
     def strip(x):
@@ -77,12 +91,15 @@ def _single(capsys, src: Path, out: Path, argv, device="cpu") -> Path:
 
 def _compare(tmp_path, capsys, device: str) -> None:
     src = _ckpt(tmp_path / "in")
-    ones = [_single(capsys, src, tmp_path / f"out{i}", argv, device)
-            for i, (argv, _) in enumerate(CASES)]
-    argvs = [["quantize", str(src), "--out", str(tmp_path / f"out{i}"), *COMMON,
-              "--device", device, *argv] for i, (argv, _) in enumerate(CASES)]
+    moe = _gpt_oss(tmp_path / "moe")
+    cases = [(src, argv, what) for argv, what in CASES]
+    cases.append((moe, ["--format", "mxfp4", "--layout", "gpt-oss"], "mxfp4 gpt-oss experts"))
+    ones = [_single(capsys, s, tmp_path / f"out{i}", argv, device)
+            for i, (s, argv, _) in enumerate(cases)]
+    argvs = [["quantize", str(s), "--out", str(tmp_path / f"out{i}"), *COMMON,
+              "--device", device, *argv] for i, (s, argv, _) in enumerate(cases)]
     got = run_ranks(argvs, gpu=device == "cuda")
-    for i, ((argv, what), ranks) in enumerate(zip(CASES, got)):
+    for i, ((_, argv, what), ranks) in enumerate(zip(cases, got)):
         for r, (rc, out, err) in enumerate(ranks):
             assert rc == 0, f"{what}: rank {r}: {rc}: {err}"
         assert ranks[0][1].startswith("wrote ") and ranks[1][1] == ""  # rank 0 speaks
