@@ -114,7 +114,12 @@ class Ranks:
         # keeps it; else one gloo group from torchrun's environment (env://)
         self._owned = not dist.is_initialized()
         if self._owned:
-            dist.init_process_group("gloo", timeout=timedelta(seconds=timeout))
+            try:
+                dist.init_process_group("gloo", timeout=timedelta(seconds=timeout))
+            except Exception as e:  # no MASTER_ADDR (WORLD_SIZE set by hand), a dead rendezvous
+                why = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+                raise CliError(f"WORLD_SIZE={self.world}: cannot join the other ranks (launch "
+                               f"with torchrun --nproc-per-node N): {why}", 1) from None
         elif (dist.get_rank(), dist.get_world_size()) != (self.rank, self.world):
             raise CliError(f"the process group has rank {dist.get_rank()} of "
                            f"{dist.get_world_size()}, the environment says RANK={self.rank} "

@@ -273,3 +273,13 @@ def test_dequantize_runs_on_rank_0_alone(tmp_path, capsys):
                           "--device", "cpu"]])
     assert [r[0] for r in ranks] == [0, 0] and ranks[1][1:] == ("", "")
     _assert_same(one, tmp_path / "out")
+
+
+def test_world_size_without_torchrun_is_one_line(tmp_path, capsys, monkeypatch):
+    """WORLD_SIZE > 1 with no rendezvous (set by hand, not by torchrun): one line, no output."""
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "0")
+    monkeypatch.delenv("MASTER_ADDR", raising=False)
+    rc, _, err = run(capsys, str(_ckpt(tmp_path / "in")), "--out", str(tmp_path / "out"))
+    assert rc == 1 and err.count("\n") == 1 and "cannot join the other ranks" in err, err
+    assert not (tmp_path / "out").exists()
