@@ -27,7 +27,8 @@ Modules: ``_checks`` (the argument contract: every check and message, shared wit
 fakes and mirrored by the C++ launchers), ``elements`` (E2M1 / E4M3 / E8M0 element and
 scale roundings), ``layout`` (nibble packing, 128x4 swizzle), ``nvfp4`` (global scale,
 quantize, dequantize, quant_dequant), ``mx`` (MXFP8 / MXFP4), ``search`` (the exact
-scale searches, their objectives, ``hessian_blocks``) and ``gemm`` (the low-bit weight
+scale searches, their objectives, ``hessian_blocks``), ``training`` (columnwise / 2-D /
+stochastic-rounding / Hadamard NVFP4, Philox4x32-10, grouped MoE quantize) and ``gemm`` (the low-bit weight
 GEMMs: dequantize to fp32, fp32 matmul, one cast; the prepack layout). This package imports nothing
 compiled: it works without a build of ``nvfp4_ops._C``.
 """
@@ -64,6 +65,16 @@ from .layout import pack_e2m1, swizzle_scales, unpack_e2m1, unswizzle_scales
 from .mx import mx_dequantize, mx_quantize
 from .nvfp4 import dequantize, global_scale, quant_dequant, quantize
 from .search import hessian_blocks, mx_block_objective, nvfp4_block_objective
+from .training import (
+    grouped_quantize,
+    hadamard_matrix,
+    hadamard_transform,
+    mx_grouped_quantize,
+    philox4x32,
+    random_hadamard_signs,
+    sr_offset_increment,
+    train_quantize,
+)
 
 __all__ = [
     "E2M1_VALUES",
@@ -89,6 +100,14 @@ __all__ = [
     "prepack_nvfp4_w4a16",
     "unprepack_nvfp4_w4a16",
     "gemm_mx_w16",
+    "train_quantize",
+    "grouped_quantize",
+    "mx_grouped_quantize",
+    "philox4x32",
+    "random_hadamard_signs",
+    "hadamard_matrix",
+    "hadamard_transform",
+    "sr_offset_increment",
     # every argument check, one per op (and per reference helper)
     *(name for name in _checks.__all__ if name.startswith("check_")),
 ]
