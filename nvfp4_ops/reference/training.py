@@ -127,7 +127,7 @@ def e2m1_round_stochastic(y: Tensor, u: Tensor) -> Tensor:
     ``lo <= a < hi`` (``lo = hi = 6`` at 6); ``p = (a - lo) / (hi - lo)`` (exact);
     the result is ``hi`` if ``u < p`` else ``lo``, with the sign of ``y``.
     """
-    a = torch.nan_to_num(y.abs(), nan=0.0).clamp(max=6.0)
+    a = torch.nan_to_num(y.abs(), nan=0.0).clamp(max=6.0).contiguous()
     grid, inv = _GRID_UP.to(a.device), _INV_STEP.to(a.device)
     i = torch.bucketize(a, grid[:8], right=True) - 1
     lo = grid[i]
