@@ -20,20 +20,17 @@ from ._checks import (
     check_mx_grouped_quantize_args,
     check_train_quantize_args,
 )
-from ._common import F32, FLT_MAX, GLOBAL_SCALE_NUMERATOR, MX_BLOCK, NVFP4_BLOCK, batched, roundup
-from ._common import unbatched
+from ._common import F32, MX_BLOCK, NVFP4_BLOCK, batched, roundup, unbatched
 from .elements import (
-    E2M1_VALUES,
     _e2m1_code_from_value,
     _mx_naive_bytes,
     _nvfp4_multipliers,
     _nvfp4_naive_bytes,
-    _nvfp4_round,
     e4m3_to_fp32,
 )
 from .layout import pack_e2m1, swizzle_scales
 from .mx import _mx_encode_with_scale
-from .nvfp4 import _nvfp4_encode_with_scale
+from .nvfp4 import _global_scale_from_amax, _nvfp4_encode_with_scale
 
 _MASK32 = 0xFFFFFFFF
 # Philox4x32-10 constants (Salmon et al., SC'11; Random123).
@@ -196,9 +193,7 @@ def hadamard_transform(x: Tensor, signs: Tensor, inverse: bool = False) -> Tenso
 def _global_scale_f32(v: Tensor) -> Tensor:
     """``global_scale`` (docs/spec.md sec. 2) of an fp32 tensor, shape [1]."""
     amax = v.abs().amax().reshape(1) if v.numel() else torch.zeros(1, dtype=F32, device=v.device)
-    gs = torch.full_like(amax, GLOBAL_SCALE_NUMERATOR) / amax
-    gs = torch.where(gs == float("inf"), FLT_MAX, gs)
-    return torch.where(amax == 0, 1.0, gs)
+    return _global_scale_from_amax(amax)
 
 
 def _tile_bytes(xb: Tensor, gs_b: Tensor) -> Tensor:
@@ -337,8 +332,7 @@ def grouped_quantize(
     if global_scale is None:
         amax = torch.zeros(G, dtype=F32, device=x.device).scatter_reduce(
             0, g, torch.where(inside.unsqueeze(-1), xf.abs(), 0.0).amax(dim=-1), "amax")
-        gs = torch.full_like(amax, GLOBAL_SCALE_NUMERATOR) / amax
-        gs = torch.where(amax == 0, 1.0, torch.where(gs == float("inf"), FLT_MAX, gs))
+        gs = _global_scale_from_amax(amax)
     else:
         gs = global_scale.detach().reshape(G).clone()
     xb = xf.reshape(T, 1, K // NVFP4_BLOCK, NVFP4_BLOCK)
@@ -388,5 +382,4 @@ __all__ = [
     "grouped_quantize",
     "grouped_scale_rows",
     "mx_grouped_quantize",
-    "E2M1_VALUES",
 ]
