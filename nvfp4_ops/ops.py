@@ -610,7 +610,7 @@ def _train_quantize_fake(x, global_scale=None, axis=-1, block_2d=False, rounding
     *lead, m, k = x.shape
     r, c = (k, m) if axis in (-2, x.dim() - 2) else (m, k)
     packed = x.new_empty((*lead, r, c // 2), dtype=torch.uint8)
-    gs = x.new_empty((1,) if global_scale is None else global_scale.shape, dtype=torch.float32)
+    gs = x.new_empty((1 if global_scale is None else global_scale.numel(),), dtype=torch.float32)
     return packed, _scales_like(x, lead, r, c // 16, swizzle, _E4M3), gs
 
 

@@ -112,24 +112,22 @@ def uniform_from_words(words: Tensor) -> Tensor:
 # Stochastic rounding to E2M1
 # --------------------------------------------------------------------------------------
 
-# Magnitude grid with a sentinel 6 above 6, and 1 / (next - this) (powers of two, 0 at 6).
-_GRID_UP = torch.tensor([0.0, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0, 6.0], dtype=F32)
-_INV_STEP = torch.tensor([2.0, 2.0, 2.0, 2.0, 1.0, 1.0, 0.5, 0.0], dtype=F32)
-
-
 def e2m1_round_stochastic(y: Tensor, u: Tensor) -> Tensor:
     """Round fp32 ``y`` to a signed E2M1 value with the uniforms ``u`` (docs/spec.md sec. 8.3).
 
     ``a = min(|y|, 6)`` (NaN: 0); ``lo`` / ``hi`` are the E2M1 magnitudes with
-    ``lo <= a < hi`` (``lo = hi = 6`` at 6); ``p = (a - lo) / (hi - lo)`` (exact);
+    ``lo <= a < hi`` (``lo = 6`` at 6); ``p = (a - lo) / (hi - lo)`` (exact);
     the result is ``hi`` if ``u < p`` else ``lo``, with the sign of ``y``.
+    Computed without tables (no host data, so it runs inside CUDA-graph capture): the
+    E2M1 step is 0.5 below 2, 1 below 4, 2 above, and ``lo = floor(a / step) * step``,
+    every operation exact (the step is a power of two).
     """
-    a = torch.nan_to_num(y.abs(), nan=0.0).clamp(max=6.0).contiguous()
-    grid, inv = _GRID_UP.to(a.device), _INV_STEP.to(a.device)
-    i = torch.bucketize(a, grid[:8], right=True) - 1
-    lo = grid[i]
-    p = (a - lo) * inv[i]
-    q = torch.where(u < p, grid[i + 1], lo)
+    a = torch.nan_to_num(y.abs(), nan=0.0).clamp(max=6.0)
+    inv_step = torch.where(a < 2.0, 2.0, torch.where(a < 4.0, 1.0, 0.5))
+    step = torch.where(a < 2.0, 0.5, torch.where(a < 4.0, 1.0, 2.0))
+    lo = torch.floor(a * inv_step) * step
+    p = (a - lo) * inv_step  # 0 at 6: never rounds up past the largest magnitude
+    q = torch.where(u < p, lo + step, lo)
     return torch.copysign(q, y)
 
 
@@ -340,7 +338,7 @@ def grouped_quantize(
     sf = _nvfp4_naive_bytes(xb, gs_rows)
     codes = _nvfp4_encode_with_scale(xb, sf, gs_rows).reshape(T, K)
     codes = torch.where(inside.unsqueeze(-1), codes, 0)
-    scales = _grouped_scales(sf.reshape(T, -1), inside, dest, G, swizzle)
+    scales = _grouped_scales(sf.reshape(T, K // NVFP4_BLOCK), inside, dest, G, swizzle)
     return pack_e2m1(codes), scales.view(torch.float8_e4m3fn), gs
 
 

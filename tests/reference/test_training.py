@@ -96,6 +96,19 @@ def test_sr_rule_exact():
     assert torch.signbit(q[7])
 
 
+def test_sr_rule_against_the_grid():
+    """The table-free rounding equals neighbour search on the E2M1 grid, over a dense range."""
+    y = torch.linspace(-7, 7, 28001)
+    u = torch.rand(y.shape, generator=torch.Generator().manual_seed(0))
+    grid = torch.tensor(GRID)
+    a = y.abs().clamp(max=6)
+    i = (a.unsqueeze(1) >= grid).sum(1) - 1
+    lo, hi = grid[i], torch.tensor(GRID + [6.0])[i + 1]
+    p = torch.where(hi > lo, (a - lo) / (hi - lo), 0.0)
+    want = torch.copysign(torch.where(u < p, hi, lo), y)
+    assert torch.equal(tr.e2m1_round_stochastic(y, u), want)
+
+
 def _sr_draws(x, gs, n, seed=7):
     """E2M1 values of ``n`` independent stochastic quantizations of ``x [M, K]``: the batch
     dim gives each copy its own element indices, hence its own numbers."""
