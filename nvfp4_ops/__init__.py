@@ -34,6 +34,7 @@ from .ops import (  # noqa: E402  (registers the fakes and the autograd formula)
     sr_offset_increment,
     swizzle_scales,
     train_quantize,
+    train_quantize_rowcol,
     unprepack_nvfp4_w4a16,
     unswizzle_scales,
 )
@@ -60,6 +61,7 @@ __all__ = [
     "sr_offset_increment",
     "swizzle_scales",
     "train_quantize",
+    "train_quantize_rowcol",
     "unprepack_nvfp4_w4a16",
     "unswizzle_scales",
 ]

@@ -39,6 +39,7 @@ OPS = {
     "gemm_mx_w16": reference.gemm_mx_w16,
     # training recipes (docs/spec.md section 8): no CUDA kernels yet, the reference serves CUDA
     "train_quantize": reference.train_quantize,
+    "train_quantize_rowcol": reference.train_quantize_rowcol,
     "grouped_quantize": reference.grouped_quantize,
     "mx_grouped_quantize": reference.mx_grouped_quantize,
 }

@@ -614,6 +614,58 @@ def _train_quantize_fake(x, global_scale=None, axis=-1, block_2d=False, rounding
     return packed, _scales_like(x, lead, r, c // 16, swizzle, _E4M3), gs
 
 
+def train_quantize_rowcol(
+    x: Tensor,
+    global_scale: Optional[Tensor] = None,
+    colwise_global_scale: Optional[Tensor] = None,
+    *,
+    block_2d: bool = False,
+    rounding: str = "nearest",
+    seed: Optional[Tensor] = None,
+    offset: Optional[Tensor] = None,
+    colwise_hadamard_signs: Optional[Tensor] = None,
+    swizzle: bool = False,
+) -> Tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """Both NVFP4 operands of ``x`` from one read: rowwise (blocks along ``K``) and
+    columnwise (blocks along ``M``), as :func:`train_quantize` with ``axis=-1`` and ``-2``.
+
+    Parameters
+    ----------
+    x : Tensor
+        ``[M, K]`` or ``[B, M, K]``, float32 / float16 / bfloat16, ``M`` and ``K``
+        multiples of 16.
+    global_scale, colwise_global_scale : Tensor, optional
+        The fp32 encode scale of each operand (1 element or ``[B]``); None: computed from
+        that operand (the columnwise one after its Hadamard transform).
+    block_2d, rounding, seed, offset, swizzle
+        As in :func:`train_quantize`, shared by both operands; with stochastic rounding an
+        element draws the same number in both.
+    colwise_hadamard_signs : Tensor, optional
+        fp32 ``[16]``: the random Hadamard transform on the columnwise operand only.
+
+    Returns
+    -------
+    row_packed, row_scales, row_global_scale, col_packed, col_scales, col_global_scale
+        The outputs of :func:`train_quantize` for ``axis=-1``, then for ``axis=-2``.
+    """
+    return _ops.train_quantize_rowcol(x, global_scale, colwise_global_scale, block_2d,
+                                      rounding, seed, offset, colwise_hadamard_signs, swizzle)
+
+
+@_fake("train_quantize_rowcol")
+def _train_quantize_rowcol_fake(x, global_scale=None, colwise_global_scale=None, block_2d=False,
+                                rounding="nearest", seed=None, offset=None,
+                                colwise_hadamard_signs=None, swizzle=False):
+    _checks.check_train_quantize_rowcol_args(x, global_scale, colwise_global_scale, block_2d,
+                                             rounding, seed, offset, colwise_hadamard_signs,
+                                             swizzle)
+    row = _train_quantize_fake(x, global_scale, -1, block_2d, rounding, seed, offset, None,
+                               swizzle)
+    col = _train_quantize_fake(x, colwise_global_scale, -2, block_2d, rounding, seed, offset,
+                               colwise_hadamard_signs, swizzle)
+    return (*row, *col)
+
+
 def sr_offset_increment(numel: int) -> int:
     """How far to advance a stochastic-rounding ``offset`` after a call on ``numel``
     elements so that the next call draws fresh numbers: ``ceil(numel / 4)``."""

@@ -88,11 +88,12 @@ class RecipeState:
     """The device state of a recipe: the stochastic-rounding seed and offset (int64 ``[1]``)
     and the Hadamard sign vector.
 
-    Each backward reserves two windows of ``sr_offset_increment(M_pad * N)`` counters at
-    the current offset (``M_pad``: the tokens padded to 16), the first for dgrad's ``dy``, the
-    second for wgrad's, and advances the offset past both, in place (CUDA-graph safe: a replay
-    draws new numbers), whichever GEMMs are quantized: switching one GEMM off does not change
-    the numbers the other draws.
+    Each backward rounds ``dy`` stochastically at the current offset, for dgrad (rowwise)
+    and wgrad (columnwise) alike, so each element of ``dy`` draws one number, as
+    :func:`nvfp4_ops.train_quantize_rowcol` does; then it advances the offset by
+    ``sr_offset_increment(M_pad * N)`` (``M_pad``: the tokens padded to 16) in place
+    (CUDA-graph safe: a replay draws new numbers), whichever GEMMs are quantized: switching
+    one GEMM off does not change the numbers the other draws.
     """
 
     def __init__(self, seed: int = 0, device: Union[str, torch.device] = "cpu"):
@@ -188,14 +189,13 @@ class _RecipeLinear(torch.autograd.Function):
         x, weight = ctx.saved_tensors
         recipe, state = ctx.recipe, ctx.state
         dy = dy.contiguous()
-        window = ops.sr_offset_increment(_pad_rows(dy, 16).numel())
         base = state.offset.clone()
-        state.offset.add_(2 * window)
+        state.offset.add_(ops.sr_offset_increment(_pad_rows(dy, 16).numel()))
         dx = dw = None
         if ctx.needs_input_grad[0]:
             dx = _gemm(recipe, state, "dgrad", dy, weight, x.dtype, base)
         if ctx.needs_input_grad[1]:
-            dw = _gemm(recipe, state, "wgrad", dy, x, weight.dtype, base + window)
+            dw = _gemm(recipe, state, "wgrad", dy, x, weight.dtype, base)
         return dx, dw, None, None
 
 

@@ -53,6 +53,7 @@ from ._checks import (
     check_quantize_args,
     check_swizzle_args,
     check_train_quantize_args,
+    check_train_quantize_rowcol_args,
     check_unprepack_nvfp4_w4a16_args,
     check_unswizzle_args,
 )
@@ -77,6 +78,7 @@ from .training import (
     random_hadamard_signs,
     sr_offset_increment,
     train_quantize,
+    train_quantize_rowcol,
 )
 
 __all__ = [
@@ -104,6 +106,7 @@ __all__ = [
     "unprepack_nvfp4_w4a16",
     "gemm_mx_w16",
     "train_quantize",
+    "train_quantize_rowcol",
     "grouped_quantize",
     "mx_grouped_quantize",
     "philox4x32",

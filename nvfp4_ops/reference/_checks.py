@@ -58,6 +58,7 @@ __all__ = [
     "check_unprepack_nvfp4_w4a16_args",
     "check_gemm_mx_w16_args",
     "check_train_quantize_args",
+    "check_train_quantize_rowcol_args",
     "check_grouped_quantize_args",
     "check_mx_grouped_quantize_args",
     "prepacked_shapes",
@@ -179,6 +180,7 @@ CHOICES = {
     ("nvfp4.nvfp4_block_objective", "method"): ("mse", "hessian"),
     ("nvfp4.gemm_mx_w16", "elem"): ("e4m3", "e2m1"),
     ("nvfp4.train_quantize", "rounding"): ("nearest", "stochastic"),
+    ("nvfp4.train_quantize_rowcol", "rounding"): ("nearest", "stochastic"),
     ("nvfp4.mx_grouped_quantize", "elem"): ("e4m3", "e2m1"),
     ("nvfp4.mx_grouped_quantize", "rounding"): ("rceil", "floor"),
 }
@@ -737,6 +739,15 @@ def _check_rng(op: str, rounding: str, **tensors: Optional[Tensor]) -> None:
                            "int64 with 1 element")
 
 
+def _check_signs(op: str, name: str, signs: Optional[Tensor]) -> None:
+    """Hadamard signs: None or float32 ``[16]`` (the values, +-1, are not checked)."""
+    if signs is not None:
+        _check_tensor_spec(
+            op, name, signs, signs.dtype == torch.float32 and tuple(signs.shape) == (16,),
+            "float32 of shape [16] (entries +1 or -1)",
+        )
+
+
 def _check_quantized_dim(op: str, x: Tensor, axis: int, block: int) -> None:
     """``axis`` -1 or -2 (or the same dims counted from the front), then the quantized dim
     (``K`` for axis -1, ``M`` for axis -2) a multiple of ``block``."""
@@ -760,8 +771,9 @@ def check_train_quantize_args(
     offset: Optional[Tensor] = None,
     hadamard_signs: Optional[Tensor] = None,
     swizzle: bool = False,
+    op: str = "nvfp4.train_quantize",
 ) -> None:
-    """Check the arguments of ``train_quantize``.
+    """Check the arguments of ``train_quantize`` (``op`` names the op in the messages).
 
     In order: ``x`` float32/float16/bfloat16, 2-D or 3-D; ``axis`` -1 or -2; the quantized
     dim (``K`` for axis -1, ``M`` for axis -2) a multiple of 16; ``global_scale`` None or
@@ -770,21 +782,40 @@ def check_train_quantize_args(
     otherwise; ``hadamard_signs`` None or float32 ``[16]``; every tensor on one device.
     ``block_2d`` and ``swizzle`` take any value.
     """
-    op = "nvfp4.train_quantize"
     _check_tensor(op, TENSOR_ARGS["x"], x)
     _check_quantized_dim(op, x, axis, NVFP4_BLOCK)
     if global_scale is not None:
         _check_global_scale(op, global_scale, x.shape[0] if x.dim() == 3 else None)
     _check_choice(op, "rounding", rounding)
     _check_rng(op, rounding, seed=seed, offset=offset)
-    if hadamard_signs is not None:
-        _check_tensor_spec(
-            op, "hadamard_signs", hadamard_signs,
-            hadamard_signs.dtype == torch.float32 and tuple(hadamard_signs.shape) == (16,),
-            "float32 of shape [16] (entries +1 or -1)",
-        )
+    _check_signs(op, "hadamard_signs", hadamard_signs)
     _check_one_device(op, x=x, global_scale=global_scale, seed=seed, offset=offset,
                       hadamard_signs=hadamard_signs)
+
+
+def check_train_quantize_rowcol_args(
+    x: Tensor,
+    global_scale: Optional[Tensor],
+    colwise_global_scale: Optional[Tensor],
+    block_2d: bool = False,
+    rounding: str = "nearest",
+    seed: Optional[Tensor] = None,
+    offset: Optional[Tensor] = None,
+    colwise_hadamard_signs: Optional[Tensor] = None,
+    swizzle: bool = False,
+) -> None:
+    """Check the arguments of ``train_quantize_rowcol``: those of ``train_quantize`` for the
+    rowwise operand, then for the columnwise one (so ``M`` and ``K`` multiples of 16), the
+    messages naming ``nvfp4.train_quantize_rowcol``."""
+    op = "nvfp4.train_quantize_rowcol"
+    check_train_quantize_args(x, global_scale, -1, block_2d, rounding, seed, offset, None,
+                              swizzle, op)
+    if colwise_global_scale is not None:
+        _check_global_scale(op, colwise_global_scale, x.shape[0] if x.dim() == 3 else None)
+    _check_multiple(op, "M (dim -2, quantized with axis=-2)", x.shape[-2], NVFP4_BLOCK)
+    _check_signs(op, "colwise_hadamard_signs", colwise_hadamard_signs)
+    _check_one_device(op, x=x, colwise_global_scale=colwise_global_scale,
+                      colwise_hadamard_signs=colwise_hadamard_signs)
 
 
 def _check_grouped(op: str, x: Tensor, group_offsets: Tensor, block: int) -> None:

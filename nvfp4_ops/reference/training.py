@@ -19,6 +19,7 @@ from ._checks import (
     check_grouped_quantize_args,
     check_mx_grouped_quantize_args,
     check_train_quantize_args,
+    check_train_quantize_rowcol_args,
 )
 from ._common import F32, MX_BLOCK, NVFP4_BLOCK, batched, roundup, unbatched
 from .elements import (
@@ -269,6 +270,33 @@ def train_quantize(
     return packed, scales, gs.clone()
 
 
+def train_quantize_rowcol(
+    x: Tensor,
+    global_scale: Optional[Tensor] = None,
+    colwise_global_scale: Optional[Tensor] = None,
+    block_2d: bool = False,
+    rounding: str = "nearest",
+    seed: Optional[Tensor] = None,
+    offset: Optional[Tensor] = None,
+    colwise_hadamard_signs: Optional[Tensor] = None,
+    swizzle: bool = False,
+) -> Tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """Both NVFP4 operands of ``x`` from one read: ``train_quantize`` with ``axis=-1`` and
+    with ``axis=-2`` (docs/spec.md section 8.1).
+
+    The two share ``block_2d``, ``rounding``, ``seed``, ``offset`` (so each element draws
+    the same number in both) and ``swizzle``; each has its own global scale (given, or
+    computed from its operand); only the columnwise one takes Hadamard signs (the wgrad
+    operand of the recipes). See the op, :func:`nvfp4_ops.ops.train_quantize_rowcol`.
+    """
+    check_train_quantize_rowcol_args(x, global_scale, colwise_global_scale, block_2d, rounding,
+                                     seed, offset, colwise_hadamard_signs, swizzle)
+    row = train_quantize(x, global_scale, -1, block_2d, rounding, seed, offset, None, swizzle)
+    col = train_quantize(x, colwise_global_scale, -2, block_2d, rounding, seed, offset,
+                         colwise_hadamard_signs, swizzle)
+    return (*row, *col)
+
+
 # --------------------------------------------------------------------------------------
 # Grouped (MoE) quantize
 # --------------------------------------------------------------------------------------
@@ -377,6 +405,7 @@ __all__ = [
     "random_hadamard_signs",
     "hadamard_transform",
     "train_quantize",
+    "train_quantize_rowcol",
     "grouped_quantize",
     "grouped_scale_rows",
     "mx_grouped_quantize",

@@ -18,7 +18,8 @@ from .test_parity import Case, Make, outcome
 
 OPS = torch.ops.nvfp4
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
-TRAINING_OPS = ("train_quantize", "grouped_quantize", "mx_grouped_quantize")
+TRAINING_OPS = ("train_quantize", "train_quantize_rowcol", "grouped_quantize",
+                "mx_grouped_quantize")
 I64 = torch.int64
 
 
@@ -41,6 +42,8 @@ def samples(device="cpu"):
         ("train_quantize", (x, None, -2, True, "nearest", None, None, None, True)),
         ("train_quantize", (x3, None, -1, False, "stochastic", seed, off, signs, False)),
         ("train_quantize", (x, gs, -2, False, "stochastic", seed, off, signs, True)),
+        ("train_quantize_rowcol", (x, None, gs, True, "stochastic", seed, off, signs, True)),
+        ("train_quantize_rowcol", (x3, torch.ones(2, device=device))),
         ("grouped_quantize", (x, offs)),
         ("grouped_quantize", (x, offs.long(), torch.ones(3, device=device), True)),
         ("mx_grouped_quantize", (x, offs)),
@@ -90,6 +93,10 @@ def test_wrappers_pass_their_arguments_through():
     got = nvfp4_ops.train_quantize(x, axis=-2, block_2d=True, rounding="stochastic", seed=seed,
                                    offset=off, swizzle=True)
     _assert_same(got, ref.train_quantize(x, None, -2, True, "stochastic", seed, off, None, True))
+    _assert_same(nvfp4_ops.train_quantize_rowcol(x, block_2d=True, rounding="stochastic",
+                                                 seed=seed, offset=off, swizzle=True),
+                 ref.train_quantize_rowcol(x, None, None, True, "stochastic", seed, off, None,
+                                           True))
     offs = torch.tensor([16, 32])
     _assert_same(nvfp4_ops.grouped_quantize(x, offs, swizzle=True),
                  ref.grouped_quantize(x, offs, None, True))
@@ -108,9 +115,10 @@ def test_compile_fullgraph():
         signs = ref.random_hadamard_signs(seed)
         a = OPS.train_quantize(x, None, -1, False, "stochastic", seed, off, signs, True)
         b = OPS.train_quantize(w, None, -2, True)
+        r = OPS.train_quantize_rowcol(w, None, None, True)
         c = OPS.grouped_quantize(x, offs, None, True)
         d = OPS.mx_grouped_quantize(x, offs, "e4m3", "rceil", True)
-        return (*a, *b, *c, *d)
+        return (*a, *b, *r, *c, *d)
 
     args = (x, w, torch.tensor([5]), torch.tensor([3]))
     torch._dynamo.reset()
@@ -158,6 +166,11 @@ def _sr(m, **kw):
     return tq(m, rounding="stochastic", **kw)
 
 
+def rc(m, x=None, cgs=None, rounding="nearest", seed=None, signs=None):
+    return OPS.train_quantize_rowcol(m.t(32, 48) if x is None else x, None, cgs, False,
+                                     rounding, seed, None, signs, False)
+
+
 def gq(m, x=None, offs=None, gs=None):
     return OPS.grouped_quantize(m.t(40, 32) if x is None else x,
                                 _i64(m, 3) if offs is None else offs, gs, False)
@@ -195,6 +208,16 @@ CASES = [
     Case("train_quantize", "signs dtype", lambda m: tq(m, signs=m.t(16, dtype=torch.bfloat16))),
     Case("train_quantize", "devices seed", lambda m: _sr(m, seed=_i64(m, 1, device=m.o))),
     Case("train_quantize", "devices signs", lambda m: tq(m, signs=m.t(16, device=m.o))),
+    Case("train_quantize_rowcol", "K", lambda m: rc(m, m.t(32, 40)), match=r"K .* got 40"),
+    Case("train_quantize_rowcol", "M", lambda m: rc(m, m.t(40, 32)),
+         match=r"M \(dim -2, quantized with axis=-2\) must be a multiple of 16, got 40"),
+    Case("train_quantize_rowcol", "colwise gs", lambda m: rc(m, cgs=m.t(2)),
+         match=r"global_scale must be float32 with 1 element, got shape \[2\]"),
+    Case("train_quantize_rowcol", "offset missing",
+         lambda m: rc(m, rounding="stochastic", seed=_i64(m, 1)), match=r"needs offset"),
+    Case("train_quantize_rowcol", "signs", lambda m: rc(m, signs=m.t(4, 4)),
+         match=r"colwise_hadamard_signs must be float32 of shape \[16\]"),
+    Case("train_quantize_rowcol", "devices signs", lambda m: rc(m, signs=m.t(16, device=m.o))),
     Case("grouped_quantize", "3-D x", lambda m: gq(m, m.t(2, 40, 32)), match=r"2-D \[T, K\]"),
     Case("grouped_quantize", "int x", lambda m: gq(m, m.t(40, 32, dtype=torch.int32))),
     Case("grouped_quantize", "K", lambda m: gq(m, m.t(40, 24)), match=r"multiple of 16, got 24"),
@@ -240,5 +263,6 @@ def test_valid_calls_of_the_contract_helpers_raise_nothing():
     tq(m)
     _sr(m)
     tq(m, m.t(48, 32), axis=-2, signs=m.t(16, fill=1.0))
+    rc(m, cgs=m.one, signs=m.t(16, fill=1.0))
     gq(m)
     mgq(m)

@@ -236,6 +236,22 @@ def test_2d_w_and_wt_give_the_same_values():
     assert not torch.equal(dr, ref.dequantize(p1, s1, gs, torch.float32).t())
 
 
+@pytest.mark.parametrize("block_2d", [False, True])
+def test_rowcol_is_both_train_quantizes(block_2d):
+    x = _x((2, 32, 48), torch.bfloat16, seed=6)
+    seed, off = torch.tensor([4]), torch.tensor([12])
+    signs = tr.random_hadamard_signs(seed)
+    gs_row = torch.tensor([50.0, 60.0])
+    out = ref.train_quantize_rowcol(x, gs_row, None, block_2d, "stochastic", seed, off, signs,
+                                    True)
+    row = ref.train_quantize(x, gs_row, -1, block_2d, "stochastic", seed, off, None, True)
+    col = ref.train_quantize(x, None, -2, block_2d, "stochastic", seed, off, signs, True)
+    assert len(out) == 6
+    for got, want in zip(out, (*row, *col)):
+        assert torch.equal(_u8(got) if got.dtype != torch.float32 else got,
+                           _u8(want) if want.dtype != torch.float32 else want)
+
+
 # --------------------------------------------------------------------------------------
 # Hadamard
 # --------------------------------------------------------------------------------------

@@ -63,15 +63,16 @@ def test_nvfp4_recipe_gemms_are_the_documented_operands():
     w_t = _dq(w, axis=-2, block_2d=True)
     assert torch.equal(w_t.t(), _dq(w, block_2d=True))
     torch.testing.assert_close(dx, dy_q @ w_t.t(), rtol=0, atol=0)
-    # wgrad: dy^T, x^T columnwise along M (padded 40 -> 48), Hadamard, dy SR in the second
-    # window of the backward: offset ceil(48 * 48 / 4)
+    # wgrad: dy^T, x^T columnwise along M (padded 40 -> 48), Hadamard, dy SR at the same
+    # offset (each element of dy draws one number for both GEMMs)
     dyp, xp = F.pad(dy, (0, 0, 0, 8)), F.pad(x, (0, 0, 0, 8))
-    off1 = torch.tensor([nvfp4_ops.sr_offset_increment(dyp.numel())])
-    a = _dq(dyp, axis=-2, rounding="stochastic", seed=seed, offset=off1, hadamard_signs=signs)
+    a = _dq(dyp, axis=-2, rounding="stochastic", seed=seed, offset=torch.tensor([0]),
+            hadamard_signs=signs)
     b = _dq(xp, axis=-2, hadamard_signs=signs)
     torch.testing.assert_close(dw, a @ b.t(), rtol=0, atol=0)
     # the offset advanced past both stochastic roundings
-    assert state.offset.item() == 2 * off1.item() == 1152
+    # and the offset advanced by one window: ceil(48 * 48 / 4)
+    assert state.offset.item() == nvfp4_ops.sr_offset_increment(dyp.numel()) == 576
 
 
 @pytest.mark.parametrize("field", ["weight_2d", "stochastic_rounding", "hadamard",
