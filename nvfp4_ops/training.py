@@ -41,6 +41,15 @@ from . import ops
 __all__ = ["NVFP4Recipe", "MXFP8Recipe", "RecipeState", "recipe_linear", "TrainingLinear"]
 
 
+GEMMS = ("dequant", "reference")
+
+
+def _check_gemm(recipe) -> None:
+    if recipe.gemm not in GEMMS:
+        raise ValueError(f"{type(recipe).__name__}.gemm must be 'dequant' or 'reference', got "
+                         f"{recipe.gemm!r}")
+
+
 @dataclass(frozen=True)
 class NVFP4Recipe:
     """The NVFP4 training recipe; each field switches one part of it.
@@ -67,6 +76,9 @@ class NVFP4Recipe:
     hadamard: bool = True
     gemm: str = "dequant"
 
+    def __post_init__(self):
+        _check_gemm(self)
+
 
 @dataclass(frozen=True)
 class MXFP8Recipe:
@@ -79,6 +91,12 @@ class MXFP8Recipe:
     quantize_wgrad: bool = True
     rounding: str = "rceil"
     gemm: str = "dequant"
+
+    def __post_init__(self):
+        _check_gemm(self)
+        if self.rounding not in ("rceil", "floor"):
+            raise ValueError(f"MXFP8Recipe.rounding must be 'rceil' or 'floor', got "
+                             f"{self.rounding!r}")
 
 
 Recipe = Union[NVFP4Recipe, MXFP8Recipe]

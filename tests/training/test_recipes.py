@@ -136,3 +136,12 @@ def test_training_linear_trains_and_advances_its_offset():
     assert sum(losses[-5:]) < 0.3 * sum(losses[:5]), losses
     assert model[0].state.offset.item() > 0
     assert "NVFP4Recipe" in repr(model[0])
+
+
+def test_recipe_fields_are_checked():
+    with pytest.raises(ValueError, match="NVFP4Recipe.gemm must be 'dequant' or 'reference', "
+                                         "got 'scaled_mm'"):
+        NVFP4Recipe(gemm="scaled_mm")
+    with pytest.raises(ValueError, match="MXFP8Recipe.rounding must be 'rceil' or 'floor', "
+                                         "got 'up'"):
+        MXFP8Recipe(rounding="up")
