@@ -37,6 +37,14 @@ STABLE_TORCH_LIBRARY(nvfp4, m) {
   m.def("gemm_nvfp4_w4a16_prepacked(Tensor x, Tensor packed, Tensor scales, Tensor global_scale, int n, Tensor? bias=None) -> Tensor");
   // W8A16 / W4A16 GEMM with an MX weight: elem "e4m3" (MXFP8, float8_e4m3fn [N, K]) or "e2m1" (MXFP4, uint8 [N, K/2]), E8M0 scales [N, K/32].
   m.def("gemm_mx_w16(Tensor x, Tensor data, Tensor scales, str elem, Tensor? bias=None) -> Tensor");
+  // Training NVFP4 quantize (docs/spec.md sec. 8): blocks along axis -1 or -2, 16x16-tile scales, RN or Philox stochastic rounding, 16x16 random Hadamard -> (packed, scales, global_scale).
+  m.def("train_quantize(Tensor x, Tensor? global_scale=None, int axis=-1, bool block_2d=False, str rounding=\"nearest\", Tensor? seed=None, Tensor? offset=None, Tensor? hadamard_signs=None, bool swizzle=False) -> (Tensor, Tensor, Tensor)");
+  // train_quantize with axis -1 and -2 from one read of x (shared 2-D / rounding / seed / offset / swizzle; own global scales; Hadamard on the columnwise only) -> (row packed, scales, gs, col packed, scales, gs).
+  m.def("train_quantize_rowcol(Tensor x, Tensor? global_scale=None, Tensor? colwise_global_scale=None, bool block_2d=False, str rounding=\"nearest\", Tensor? seed=None, Tensor? offset=None, Tensor? colwise_hadamard_signs=None, bool swizzle=False) -> (Tensor, Tensor, Tensor, Tensor, Tensor, Tensor)");
+  // Grouped (MoE) NVFP4 quantize of x [T, K] sorted by group (end offsets [G] on the device), one global scale per group -> (packed, scales, global_scales [G]).
+  m.def("grouped_quantize(Tensor x, Tensor group_offsets, Tensor? global_scale=None, bool swizzle=False) -> (Tensor, Tensor, Tensor)");
+  // Grouped (MoE) MXFP8 / MXFP4 quantize of x [T, K] sorted by group; swizzled scales padded to 128 rows per group.
+  m.def("mx_grouped_quantize(Tensor x, Tensor group_offsets, str elem=\"e4m3\", str rounding=\"rceil\", bool swizzle=False) -> (Tensor, Tensor)");
 }
 
 // A plain limited-API module: importing it runs the registrations above (and the

@@ -37,6 +37,11 @@ OPS = {
     "unprepack_nvfp4_w4a16": reference.unprepack_nvfp4_w4a16,
     # no fused MX kernel yet: nvfp4_ops.gemm_mx_w16 runs dequantize + F.linear on CUDA
     "gemm_mx_w16": reference.gemm_mx_w16,
+    # training recipes (docs/spec.md section 8): no CUDA kernels yet, the reference serves CUDA
+    "train_quantize": reference.train_quantize,
+    "train_quantize_rowcol": reference.train_quantize_rowcol,
+    "grouped_quantize": reference.grouped_quantize,
+    "mx_grouped_quantize": reference.mx_grouped_quantize,
 }
 
 #: How to build ``_C``, quoted by every error about it missing.

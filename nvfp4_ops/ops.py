@@ -31,6 +31,7 @@ from torch import Tensor
 
 from . import _library
 from .reference import _checks
+from .reference import training as _reference_training
 from .reference._common import roundup
 
 _E4M3 = torch.float8_e4m3fn
@@ -536,3 +537,241 @@ def gemm_mx_w16(
 def _gemm_mx_w16_fake(x, data, scales, elem, bias=None):
     _checks.check_gemm_mx_w16_args(x, data, scales, elem, bias)
     return x.new_empty((*x.shape[:-1], data.shape[0]))
+
+
+# --------------------------------------------------------------------------------------
+# training recipes (docs/spec.md section 8)
+# --------------------------------------------------------------------------------------
+
+
+def train_quantize(
+    x: Tensor,
+    global_scale: Optional[Tensor] = None,
+    *,
+    axis: int = -1,
+    block_2d: bool = False,
+    rounding: str = "nearest",
+    seed: Optional[Tensor] = None,
+    offset: Optional[Tensor] = None,
+    hadamard_signs: Optional[Tensor] = None,
+    swizzle: bool = False,
+) -> Tuple[Tensor, Tensor, Tensor]:
+    """NVFP4 quantize with the options of the training recipes (docs/spec.md section 8).
+
+    Parameters
+    ----------
+    x : Tensor
+        ``[M, K]`` or ``[B, M, K]``, float32 / float16 / bfloat16; the quantized dim a
+        multiple of 16.
+    global_scale : Tensor, optional
+        fp32 encode scale, 1 element or ``[B]``. None: ``2688 / amax`` of the operand the
+        op quantizes (after the Hadamard transform, if any), computed by the op.
+    axis : {-1, -2}
+        ``-1``: blocks of 16 along ``K`` (rowwise). ``-2``: blocks along ``M``
+        (columnwise): the operand is ``x^T``, as if ``x.transpose(-1, -2)`` were quantized
+        rowwise (data ``[..., K, M/2]``, scales ``[..., K, M/16]``).
+    block_2d : bool
+        One scale per 16x16 tile of ``x`` (from the tile's amax), repeated in the 1-D scale
+        layout; quantizing with ``axis=-1`` and ``axis=-2`` then gives the same element
+        values (``W`` and ``W^T`` agree). A last partial tile takes the rows present.
+    rounding : {"nearest", "stochastic"}
+        Element rounding: round to nearest even, or stochastic from the Philox4x32-10
+        stream of ``seed`` at ``offset`` (element ``(b, m, k)`` uses word
+        ``(b M + m) K + k``, whatever the axis).
+    seed, offset : Tensor, optional
+        int64, 1 element each, on ``x``'s device; needed by ``"stochastic"`` only. The op
+        does not advance ``offset``: add :func:`sr_offset_increment` ``(x.numel())`` to it
+        (in place; CUDA-graph safe) for fresh numbers on the next call.
+    hadamard_signs : Tensor, optional
+        fp32 ``[16]`` of +-1: apply the random Hadamard transform ``H16 diag(s) / 4`` to each
+        block of 16 along the quantized dim before quantizing (see
+        :func:`random_hadamard_signs`).
+    swizzle : bool
+        Scales in the 128x4 swizzled layout.
+
+    Returns
+    -------
+    packed : Tensor
+        uint8 ``[..., R, C/2]`` with ``(R, C) = (M, K)`` for axis -1 and ``(K, M)`` for -2.
+    scales : Tensor
+        float8_e4m3fn ``[..., R, C/16]`` or swizzled ``[..., roundup(R, 128), roundup(C/16, 4)]``.
+    global_scale : Tensor
+        fp32: the scale used (a copy of the one given, or the computed one, ``[1]``).
+    """
+    return _ops.train_quantize(x, global_scale, axis, block_2d, rounding, seed, offset,
+                               hadamard_signs, swizzle)
+
+
+@_fake("train_quantize")
+def _train_quantize_fake(x, global_scale=None, axis=-1, block_2d=False, rounding="nearest",
+                         seed=None, offset=None, hadamard_signs=None, swizzle=False):
+    _checks.check_train_quantize_args(x, global_scale, axis, block_2d, rounding, seed, offset,
+                                      hadamard_signs, swizzle)
+    *lead, m, k = x.shape
+    r, c = (k, m) if axis in (-2, x.dim() - 2) else (m, k)
+    packed = x.new_empty((*lead, r, c // 2), dtype=torch.uint8)
+    gs = x.new_empty((1 if global_scale is None else global_scale.numel(),), dtype=torch.float32)
+    return packed, _scales_like(x, lead, r, c // 16, swizzle, _E4M3), gs
+
+
+def train_quantize_rowcol(
+    x: Tensor,
+    global_scale: Optional[Tensor] = None,
+    colwise_global_scale: Optional[Tensor] = None,
+    *,
+    block_2d: bool = False,
+    rounding: str = "nearest",
+    seed: Optional[Tensor] = None,
+    offset: Optional[Tensor] = None,
+    colwise_hadamard_signs: Optional[Tensor] = None,
+    swizzle: bool = False,
+) -> Tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """Both NVFP4 operands of ``x`` from one read: rowwise (blocks along ``K``) and
+    columnwise (blocks along ``M``), as :func:`train_quantize` with ``axis=-1`` and ``-2``.
+
+    Parameters
+    ----------
+    x : Tensor
+        ``[M, K]`` or ``[B, M, K]``, float32 / float16 / bfloat16, ``M`` and ``K``
+        multiples of 16.
+    global_scale, colwise_global_scale : Tensor, optional
+        The fp32 encode scale of each operand (1 element or ``[B]``); None: computed from
+        that operand (the columnwise one after its Hadamard transform).
+    block_2d, rounding, seed, offset, swizzle
+        As in :func:`train_quantize`, shared by both operands; with stochastic rounding an
+        element draws the same number in both.
+    colwise_hadamard_signs : Tensor, optional
+        fp32 ``[16]``: the random Hadamard transform on the columnwise operand only.
+
+    Returns
+    -------
+    row_packed, row_scales, row_global_scale, col_packed, col_scales, col_global_scale
+        The outputs of :func:`train_quantize` for ``axis=-1``, then for ``axis=-2``.
+    """
+    return _ops.train_quantize_rowcol(x, global_scale, colwise_global_scale, block_2d,
+                                      rounding, seed, offset, colwise_hadamard_signs, swizzle)
+
+
+@_fake("train_quantize_rowcol")
+def _train_quantize_rowcol_fake(x, global_scale=None, colwise_global_scale=None, block_2d=False,
+                                rounding="nearest", seed=None, offset=None,
+                                colwise_hadamard_signs=None, swizzle=False):
+    _checks.check_train_quantize_rowcol_args(x, global_scale, colwise_global_scale, block_2d,
+                                             rounding, seed, offset, colwise_hadamard_signs,
+                                             swizzle)
+    row = _train_quantize_fake(x, global_scale, -1, block_2d, rounding, seed, offset, None,
+                               swizzle)
+    col = _train_quantize_fake(x, colwise_global_scale, -2, block_2d, rounding, seed, offset,
+                               colwise_hadamard_signs, swizzle)
+    return (*row, *col)
+
+
+def sr_offset_increment(numel: int) -> int:
+    """How far to advance a stochastic-rounding ``offset`` after a call on ``numel``
+    elements so that the next call draws fresh numbers: ``ceil(numel / 4)``."""
+    return _reference_training.sr_offset_increment(numel)
+
+
+def random_hadamard_signs(seed: Tensor) -> Tensor:
+    """The fp32 ``[16]`` sign vector (+-1) of the random Hadamard transform from an int64
+    seed tensor (bits 0..15 of one Philox4x32-10 word; docs/spec.md section 8.4)."""
+    return _reference_training.random_hadamard_signs(seed)
+
+
+def grouped_quantize(
+    x: Tensor,
+    group_offsets: Tensor,
+    global_scale: Optional[Tensor] = None,
+    *,
+    swizzle: bool = False,
+) -> Tuple[Tensor, Tensor, Tensor]:
+    """NVFP4 quantize of MoE tokens sorted by group (expert), one global scale per group.
+
+    Parameters
+    ----------
+    x : Tensor
+        ``[T, K]``, float32 / float16 / bfloat16, ``K % 16 == 0``, rows sorted by group.
+    group_offsets : Tensor
+        int32 / int64 ``[G]`` on ``x``'s device: the end row of each group (group ``g`` is
+        rows ``[offs[g-1], offs[g])``, from 0 for ``g = 0``), non-decreasing, at most ``T``
+        (not checked: that would synchronise with the device). Rows past ``offs[G-1]``
+        belong to no group and get zero bytes.
+    global_scale : Tensor, optional
+        fp32 ``[G]``; None: each group's ``2688 / amax`` (1 for an empty group).
+    swizzle : bool
+        Scales swizzled 128x4 with each group's rows starting at a multiple of 128 (row
+        ``sum_{h<g} roundup(n_h, 128)``), as grouped block-scaled GEMMs read them; the
+        output has the static size ``roundup(T, 128) + 128 G`` rows, the rest zero.
+
+    Returns
+    -------
+    packed : Tensor
+        uint8 ``[T, K/2]``.
+    scales : Tensor
+        float8_e4m3fn ``[T, K/16]`` or swizzled ``[roundup(T, 128) + 128 G, roundup(K/16, 4)]``.
+    global_scale : Tensor
+        fp32 ``[G]``: the scales used.
+    """
+    return _ops.grouped_quantize(x, group_offsets, global_scale, swizzle)
+
+
+def _grouped_scales_fake(x, group_offsets, kb, swizzle, dtype):
+    t, g = x.shape[0], group_offsets.shape[0]
+    if swizzle:
+        rows = _reference_training.grouped_scale_rows(t, g)
+        return x.new_empty((rows, roundup(kb, 4)), dtype=dtype)
+    return x.new_empty((t, kb), dtype=dtype)
+
+
+@_fake("grouped_quantize")
+def _grouped_quantize_fake(x, group_offsets, global_scale=None, swizzle=False):
+    _checks.check_grouped_quantize_args(x, group_offsets, global_scale, swizzle)
+    t, k = x.shape
+    packed = x.new_empty((t, k // 2), dtype=torch.uint8)
+    gs = x.new_empty((group_offsets.shape[0],), dtype=torch.float32)
+    return packed, _grouped_scales_fake(x, group_offsets, k // 16, swizzle, _E4M3), gs
+
+
+def mx_grouped_quantize(
+    x: Tensor,
+    group_offsets: Tensor,
+    elem: str = "e4m3",
+    *,
+    rounding: str = "rceil",
+    swizzle: bool = False,
+) -> Tuple[Tensor, Tensor]:
+    """MXFP8 / MXFP4 quantize of MoE tokens sorted by group (expert).
+
+    Parameters
+    ----------
+    x : Tensor
+        ``[T, K]``, float32 / float16 / bfloat16, ``K % 32 == 0``, rows sorted by group.
+    group_offsets : Tensor
+        int32 / int64 ``[G]``: the end row of each group, as in :func:`grouped_quantize`.
+    elem : {"e4m3", "e2m1"}
+        Element format.
+    rounding : {"rceil", "floor"}
+        E8M0 scale rounding, as in :func:`mx_quantize`.
+    swizzle : bool
+        Scales swizzled with 128-row-aligned groups, as in :func:`grouped_quantize`.
+
+    Returns
+    -------
+    data : Tensor
+        float8_e4m3fn ``[T, K]`` (e4m3) or uint8 ``[T, K/2]`` (e2m1); the rows of
+        :func:`mx_quantize` applied row by row, zero past the last group.
+    scales : Tensor
+        uint8 E8M0 ``[T, K/32]`` or swizzled ``[roundup(T, 128) + 128 G, roundup(K/32, 4)]``.
+    """
+    return _ops.mx_grouped_quantize(x, group_offsets, elem, rounding, swizzle)
+
+
+@_fake("mx_grouped_quantize")
+def _mx_grouped_quantize_fake(x, group_offsets, elem="e4m3", rounding="rceil", swizzle=False):
+    _checks.check_mx_grouped_quantize_args(x, group_offsets, elem, rounding, swizzle)
+    t, k = x.shape
+    if elem == "e4m3":
+        data = x.new_empty((t, k), dtype=_E4M3)
+    else:
+        data = x.new_empty((t, k // 2), dtype=torch.uint8)
+    return data, _grouped_scales_fake(x, group_offsets, k // 32, swizzle, torch.uint8)

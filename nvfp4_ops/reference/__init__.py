@@ -27,7 +27,8 @@ Modules: ``_checks`` (the argument contract: every check and message, shared wit
 fakes and mirrored by the C++ launchers), ``elements`` (E2M1 / E4M3 / E8M0 element and
 scale roundings), ``layout`` (nibble packing, 128x4 swizzle), ``nvfp4`` (global scale,
 quantize, dequantize, quant_dequant), ``mx`` (MXFP8 / MXFP4), ``search`` (the exact
-scale searches, their objectives, ``hessian_blocks``) and ``gemm`` (the low-bit weight
+scale searches, their objectives, ``hessian_blocks``), ``training`` (columnwise / 2-D /
+stochastic-rounding / Hadamard NVFP4, Philox4x32-10, grouped MoE quantize) and ``gemm`` (the low-bit weight
 GEMMs: dequantize to fp32, fp32 matmul, one cast; the prepack layout). This package imports nothing
 compiled: it works without a build of ``nvfp4_ops._C``.
 """
@@ -42,13 +43,17 @@ from ._checks import (
     check_global_scale_args,
     check_hessian_blocks_args,
     check_mx_block_objective_args,
+    check_grouped_quantize_args,
     check_mx_dequantize_args,
+    check_mx_grouped_quantize_args,
     check_mx_quantize_args,
     check_pack_args,
     check_prepack_nvfp4_w4a16_args,
     check_quant_dequant_args,
     check_quantize_args,
     check_swizzle_args,
+    check_train_quantize_args,
+    check_train_quantize_rowcol_args,
     check_unprepack_nvfp4_w4a16_args,
     check_unswizzle_args,
 )
@@ -64,6 +69,17 @@ from .layout import pack_e2m1, swizzle_scales, unpack_e2m1, unswizzle_scales
 from .mx import mx_dequantize, mx_quantize
 from .nvfp4 import dequantize, global_scale, quant_dequant, quantize
 from .search import hessian_blocks, mx_block_objective, nvfp4_block_objective
+from .training import (
+    grouped_quantize,
+    hadamard_matrix,
+    hadamard_transform,
+    mx_grouped_quantize,
+    philox4x32,
+    random_hadamard_signs,
+    sr_offset_increment,
+    train_quantize,
+    train_quantize_rowcol,
+)
 
 __all__ = [
     "E2M1_VALUES",
@@ -89,6 +105,15 @@ __all__ = [
     "prepack_nvfp4_w4a16",
     "unprepack_nvfp4_w4a16",
     "gemm_mx_w16",
+    "train_quantize",
+    "train_quantize_rowcol",
+    "grouped_quantize",
+    "mx_grouped_quantize",
+    "philox4x32",
+    "random_hadamard_signs",
+    "hadamard_matrix",
+    "hadamard_transform",
+    "sr_offset_increment",
     # every argument check, one per op (and per reference helper)
     *(name for name in _checks.__all__ if name.startswith("check_")),
 ]

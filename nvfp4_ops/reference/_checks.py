@@ -57,6 +57,10 @@ __all__ = [
     "check_prepack_nvfp4_w4a16_args",
     "check_unprepack_nvfp4_w4a16_args",
     "check_gemm_mx_w16_args",
+    "check_train_quantize_args",
+    "check_train_quantize_rowcol_args",
+    "check_grouped_quantize_args",
+    "check_mx_grouped_quantize_args",
     "prepacked_shapes",
 ]
 
@@ -89,6 +93,11 @@ MESSAGES = {
     "{shape} and dtype {actual}",
     "prepacked": "{op}: {name} must be {dtype} of shape {layout} = {want} "
     "(nvfp4.prepack_nvfp4_w4a16), got shape {shape} and dtype {actual}",
+    "tensor_spec": "{op}: {name} must be {want}, got shape {shape} and dtype {dtype}",
+    "rng_missing": "{op}: rounding='stochastic' needs {name} (int64 with 1 element), got None",
+    "rng_unused": "{op}: {name} is only used with rounding='stochastic', got a tensor with "
+    "rounding={rounding}",
+    "rank_exact": "{op}: {name} must be 2-D {layout}, got {dim}-D shape {shape}",
 }
 
 
@@ -170,6 +179,10 @@ CHOICES = {
     ("nvfp4.mx_dequantize", "elem"): ("e4m3", "e2m1"),
     ("nvfp4.nvfp4_block_objective", "method"): ("mse", "hessian"),
     ("nvfp4.gemm_mx_w16", "elem"): ("e4m3", "e2m1"),
+    ("nvfp4.train_quantize", "rounding"): ("nearest", "stochastic"),
+    ("nvfp4.train_quantize_rowcol", "rounding"): ("nearest", "stochastic"),
+    ("nvfp4.mx_grouped_quantize", "elem"): ("e4m3", "e2m1"),
+    ("nvfp4.mx_grouped_quantize", "rounding"): ("rceil", "floor"),
 }
 
 
@@ -387,14 +400,7 @@ def check_mx_quantize_args(
     _check_choice(op, "elem", elem)
     _check_choice(op, "rounding", rounding)
     _check_choice(op, "scale_method", scale_method)
-    torch._check(
-        axis in (-1, -2, x.dim() - 1, x.dim() - 2),
-        _fail("axis", op=op, dim=x.dim(), axis=axis),
-    )
-    if axis in (-1, x.dim() - 1):
-        _check_multiple(op, "K (the last dim, quantized with axis=-1)", x.shape[-1], MX_BLOCK)
-    else:
-        _check_multiple(op, "M (dim -2, quantized with axis=-2)", x.shape[-2], MX_BLOCK)
+    _check_quantized_dim(op, x, axis, MX_BLOCK)
 
 
 def check_mx_dequantize_args(
@@ -705,3 +711,166 @@ def check_gemm_mx_w16_args(
     _check_scales_shape(op, data, scales, N, K // MX_BLOCK, False, "K/32")
     _check_bias(op, x, bias, N)
     _check_one_device(op, x=x, data=data, scales=scales, bias=bias)
+
+
+# --------------------------------------------------------------------------------------
+# Training recipes (docs/spec.md section 8)
+# --------------------------------------------------------------------------------------
+
+
+def _check_tensor_spec(op: str, name: str, t: Tensor, ok: bool, want: str) -> None:
+    torch._check(
+        ok,
+        lambda: MESSAGES["tensor_spec"].format(
+            op=op, name=name, want=want, shape=shape_str(t.shape), dtype=t.dtype
+        ),
+    )
+
+
+def _check_rng(op: str, rounding: str, **tensors: Optional[Tensor]) -> None:
+    """``seed`` / ``offset``: int64 with 1 element with "stochastic", None otherwise."""
+    for name, t in tensors.items():
+        if rounding != "stochastic":
+            torch._check(t is None, _fail("rng_unused", op=op, name=name, rounding=repr(rounding)))
+            continue
+        torch._check(t is not None, _fail("rng_missing", op=op, name=name))
+        assert t is not None
+        _check_tensor_spec(op, name, t, t.dtype == torch.int64 and t.numel() == 1,
+                           "int64 with 1 element")
+
+
+def _check_signs(op: str, name: str, signs: Optional[Tensor]) -> None:
+    """Hadamard signs: None or float32 ``[16]`` (the values, +-1, are not checked)."""
+    if signs is not None:
+        _check_tensor_spec(
+            op, name, signs, signs.dtype == torch.float32 and tuple(signs.shape) == (16,),
+            "float32 of shape [16] (entries +1 or -1)",
+        )
+
+
+def _check_quantized_dim(op: str, x: Tensor, axis: int, block: int) -> None:
+    """``axis`` -1 or -2 (or the same dims counted from the front), then the quantized dim
+    (``K`` for axis -1, ``M`` for axis -2) a multiple of ``block``."""
+    torch._check(
+        axis in (-1, -2, x.dim() - 1, x.dim() - 2),
+        _fail("axis", op=op, dim=x.dim(), axis=axis),
+    )
+    if axis in (-1, x.dim() - 1):
+        _check_multiple(op, "K (the last dim, quantized with axis=-1)", x.shape[-1], block)
+    else:
+        _check_multiple(op, "M (dim -2, quantized with axis=-2)", x.shape[-2], block)
+
+
+def check_train_quantize_args(
+    x: Tensor,
+    global_scale: Optional[Tensor],
+    axis: int = -1,
+    block_2d: bool = False,
+    rounding: str = "nearest",
+    seed: Optional[Tensor] = None,
+    offset: Optional[Tensor] = None,
+    hadamard_signs: Optional[Tensor] = None,
+    swizzle: bool = False,
+    op: str = "nvfp4.train_quantize",
+) -> None:
+    """Check the arguments of ``train_quantize`` (``op`` names the op in the messages).
+
+    In order: ``x`` float32/float16/bfloat16, 2-D or 3-D; ``axis`` -1 or -2; the quantized
+    dim (``K`` for axis -1, ``M`` for axis -2) a multiple of 16; ``global_scale`` None or
+    float32 with one element (or ``[B]`` for 3-D ``x``); ``rounding`` "nearest" or
+    "stochastic"; ``seed`` then ``offset`` int64 with one element with "stochastic" and None
+    otherwise; ``hadamard_signs`` None or float32 ``[16]``; every tensor on one device.
+    ``block_2d`` and ``swizzle`` take any value.
+    """
+    _check_tensor(op, TENSOR_ARGS["x"], x)
+    _check_quantized_dim(op, x, axis, NVFP4_BLOCK)
+    if global_scale is not None:
+        _check_global_scale(op, global_scale, x.shape[0] if x.dim() == 3 else None)
+    _check_choice(op, "rounding", rounding)
+    _check_rng(op, rounding, seed=seed, offset=offset)
+    _check_signs(op, "hadamard_signs", hadamard_signs)
+    _check_one_device(op, x=x, global_scale=global_scale, seed=seed, offset=offset,
+                      hadamard_signs=hadamard_signs)
+
+
+def check_train_quantize_rowcol_args(
+    x: Tensor,
+    global_scale: Optional[Tensor],
+    colwise_global_scale: Optional[Tensor],
+    block_2d: bool = False,
+    rounding: str = "nearest",
+    seed: Optional[Tensor] = None,
+    offset: Optional[Tensor] = None,
+    colwise_hadamard_signs: Optional[Tensor] = None,
+    swizzle: bool = False,
+) -> None:
+    """Check the arguments of ``train_quantize_rowcol``: those of ``train_quantize`` for the
+    rowwise operand, then for the columnwise one (so ``M`` and ``K`` multiples of 16), the
+    messages naming ``nvfp4.train_quantize_rowcol``."""
+    op = "nvfp4.train_quantize_rowcol"
+    check_train_quantize_args(x, global_scale, -1, block_2d, rounding, seed, offset, None,
+                              swizzle, op)
+    if colwise_global_scale is not None:
+        _check_global_scale(op, colwise_global_scale, x.shape[0] if x.dim() == 3 else None)
+    _check_multiple(op, "M (dim -2, quantized with axis=-2)", x.shape[-2], NVFP4_BLOCK)
+    _check_signs(op, "colwise_hadamard_signs", colwise_hadamard_signs)
+    _check_one_device(op, x=x, colwise_global_scale=colwise_global_scale,
+                      colwise_hadamard_signs=colwise_hadamard_signs)
+
+
+def _check_grouped(op: str, x: Tensor, group_offsets: Tensor, block: int) -> None:
+    """``x`` 2-D ``[T, K]`` float, ``K % block == 0``; ``group_offsets`` int32/int64 ``[G]``."""
+    _check_dtype(op, TENSOR_ARGS["x"], x.dtype)
+    torch._check(
+        x.dim() == 2,
+        lambda: MESSAGES["rank_exact"].format(
+            op=op, name="x", layout="[T, K] (tokens sorted by group)", dim=x.dim(),
+            shape=shape_str(x.shape),
+        ),
+    )
+    _check_multiple(op, "K (the last dim)", x.shape[-1], block)
+    _check_tensor_spec(
+        op, "group_offsets", group_offsets,
+        group_offsets.dtype in (torch.int32, torch.int64) and group_offsets.dim() == 1
+        and group_offsets.shape[0] >= 1,
+        "int32 or int64 of shape [G], G >= 1 (the end row of each group, non-decreasing)",
+    )
+
+
+def check_grouped_quantize_args(
+    x: Tensor, group_offsets: Tensor, global_scale: Optional[Tensor] = None, swizzle: bool = False
+) -> None:
+    """Check the arguments of ``grouped_quantize``.
+
+    In order: ``x`` float32/float16/bfloat16, 2-D ``[T, K]``, ``K % 16 == 0``;
+    ``group_offsets`` int32/int64 ``[G]``, G >= 1; ``global_scale`` None or float32 ``[G]``;
+    every tensor on one device. The offsets' values are not checked (that would need a host
+    synchronisation): they must be non-decreasing and at most T. ``swizzle``: any value.
+    """
+    op = "nvfp4.grouped_quantize"
+    _check_grouped(op, x, group_offsets, NVFP4_BLOCK)
+    if global_scale is not None:
+        G = group_offsets.shape[0]
+        _check_tensor_spec(
+            op, "global_scale", global_scale,
+            global_scale.dtype == torch.float32 and tuple(global_scale.shape) == (G,),
+            f"float32 of shape [G] = [{G}] (one per group)",
+        )
+    _check_one_device(op, x=x, group_offsets=group_offsets, global_scale=global_scale)
+
+
+def check_mx_grouped_quantize_args(
+    x: Tensor, group_offsets: Tensor, elem: str = "e4m3", rounding: str = "rceil",
+    swizzle: bool = False,
+) -> None:
+    """Check the arguments of ``mx_grouped_quantize``.
+
+    In order: ``x`` float32/float16/bfloat16, 2-D ``[T, K]``, ``K % 32 == 0``;
+    ``group_offsets`` int32/int64 ``[G]``, G >= 1; ``elem`` "e4m3" or "e2m1"; ``rounding``
+    "rceil" or "floor"; both tensors on one device. ``swizzle``: any value.
+    """
+    op = "nvfp4.mx_grouped_quantize"
+    _check_grouped(op, x, group_offsets, MX_BLOCK)
+    _check_choice(op, "elem", elem)
+    _check_choice(op, "rounding", rounding)
+    _check_one_device(op, x=x, group_offsets=group_offsets)

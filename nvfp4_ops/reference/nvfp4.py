@@ -41,7 +41,12 @@ def global_scale(x: Tensor) -> Tensor:
     check_global_scale_args(x)
     if x.numel() == 0:
         return torch.ones(1, dtype=F32, device=x.device)
-    amax = x.detach().abs().amax().to(F32).reshape(1)
+    return _global_scale_from_amax(x.detach().abs().amax().to(F32).reshape(1))
+
+
+def _global_scale_from_amax(amax: Tensor) -> Tensor:
+    """``RN(2688 / amax)`` elementwise for fp32 ``amax``, with docs/spec.md section 2's
+    cases: 1 where ``amax == 0``, ``FLT_MAX`` where the division overflows."""
     gs = torch.full_like(amax, GLOBAL_SCALE_NUMERATOR) / amax
     # +inf only comes from a finite amax > 0 (amax == 0 is replaced below, inf gives 0).
     gs = torch.where(gs == float("inf"), FLT_MAX, gs)
