@@ -41,7 +41,6 @@ layer; under tensor parallelism the layers run the ``dequant`` / ``reference`` b
 
 from __future__ import annotations
 
-import os
 from functools import partial
 from typing import Dict, Optional, Tuple, Union
 
@@ -63,7 +62,8 @@ from torch.distributed.tensor.parallel import (
     parallelize_module,
 )
 
-from ..nn import ENV_VAR, MXFP8Linear, QuantizedLinear
+from ..nn import MXFP8Linear, QuantizedLinear
+from ..nn.backends import requested_backend
 from .sharding import _chunks, global_scale
 
 __all__ = ["QuantizedColwiseParallel", "QuantizedRowwiseParallel", "SHARDING", "distribute",
@@ -93,17 +93,11 @@ def distribute(t: Tensor, mesh: DeviceMesh, placement: Placement,
                               shape=t.shape, stride=t.stride())
 
 
-def _chosen_automatically(layer: QuantizedLinear) -> bool:
-    """True when neither the layer's backend= keyword nor the environment variable named one."""
-    asked = layer.backend if layer.backend not in (None, "auto") else os.environ.get(ENV_VAR)
-    return asked in (None, "", "auto")
-
-
 def _check_layer(layer: QuantizedLinear, style: str, mesh: DeviceMesh) -> None:
     if mesh.ndim != 1:
         raise ValueError(f"{type(layer).__name__}: tensor parallelism needs a 1-D mesh, got "
                          f"a {mesh.ndim}-D mesh {tuple(mesh.shape)}")
-    if layer.active_backend == "fused" and _chosen_automatically(layer):
+    if layer.active_backend == "fused" and requested_backend(layer.backend)[0] is None:
         # The fused weight-only GEMM has no DTensor rule yet; "dequant" gives the same result
         # up to the GEMM's accumulation order (the tolerance of nvfp4_ops.nn.gemm).
         layer.set_backend("dequant")

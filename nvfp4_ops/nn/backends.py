@@ -195,6 +195,19 @@ def check_backend_name(backend: Optional[str], source: str) -> Optional[str]:
     return backend
 
 
+def requested_backend(backend: Optional[str]) -> Tuple[Optional[str], str]:
+    """The backend asked for, and by what: the ``backend=`` keyword, else :data:`ENV_VAR`;
+    ``(None, ...)`` when neither names one (None / "auto": the automatic choice)."""
+    source = "the backend= keyword"
+    backend = check_backend_name(backend, source)
+    if backend is None:
+        env = os.environ.get(ENV_VAR, "").strip()
+        if env and env != "auto":
+            backend, source = env, f"the environment variable {ENV_VAR}"
+            check_backend_name(backend, source)
+    return backend, source
+
+
 def select_linear_backend(
     fmt: str,
     device: Union[str, torch.device, None] = None,
@@ -237,13 +250,7 @@ def select_linear_backend(
         raise KeyError(f"unknown linear format {fmt!r}; known: {', '.join(FORMATS)}")
     info = FORMATS[fmt]
     device = _default_device() if device is None else torch.device(device)
-    source = "the backend= keyword"
-    backend = check_backend_name(backend, source)
-    if backend is None:
-        env = os.environ.get(ENV_VAR, "").strip()
-        if env and env != "auto":
-            backend, source = env, f"the environment variable {ENV_VAR}"
-            check_backend_name(backend, source)
+    backend, source = requested_backend(backend)
     if backend is not None:
         why = _why_not(info, backend, device, weight_only, explicit=True)
         if why is not None:
