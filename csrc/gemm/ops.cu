@@ -1,10 +1,10 @@
-// CUDA launchers of nvfp4.gemm_nvfp4_w4a16 and nvfp4.gemm_nvfp4_w4a16_prepacked (schemas in
-// csrc/registration.cpp; kernel and its design in nvfp4_w4a16.cuh, measurements in NOTES.md).
-// The argument checks raise the texts of nvfp4_ops/reference/_checks.py (check_gemm_*), in
-// the same order. prepack / unprepack and gemm_mx_w16 have no CUDA kernel: the reference
-// (byte moves; dequantize + fp32 matmul) serves them on every device.
+// CUDA launchers of nvfp4.gemm_nvfp4_w4a16, nvfp4.gemm_nvfp4_w4a16_prepacked and
+// nvfp4.gemm_mx_w16 (schemas in csrc/registration.cpp; the kernel and its design in
+// w16_gemm.cuh, measurements in NOTES.md). The argument checks raise the texts of
+// nvfp4_ops/reference/_checks.py (check_gemm_*), in the same order. prepack / unprepack have
+// no CUDA kernel: they are byte moves, and the reference serves them on every device.
 
-#include "gemm/nvfp4_w4a16.cuh"
+#include "gemm/w16_gemm.cuh"
 #include "torch_utils.h"
 
 #include <algorithm>
@@ -17,6 +17,7 @@ namespace {
 
 constexpr const char* kOp = "nvfp4.gemm_nvfp4_w4a16";
 constexpr const char* kOpPrepacked = "nvfp4.gemm_nvfp4_w4a16_prepacked";
+constexpr const char* kOpMx = "nvfp4.gemm_mx_w16";
 
 // _check_gemm_x
 void check_x(const char* op, const Tensor& x) {
@@ -30,23 +31,28 @@ void check_k_positive(const char* op, int64_t K) {
   NVFP4_CHECK(K > 0, op, ": K must be > 0, got ", K);
 }
 
+// bias: None or [N] of x's dtype (_check_bias).
+void check_bias(const char* op, const Tensor& x, const std::optional<Tensor>& bias, int64_t N) {
+  if (!bias.has_value()) return;
+  const Tensor& b = *bias;
+  NVFP4_CHECK(b.dim() == 1 && b.size(0) == N && b.scalar_type() == x.scalar_type(), op,
+              ": bias must be None or of shape [N] = [", N, "] and dtype ",
+              dtype_name(x.scalar_type()), ", got shape ", shape_str(b), " and dtype ",
+              dtype_name(b.scalar_type()));
+}
+
 // The global scale, bias None or [N] of x's dtype, every tensor on one device.
 void check_bias_devices(const char* op, const Tensor& x, const Tensor& packed,
                         const Tensor& scales, const Tensor& gs, const std::optional<Tensor>& bias,
                         int64_t N) {
   check_global_scale(op, gs, -1);
-  if (bias.has_value()) {
-    const Tensor& b = *bias;
-    NVFP4_CHECK(b.dim() == 1 && b.size(0) == N && b.scalar_type() == x.scalar_type(), op,
-                ": bias must be None or of shape [N] = [", N, "] and dtype ",
-                dtype_name(x.scalar_type()), ", got shape ", shape_str(b), " and dtype ",
-                dtype_name(b.scalar_type()));
+  check_bias(op, x, bias, N);
+  if (bias.has_value())
     check_one_device(op, {{"x", &x}, {"packed", &packed}, {"scales", &scales},
-                          {"global_scale", &gs}, {"bias", &b}});
-  } else {
+                          {"global_scale", &gs}, {"bias", &*bias}});
+  else
     check_one_device(op, {{"x", &x}, {"packed", &packed}, {"scales", &scales},
                           {"global_scale", &gs}});
-  }
 }
 
 // check_gemm_nvfp4_w4a16_args (its _check_nvfp4_weight inlined)
@@ -106,43 +112,53 @@ void check_prepacked_args(const Tensor& x, const Tensor& packed, const Tensor& s
   check_bias_devices(op, x, packed, scales, gs, bias, n);
 }
 
-template <typename T, int NT, bool ALIGNED, bool PREPACKED>
+template <typename T, int FMT, int NT, bool ALIGNED, bool PREPACKED>
 void launch(const char* op, Params p, int device, cudaStream_t stream, const Tensor& like) {
   using C = Config<NT>;
-  auto kernel = nvfp4_w4a16_kernel<T, NT, ALIGNED, PREPACKED>;
+  auto kernel = w16_gemm_kernel<T, FMT, NT, ALIGNED, PREPACKED>;
   // Per device and instantiation, once (so that a call inside a CUDA-graph capture makes no
   // such query): the shared-memory opt-in and the CTA slots of one wave.
   constexpr int kMaxDevices = 64;
   static int slots[kMaxDevices] = {};
   NVFP4_CHECK(device >= 0 && device < kMaxDevices, op, ": device index ", device,
               " out of range");
+  // XPRE reserves its largest size here; a launch uses tokens * x_stride of it.
+  constexpr int kSmemMax = C::kXPre ? kXPreMaxSmem : C::kSmemBytes;
   if (slots[device] == 0) {
     check_cuda(op,
                cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                    C::kSmemBytes),
+                                    kSmemMax),
                "cudaFuncSetAttribute");
     int per_sm = 0;
     check_cuda(op,
                cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, kThreads,
-                                                             C::kSmemBytes),
+                                                             kSmemMax),
                "cudaOccupancyMaxActiveBlocksPerMultiprocessor");
     slots[device] = sm_count(device) * std::max(per_sm, 1);
   }
   const int64_t n_tiles = ceil_div(p.N, kRowsPerCta), m_tiles = ceil_div(p.M, C::kTokens);
   const int64_t tiles = n_tiles * m_tiles;
+  const int64_t tokens = std::min<int64_t>(C::kTokens, p.M);
+  // XPRE: the bytes per token of a split of sps steps (== 64 mod 128: the B fragment reads of
+  // the 8 tokens of a tile stay free of bank conflicts, as in a ring stage).
+  auto x_stride = [](int64_t sps) { return sps * kTokenBytes + (sps % 2 == 0 ? 64 : 0); };
   // Split-K rule (deterministic per shape and device): each split is a whole number of
   // 512-wide K steps; pick the split count whose estimated time, waves of CTAs times the
-  // steps of one CTA plus one step of fixed cost, is least (ties: fewer splits).
-  int64_t best_cost = INT64_MAX, best_sps = p.steps;
+  // steps of one CTA plus one step of fixed cost, is least (ties: fewer splits). XPRE: only
+  // splits whose activations fit in kXPreMaxSmem.
+  int64_t best_cost = INT64_MAX, best_sps = 1;
   for (int64_t s = 1; s <= p.steps; ++s) {
     const int64_t sps = ceil_div(p.steps, s);
     if (s > 1 && sps == ceil_div(p.steps, s - 1)) continue;  // the same split as s - 1
+    if (C::kXPre && tokens * x_stride(sps) > kXPreMaxSmem) continue;
     const int64_t waves = ceil_div(tiles * ceil_div(p.steps, sps), slots[device]);
     const int64_t cost = waves * (sps + 1);
     if (cost < best_cost) best_cost = cost, best_sps = sps;
   }
   p.steps_per_split = static_cast<int>(best_sps);
   p.splits = static_cast<int>(ceil_div(p.steps, best_sps));
+  p.x_stride = static_cast<int>(x_stride(best_sps));
+  const int smem = C::kXPre ? static_cast<int>(tokens * p.x_stride) : C::kSmemBytes;
   Tensor work = like;  // keeps the workspace alive until the launch is queued
   if (p.splits > 1) {
     const int64_t n_part = int64_t(p.splits) * p.M * p.N;
@@ -154,26 +170,27 @@ void launch(const char* op, Params p, int device, cudaStream_t stream, const Ten
   }
   dim3 grid(static_cast<unsigned>(n_tiles), static_cast<unsigned>(p.splits),
             static_cast<unsigned>(m_tiles));
-  kernel<<<grid, kThreads, C::kSmemBytes, stream>>>(p);
+  kernel<<<grid, kThreads, smem, stream>>>(p);
   check_launch(op);
 }
 
-// Tokens per CTA (8 * NT) by M; the prepacked weight, or the plain one with 16-byte code
-// loads (K % 128 == 0) or 8-byte ones.
-template <typename T>
+// Tokens per CTA (8 * NT) by M. NVFP4: the prepacked weight, or the plain one with 16-byte
+// code loads (K % 128 == 0) or 8-byte ones. MX: whole-step scale loads when K % 512 == 0; no
+// 32-token tiles (M 17..32 takes the 64-token one: fewer instantiations to build).
+template <typename T, int FMT>
 void dispatch(const char* op, const Params& p, bool prepacked, int device, cudaStream_t stream,
               const Tensor& like) {
-  const bool aligned = p.K % 128 == 0;
+  const bool aligned = p.K % (FMT == kNvfp4 ? 128 : kSuperK) == 0;
   const int m = std::min(p.M, 64);
-#define NVFP4_GEMM_CASE(NT)                                                      \
-  if (prepacked) launch<T, NT, true, true>(op, p, device, stream, like);         \
-  else if (aligned) launch<T, NT, true, false>(op, p, device, stream, like);     \
-  else launch<T, NT, false, false>(op, p, device, stream, like);
+#define NVFP4_GEMM_CASE(NT)                                                                  \
+  if (FMT == kNvfp4 && prepacked) launch<T, FMT, NT, true, FMT == kNvfp4>(op, p, device, stream, like); \
+  else if (aligned) launch<T, FMT, NT, true, false>(op, p, device, stream, like);             \
+  else launch<T, FMT, NT, false, false>(op, p, device, stream, like);
   if (m <= 8) {
     NVFP4_GEMM_CASE(1)
   } else if (m <= 16) {
     NVFP4_GEMM_CASE(2)
-  } else if (m <= 32) {
+  } else if (FMT == kNvfp4 && m <= 32) {
     NVFP4_GEMM_CASE(4)
   } else {
     NVFP4_GEMM_CASE(8)
@@ -181,9 +198,10 @@ void dispatch(const char* op, const Params& p, bool prepacked, int device, cudaS
 #undef NVFP4_GEMM_CASE
 }
 
-// y[..., N] for checked arguments; K from x.
+// y[..., N] for checked arguments; K from x. gs: NVFP4 only.
+template <int FMT>
 Tensor run(const char* op, const Tensor& x, const Tensor& packed, const Tensor& scales,
-           const Tensor& gs, const std::optional<Tensor>& bias, int64_t N, bool prepacked) {
+           const Tensor* gs, const std::optional<Tensor>& bias, int64_t N, bool prepacked) {
   const int64_t K = x.size(-1);
   std::vector<int64_t> out_sizes;
   for (int64_t d = 0; d + 1 < x.dim(); ++d) out_sizes.push_back(x.size(d));
@@ -196,14 +214,14 @@ Tensor run(const char* op, const Tensor& x, const Tensor& packed, const Tensor& 
   const Tensor xc = contiguous_aligned(x);
   const Tensor wc = contiguous_aligned(packed);
   const Tensor sc = contiguous_aligned(scales);
-  const Tensor gc = torch::stable::contiguous(gs);
+  const Tensor gc = gs ? torch::stable::contiguous(*gs) : xc;
   std::optional<Tensor> bc;
   if (bias.has_value()) bc = torch::stable::contiguous(*bias);
   Params p{};
   p.x = xc.const_data_ptr();
   p.w = static_cast<const uint8_t*>(wc.const_data_ptr());
   p.sf = static_cast<const uint8_t*>(sc.const_data_ptr());
-  p.gs = static_cast<const float*>(gc.const_data_ptr());
+  p.gs = gs ? static_cast<const float*>(gc.const_data_ptr()) : nullptr;
   p.bias = bc.has_value() ? bc->const_data_ptr() : nullptr;
   p.y = y.mutable_data_ptr();
   p.M = static_cast<int>(M);
@@ -214,23 +232,65 @@ Tensor run(const char* op, const Tensor& x, const Tensor& packed, const Tensor& 
   const int device = x.get_device_index();
   const cudaStream_t stream = current_stream(x);
   if (x.scalar_type() == ScalarType::Half)
-    dispatch<__half>(op, p, prepacked, device, stream, xc);
+    dispatch<__half, FMT>(op, p, prepacked, device, stream, xc);
   else
-    dispatch<__nv_bfloat16>(op, p, prepacked, device, stream, xc);
+    dispatch<__nv_bfloat16, FMT>(op, p, prepacked, device, stream, xc);
   return y;
 }
 
 Tensor gemm_nvfp4_w4a16_cuda(Tensor x, Tensor packed, Tensor scales, Tensor global_scale,
                              std::optional<Tensor> bias) {
   check_args(x, packed, scales, global_scale, bias);
-  return run(kOp, x, packed, scales, global_scale, bias, packed.size(0), false);
+  return run<kNvfp4>(kOp, x, packed, scales, &global_scale, bias, packed.size(0), false);
 }
 
 Tensor gemm_nvfp4_w4a16_prepacked_cuda(Tensor x, Tensor packed, Tensor scales,
                                        Tensor global_scale, int64_t n,
                                        std::optional<Tensor> bias) {
   check_prepacked_args(x, packed, scales, global_scale, n, bias);
-  return run(kOpPrepacked, x, packed, scales, global_scale, bias, n, true);
+  return run<kNvfp4>(kOpPrepacked, x, packed, scales, &global_scale, bias, n, true);
+}
+
+// check_gemm_mx_w16_args
+void check_mx_args(const Tensor& x, const Tensor& data, const Tensor& scales,
+                   const std::string& elem, const std::optional<Tensor>& bias) {
+  const char* op = kOpMx;
+  check_x(op, x);
+  check_choice(op, "elem", elem, {"e4m3", "e2m1"});
+  const bool fp8 = elem == "e4m3";
+  const ScalarType dt = data.scalar_type();
+  if (fp8)
+    NVFP4_CHECK(dt == ScalarType::Float8_e4m3fn, op,
+                ": data must be torch.float8_e4m3fn for elem='e4m3', got ", dtype_name(dt));
+  else
+    NVFP4_CHECK(dt == ScalarType::Byte, op,
+                ": data must be uint8 (two E2M1 codes per byte) for elem='e2m1', got ",
+                dtype_name(dt));
+  NVFP4_CHECK(data.dim() == 2, op, ": data must be 2-D ", fp8 ? "[N, K]" : "[N, K/2]",
+              ", got ", data.dim(), "-D shape ", shape_str(data));
+  const int64_t N = data.size(0), K = data.size(1) * (fp8 ? 1 : 2);
+  check_multiple(op, fp8 ? "K (the last dim of data)" : "the last dim of data (K/2)",
+                 data.size(1), fp8 ? 32 : 16);
+  check_k_positive(op, K);
+  NVFP4_CHECK(x.size(-1) == K, op, ": the last dim of x (K) must equal ",
+              fp8 ? "data.shape[1]" : "2 * data.shape[1]", " = ", K, ", got ", x.size(-1));
+  const ScalarType st = scales.scalar_type();
+  NVFP4_CHECK(st == ScalarType::Byte || st == ScalarType::Float8_e8m0fnu, op,
+              ": scales must be uint8 or torch.float8_e8m0fnu, got ", dtype_name(st));
+  check_scales_shape(op, scales, {N, K / 32}, false, "K/32");
+  check_bias(op, x, bias, N);
+  if (bias.has_value())
+    check_one_device(op, {{"x", &x}, {"data", &data}, {"scales", &scales}, {"bias", &*bias}});
+  else
+    check_one_device(op, {{"x", &x}, {"data", &data}, {"scales", &scales}});
+}
+
+Tensor gemm_mx_w16_cuda(Tensor x, Tensor data, Tensor scales, std::string elem,
+                        std::optional<Tensor> bias) {
+  check_mx_args(x, data, scales, elem, bias);
+  if (elem == "e4m3")
+    return run<kMxfp8>(kOpMx, x, data, scales, nullptr, bias, data.size(0), false);
+  return run<kMxfp4>(kOpMx, x, data, scales, nullptr, bias, data.size(0), false);
 }
 
 }  // namespace
@@ -240,4 +300,5 @@ Tensor gemm_nvfp4_w4a16_prepacked_cuda(Tensor x, Tensor packed, Tensor scales,
 STABLE_TORCH_LIBRARY_IMPL(nvfp4, CUDA, m) {
   m.impl("gemm_nvfp4_w4a16", TORCH_BOX(&nvfp4::gemm::gemm_nvfp4_w4a16_cuda));
   m.impl("gemm_nvfp4_w4a16_prepacked", TORCH_BOX(&nvfp4::gemm::gemm_nvfp4_w4a16_prepacked_cuda));
+  m.impl("gemm_mx_w16", TORCH_BOX(&nvfp4::gemm::gemm_mx_w16_cuda));
 }

@@ -33,10 +33,25 @@
 #include <cstdint>
 #include <type_traits>
 
+#include "core/e8m0.h"
 #include "core/vec.cuh"
 
 namespace nvfp4 {
 namespace gemm {
+
+// Weight formats of the fused kernel (template argument FMT).
+enum : int {
+  kNvfp4 = 0,  // E2M1 + E4M3 per 16 + fp32 global scale (nvfp4.gemm_nvfp4_w4a16)
+  kMxfp4 = 1,  // E2M1 + E8M0 per 32 (nvfp4.gemm_mx_w16, elem "e2m1")
+  kMxfp8 = 2,  // E4M3 + E8M0 per 32 (nvfp4.gemm_mx_w16, elem "e4m3")
+};
+// Weight phases per 512-wide step: MXFP8 loads its 512 bytes per row in two halves, so that a
+// thread's weight registers stay 2 rows x 16 words in every format.
+template <int FMT>
+constexpr int kPhases = FMT == kMxfp8 ? 2 : 1;
+// 8-code units (one 16-byte activation chunk each) per phase of a thread-row.
+template <int FMT>
+constexpr int kUnits = 16 / kPhases<FMT>;
 
 constexpr int kThreads = 256;        // 8 warps, each owns 16 rows of N
 constexpr int kRowsPerCta = 128;
@@ -52,13 +67,19 @@ struct Config {
   static constexpr int kStages = NT <= 2 ? 4 : (NT == 4 ? 3 : 2);
   static constexpr int kStageBytes = kTokens * kTokenBytes;
   static constexpr int kSmemBytes = kStages * kStageBytes;
+  // Few tokens: the split's activations preloaded once (preload_x), no ring.
+  static constexpr bool kXPre = NT <= 2;
 };
+
+// XPRE: shared memory of one CTA at most (2 CTAs per SM); the split-K rule keeps
+// tokens * x_stride within it.
+constexpr int kXPreMaxSmem = 100 * 1024;
 
 struct Params {
   const void* x;          // [M, K] fp16/bf16, contiguous, 16-byte aligned
-  const uint8_t* w;       // [N, K/2]
-  const uint8_t* sf;      // [N, K/16] E4M3 bytes
-  const float* gs;        // [1] encode global scale
+  const uint8_t* w;       // [N, K/2] (E2M1) or [N, K] (E4M3)
+  const uint8_t* sf;      // [N, K/16] E4M3 bytes (NVFP4) or [N, K/32] E8M0 bytes (MX)
+  const float* gs;        // [1] encode global scale (NVFP4 only)
   const void* bias;       // [N] of x's dtype, or null
   void* y;                // [M, N]
   float* partials;        // [splits, M, N] when splits > 1
@@ -68,6 +89,7 @@ struct Params {
   int steps_per_split;
   int splits;
   int row_groups;         // PREPACKED: ceil(N / 16)
+  int x_stride;           // XPRE: bytes per token of the preloaded activations
 };
 
 template <typename T> struct Ops;
@@ -158,12 +180,15 @@ __device__ __forceinline__ void cp_async_wait() {
   asm volatile("cp.async.wait_group %0;\n" ::"n"(N));
 }
 
-// One thread's weights for one super-step: rows g and g+8 of its warp, 128 codes each. Code
-// word u = 4i + w (chunk i = 0..3, w = 0..3) holds k = step*512 + 128i + 32t + 8w + [0, 8);
-// scale byte 2(i%2) + hh of s[h][i/2] is the block of k = step*512 + 128i + 32t + 16hh.
+// One thread's weights for one phase: rows g and g+8 of its warp, 16 words each.
+// NVFP4: code word u = 4i + w (chunk i = 0..3, w = 0..3) holds k = step*512 + 128i + 32t +
+// 8w + [0, 8); scale byte 2(i%2) + hh of s[h][i/2] is the block of k = step*512 + 128i + 32t
+// + 16hh. MX: the 8 codes of unit u are k = step*512 + 256*phase + 32u + 8t + [0, 8) (word u
+// for E2M1, words 2u, 2u+1 for E4M3), so that the 4 threads of a row hold one 32-block
+// together and each mma pair covers exactly one block; s[h] holds the unit scale bytes.
 struct WRegs {
   uint32_t w[2][16];
-  uint32_t s[2][2];
+  uint32_t s[2][4];
 };
 
 // Chunk i of row h of a thread: 32 codes (16 bytes) and their 2 scale bytes.
@@ -212,14 +237,65 @@ __device__ __forceinline__ void load_w_plain(WRegs& r, const Params& p, int row0
   }
 }
 
+// MX weights of one phase (see WRegs). ALIGNED: K % 512 == 0 (whole-step scale loads);
+// otherwise every unit and scale byte is guarded (K % 32 == 0: a block is in or out).
+template <int FMT, bool ALIGNED>
+__device__ __forceinline__ void load_w_mx(WRegs& r, const Params& p, int row0, int t,
+                                          int phase) {
+  constexpr int P = kPhases<FMT>, U = kUnits<FMT>;
+  const int step = phase / P, half = phase % P;
+  const int k0 = step * kSuperK + half * (kSuperK / P);
+#pragma unroll
+  for (int h = 0; h < 2; ++h) {
+    const int n = row0 + h * 8;
+    const bool row_ok = n < p.N;
+    const uint8_t* wrow = p.w + int64_t(n) * (FMT == kMxfp8 ? p.K : p.K / 2);
+    const uint8_t* srow = p.sf + int64_t(n) * (p.K / 32) + k0 / 32;
+#pragma unroll
+    for (int u = 0; u < U; ++u) {
+      const int k = k0 + 32 * u + 8 * t;
+      const bool ok = row_ok && k < p.K;
+      if constexpr (FMT == kMxfp8) {
+        const uint2 v = ok ? __ldg(reinterpret_cast<const uint2*>(wrow + k)) : make_uint2(0, 0);
+        r.w[h][2 * u] = v.x;
+        r.w[h][2 * u + 1] = v.y;
+      } else {
+        r.w[h][u] = ok ? __ldg(reinterpret_cast<const uint32_t*>(wrow + k / 2)) : 0u;
+      }
+    }
+    if constexpr (ALIGNED) {
+      if constexpr (U == 16) {
+        const uint4 v = row_ok ? __ldg(reinterpret_cast<const uint4*>(srow)) : make_uint4(0, 0, 0, 0);
+        r.s[h][0] = v.x, r.s[h][1] = v.y, r.s[h][2] = v.z, r.s[h][3] = v.w;
+      } else {
+        const uint2 v = row_ok ? __ldg(reinterpret_cast<const uint2*>(srow)) : make_uint2(0, 0);
+        r.s[h][0] = v.x, r.s[h][1] = v.y;
+      }
+    } else {
+#pragma unroll
+      for (int w = 0; w < U / 4; ++w) {
+        uint32_t word = 0;
+#pragma unroll
+        for (int b = 0; b < 4; ++b) {
+          const bool ok = row_ok && k0 + 32 * (4 * w + b) < p.K;
+          word |= (ok ? uint32_t(srow[4 * w + b]) : 0u) << (8 * b);
+        }
+        r.s[h][w] = word;
+      }
+    }
+  }
+}
+
 // PREPACKED (nvfp4.prepack_nvfp4_w4a16): the 16 rows x 512 k of one warp-step are one
 // contiguous 4 KB tile of codes (row r at 256 r) and one 512-byte tile of scales (row r at
 // 32 r), and the steps of a row group follow each other: each warp streams its weight in
 // address order. The offsets inside a row's 256 bytes are those of the plain layout; the
 // zero padding makes every chunk of a present row group valid.
-template <bool ALIGNED, bool PREPACKED>
+template <int FMT, bool ALIGNED, bool PREPACKED>
 __device__ __forceinline__ void load_w(WRegs& r, const Params& p, int row0, int t, int step) {
-  if constexpr (PREPACKED) {
+  if constexpr (FMT != kNvfp4) {
+    load_w_mx<FMT, ALIGNED>(r, p, row0, t, step);  // `step` counts phases here
+  } else if constexpr (PREPACKED) {
     const int group = row0 / 16;  // the warp's 16 rows; row0 % 16 == g
     const bool ok = group < p.row_groups;
     const int64_t tile = int64_t(group) * p.steps + step;
@@ -237,8 +313,34 @@ __device__ __forceinline__ void load_w(WRegs& r, const Params& p, int row0, int 
   }
 }
 
+// The activation chunk x[k .. k+8) as the kernel stores it (see permute_stage).
+__device__ __forceinline__ uint4 permute_chunk(uint4 v) {
+  return make_uint4(__byte_perm(v.y, v.w, 0x7632), __byte_perm(v.y, v.w, 0x5410),
+                    __byte_perm(v.x, v.z, 0x7632), __byte_perm(v.x, v.z, 0x5410));
+}
+
+// Where chunk j (x[k .. k+8), k = step*512 + 8j) of a token's step lands: the segment of the
+// thread that holds those k, at the 16 bytes of its unit.
+template <int FMT>
+__device__ __forceinline__ int chunk_slot(int j) {
+  if constexpr (FMT == kNvfp4) return ((j % 16) / 4) * kSegBytes + (4 * (j / 16) + j % 4) * 16;
+  else return (j % 4) * kSegBytes + (j / 4) * 16;
+}
+
+// The B fragments of a chunk: x0..x7 reordered as the unit's pairs of codes. E2M1 words (see
+// a_pairs): (x3 x7) (x2 x6) (x1 x5) (x0 x4); E4M3 word pairs (see e4m3_pairs): (x0 x2)
+// (x1 x3) (x4 x6) (x5 x7).
+template <int FMT>
+__device__ __forceinline__ uint4 permute_for(uint4 v) {
+  if constexpr (FMT == kMxfp8)
+    return make_uint4(__byte_perm(v.x, v.y, 0x5410), __byte_perm(v.x, v.y, 0x7632),
+                      __byte_perm(v.z, v.w, 0x5410), __byte_perm(v.z, v.w, 0x7632));
+  else
+    return permute_chunk(v);
+}
+
 // Activation stage: tokens [m0, m0 + 8*NT) x k [step*512, +512), zero-filled out of range.
-template <int NT>
+template <int FMT, int NT>
 __device__ __forceinline__ void load_x_stage(uint32_t smem_stage, const Params& p, int m0,
                                              int step, int tid) {
   constexpr int kChunks = 8 * NT * (kSuperK / 8);  // 16-byte chunks of 8 elements
@@ -251,25 +353,22 @@ __device__ __forceinline__ void load_x_stage(uint32_t smem_stage, const Params& 
     const int k = step * kSuperK + 8 * j;
     const bool ok = m < p.M && k < p.K;
     const char* src = ok ? x + (int64_t(m) * p.K + k) * 2 : x;
-    // k_local = 8j = 128i + 32t + 8w lands in thread t's segment at 16 * (4i + w)
-    const uint32_t dst = smem_stage + tok * kTokenBytes + ((j % 16) / 4) * kSegBytes +
-                         (j / 16) * 64 + (j % 4) * 16;
+    const uint32_t dst = smem_stage + tok * kTokenBytes + chunk_slot<FMT>(j);
     cp_async16(dst, src, ok);
   }
 }
 
+
 // Once a stage has landed: each 16-byte chunk x0..x7 becomes (x3 x7) (x2 x6) (x1 x5) (x0 x4),
 // the B fragments of the two mma steps of a code word (see a_pairs), in the code order.
-template <int NT>
+template <int FMT, int NT>
 __device__ __forceinline__ void permute_stage(unsigned char* stage, int tid) {
   constexpr int kChunks = 8 * NT * (kSuperK / 8);
   for (int c = tid; c < kChunks; c += kThreads) {
     const int tok = c / (kSuperK / 8), j = c % (kSuperK / 8);
     uint4* q = reinterpret_cast<uint4*>(stage + tok * kTokenBytes + (j / 16) * kSegBytes +
                                         (j % 16) * 16);
-    const uint4 v = *q;
-    *q = make_uint4(__byte_perm(v.y, v.w, 0x7632), __byte_perm(v.y, v.w, 0x5410),
-                    __byte_perm(v.x, v.z, 0x7632), __byte_perm(v.x, v.z, 0x5410));
+    *q = permute_for<FMT>(*q);
   }
 }
 
@@ -286,6 +385,70 @@ __device__ __forceinline__ void a_pairs(uint32_t q, uint32_t scale, uint32_t (&o
   }
 }
 
+// E4M3 word (bytes c0..c3) -> the pairs (c0, c2), (c1, c3) as exact fp16/bf16 values: the
+// code bits placed into the exponent/mantissa fields read as e4m3 * 2^-8 (fp16) or
+// e4m3 * 2^-120 (bf16), subnormals included; one packed multiply makes them exact codes.
+// NaN bytes (0x7F, 0xFF) become NaN halves.
+template <typename T>
+__device__ __forceinline__ void e4m3_pairs(uint32_t w, uint32_t (&out)[2]) {
+  constexpr bool kHalf = std::is_same_v<T, __half>;
+  const uint32_t even = kHalf ? ((w & 0x007F007Fu) << 7) | ((w & 0x00800080u) << 8)
+                              : ((w & 0x007F007Fu) << 4) | ((w & 0x00800080u) << 8);
+  const uint32_t odd = kHalf ? ((w & 0x7F007F00u) >> 1) | (w & 0x80008000u)
+                             : ((w & 0x7F007F00u) >> 4) | (w & 0x80008000u);
+  constexpr uint32_t kUnbias = kHalf ? 0x5C005C00u : 0x7B807B80u;  // 2^8 / 2^120 pairs
+  out[0] = Ops<T>::mul2(even, kUnbias);
+  out[1] = Ops<T>::mul2(odd, kUnbias);
+  const uint32_t v = ~w & 0x7F7F7F7Fu;  // a zero byte <=> a NaN code byte
+  if ((v - 0x01010101u) & ~v & 0x80808080u) {
+#pragma unroll
+    for (int b = 0; b < 4; ++b)
+      if (((w >> (8 * b)) & 0x7Fu) == 0x7Fu)  // byte b: pair b % 2, half b / 2
+        out[b % 2] |= 0x7FFFu << (16 * (b / 2));
+  }
+}
+
+// The mma work of one MX phase: per unit, the two mmas of its block into a zeroed fragment,
+// then acc += fragment * 2^(e - 127) per row in fp32 (exact operands, any E8M0 byte; 0xFF
+// gives NaN).
+template <typename T, int FMT, int NT>
+__device__ __forceinline__ void mma_phase_mx(float (&acc)[NT][4], const WRegs& r,
+                                             const unsigned char* xs, const int (&tok_off)[NT]) {
+  // E2M1 through the exponent trick (e2m1 * 2^-14 / 2^-126) times 2^14 / 2^126: exact codes
+  constexpr uint32_t kE2m1Unbias = std::is_same_v<T, __half> ? 0x74007400u : 0x7E807E80u;
+#pragma unroll
+  for (int u = 0; u < kUnits<FMT>; ++u) {
+    uint32_t pg[4], ph[4];
+    if constexpr (FMT == kMxfp8) {
+      uint32_t lo[2], hi[2];
+      e4m3_pairs<T>(r.w[0][2 * u], lo);
+      e4m3_pairs<T>(r.w[0][2 * u + 1], hi);
+      pg[0] = lo[0], pg[1] = lo[1], pg[2] = hi[0], pg[3] = hi[1];
+      e4m3_pairs<T>(r.w[1][2 * u], lo);
+      e4m3_pairs<T>(r.w[1][2 * u + 1], hi);
+      ph[0] = lo[0], ph[1] = lo[1], ph[2] = hi[0], ph[3] = hi[1];
+    } else {
+      a_pairs<T>(r.w[0][u], kE2m1Unbias, pg);
+      a_pairs<T>(r.w[1][u], kE2m1Unbias, ph);
+    }
+    const float sg = e8m0_decode((r.s[0][u / 4] >> (8 * (u % 4))) & 0xFFu);
+    const float sh = e8m0_decode((r.s[1][u / 4] >> (8 * (u % 4))) & 0xFFu);
+    const uint32_t a0[4] = {pg[0], ph[0], pg[1], ph[1]};
+    const uint32_t a1[4] = {pg[2], ph[2], pg[3], ph[3]};
+#pragma unroll
+    for (int nt = 0; nt < NT; ++nt) {
+      const uint4 xv = *reinterpret_cast<const uint4*>(xs + tok_off[nt] + 16 * u);
+      float d[4] = {0.f, 0.f, 0.f, 0.f};
+      mma16816<T>(d, a0, xv.x, xv.y);
+      mma16816<T>(d, a1, xv.z, xv.w);
+      acc[nt][0] = fmaf(d[0], sg, acc[nt][0]);
+      acc[nt][1] = fmaf(d[1], sg, acc[nt][1]);
+      acc[nt][2] = fmaf(d[2], sh, acc[nt][2]);
+      acc[nt][3] = fmaf(d[3], sh, acc[nt][3]);
+    }
+  }
+}
+
 // The output element from its fp32 sum: * 2^7 / gs, + bias in fp32, one rounding.
 template <typename T>
 __device__ __forceinline__ T finish(float sum, float inv, const T* bias, int n) {
@@ -294,11 +457,75 @@ __device__ __forceinline__ T finish(float sum, float inv, const T* bias, int n) 
   return Ops<T>::from_float(v);
 }
 
-template <typename T, int NT, bool ALIGNED, bool PREPACKED>
+// The mma work of one super-step: the weights of `r` against the activation stage at `xs`
+// (thread t's segment; token g of tile nt at xs + tok(nt) * tstride).
+template <typename T, int NT>
+__device__ __forceinline__ void mma_step(float (&acc)[NT][4], const WRegs& r,
+                                         const unsigned char* xs, const int (&tok_off)[NT]) {
+#pragma unroll
+  for (int sw = 0; sw < 2; ++sw) {  // 2 scale words of 4 blocks: chunks 2sw, 2sw + 1
+    uint32_t sg[4], sh[4];
+    scale_pairs<T>(r.s[0][sw], sg);
+    scale_pairs<T>(r.s[1][sw], sh);
+#pragma unroll
+    for (int uu = 0; uu < 8; ++uu) {
+      const int u = 8 * sw + uu;  // code word: chunk u / 4, block byte (u % 8) / 2
+      uint32_t pg[4], ph[4];
+      a_pairs<T>(r.w[0][u], sg[uu / 2], pg);
+      a_pairs<T>(r.w[1][u], sh[uu / 2], ph);
+      // step 2u: A = {(g, n3 n7), (g+8, n3 n7), (g, n2 n6), (g+8, n2 n6)}; step 2u+1 likewise
+      const uint32_t a0[4] = {pg[0], ph[0], pg[1], ph[1]};
+      const uint32_t a1[4] = {pg[2], ph[2], pg[3], ph[3]};
+#pragma unroll
+      for (int nt = 0; nt < NT; ++nt) {
+        const uint4 xv = *reinterpret_cast<const uint4*>(xs + tok_off[nt] + 16 * u);
+        mma16816<T>(acc[nt], a0, xv.x, xv.y);
+        mma16816<T>(acc[nt], a1, xv.z, xv.w);
+      }
+    }
+  }
+}
+
+// XPRE (few tokens): the whole K range of a split, for the CTA's mt real tokens, loaded once
+// into shared memory (token tok, local step ls at tok * x_stride + ls * kTokenBytes, laid out
+// and permuted as a ring stage), so that the main loop has no barrier and no activation
+// traffic: every warp streams its weights on its own. Tokens past M are never loaded; their
+// B columns read token mt - 1 and their outputs are not stored.
+template <int FMT>
+__device__ __forceinline__ void preload_x(unsigned char* smem, const Params& p, int m0, int mt,
+                                          int s_begin, int n_steps, int tid) {
+  const char* x = static_cast<const char*>(p.x);
+  const int chunks = mt * n_steps * (kSuperK / 8);
+  for (int c = tid; c < chunks; c += kThreads) {
+    const int j = c % (kSuperK / 8), rest = c / (kSuperK / 8);
+    const int ls = rest % n_steps, tok = rest / n_steps;
+    const int k = (s_begin + ls) * kSuperK + 8 * j;
+    const uint4 v = k < p.K ? __ldg(reinterpret_cast<const uint4*>(
+                                  x + (int64_t(m0 + tok) * p.K + k) * 2))
+                            : make_uint4(0, 0, 0, 0);
+    *reinterpret_cast<uint4*>(smem + tok * p.x_stride + ls * kTokenBytes + chunk_slot<FMT>(j)) =
+        permute_for<FMT>(v);
+  }
+  __syncthreads();
+}
+
+// The mma work of phase `phase` (of one super-step) against the stage at xs.
+template <typename T, int FMT, int NT>
+__device__ __forceinline__ void mma_phase(float (&acc)[NT][4], const WRegs& r,
+                                          const unsigned char* xs, const int (&tok_off)[NT],
+                                          int phase) {
+  if constexpr (FMT == kNvfp4)
+    mma_step<T, NT>(acc, r, xs, tok_off);
+  else
+    mma_phase_mx<T, FMT, NT>(acc, r, xs + (phase % kPhases<FMT>) * kUnits<FMT> * 16, tok_off);
+}
+
+template <typename T, int FMT, int NT, bool ALIGNED, bool PREPACKED>
 __global__ void __launch_bounds__(kThreads, Config<NT>::kMinBlocks)
-    nvfp4_w4a16_kernel(const Params p) {
+    w16_gemm_kernel(const Params p) {
   extern __shared__ __align__(16) unsigned char smem[];
   using C = Config<NT>;
+  constexpr int P = kPhases<FMT>;
   const int tid = threadIdx.x;
   const int warp = tid / 32, lane = tid % 32;
   const int g = lane / 4, t = lane % 4;
@@ -308,64 +535,69 @@ __global__ void __launch_bounds__(kThreads, Config<NT>::kMinBlocks)
   const int s_begin = split * p.steps_per_split;
   const int s_end = min(p.steps, s_begin + p.steps_per_split);
   const int n_steps = s_end - s_begin;
+  const int ph_begin = s_begin * P, n_phases = n_steps * P;  // weight phases
   const uint32_t smem_base = static_cast<uint32_t>(__cvta_generic_to_shared(smem));
 
   float acc[NT][4];
 #pragma unroll
   for (int i = 0; i < NT; ++i) acc[i][0] = acc[i][1] = acc[i][2] = acc[i][3] = 0.f;
 
+  if constexpr (C::kXPre) {
+    const int mt = min(C::kTokens, p.M - m0);
+    int tok_off[NT];
 #pragma unroll
-  for (int s = 0; s < C::kStages - 1; ++s) {
-    if (s < n_steps) load_x_stage<NT>(smem_base + s * C::kStageBytes, p, m0, s_begin + s, tid);
-    cp_async_commit();
-  }
-  WRegs cur;
-  if (n_steps > 0) load_w<ALIGNED, PREPACKED>(cur, p, row0, t, s_begin);
-
-  for (int i = 0; i < n_steps; ++i) {
-    {
-      const int s = i + C::kStages - 1;
+    for (int nt = 0; nt < NT; ++nt) tok_off[nt] = min(nt * 8 + g, mt - 1) * p.x_stride;
+    WRegs r0, r1;  // ping-pong: the next phase's weights load while this one's are used
+    if (n_phases > 0) load_w<FMT, ALIGNED, PREPACKED>(r0, p, row0, t, ph_begin);
+    preload_x<FMT>(smem, p, m0, mt, s_begin, n_steps, tid);
+    const unsigned char* xs = smem + t * kSegBytes;
+    for (int i = 0; i < n_phases; i += 2) {
+      if (i + 1 < n_phases) load_w<FMT, ALIGNED, PREPACKED>(r1, p, row0, t, ph_begin + i + 1);
+      mma_phase<T, FMT, NT>(acc, r0, xs + (i / P) * kTokenBytes, tok_off, i);
+      if (i + 1 >= n_phases) break;
+      if (i + 2 < n_phases) load_w<FMT, ALIGNED, PREPACKED>(r0, p, row0, t, ph_begin + i + 2);
+      mma_phase<T, FMT, NT>(acc, r1, xs + ((i + 1) / P) * kTokenBytes, tok_off, i + 1);
+    }
+  } else {
+#pragma unroll
+    for (int s = 0; s < C::kStages - 1; ++s) {
       if (s < n_steps)
-        load_x_stage<NT>(smem_base + (s % C::kStages) * C::kStageBytes, p, m0, s_begin + s, tid);
+        load_x_stage<FMT, NT>(smem_base + s * C::kStageBytes, p, m0, s_begin + s, tid);
       cp_async_commit();
     }
-    WRegs nxt;
-    if (i + 1 < n_steps) load_w<ALIGNED, PREPACKED>(nxt, p, row0, t, s_begin + i + 1);
-    cp_async_wait<C::kStages - 1>();
-    __syncthreads();
-    permute_stage<NT>(smem + (i % C::kStages) * C::kStageBytes, tid);
-    __syncthreads();
+    int tok_off[NT];
+#pragma unroll
+    for (int nt = 0; nt < NT; ++nt) tok_off[nt] = (nt * 8 + g) * kTokenBytes;
+    WRegs cur;
+    if (n_phases > 0) load_w<FMT, ALIGNED, PREPACKED>(cur, p, row0, t, ph_begin);
 
-    const unsigned char* xs = smem + (i % C::kStages) * C::kStageBytes + t * kSegBytes;
-#pragma unroll
-    for (int sw = 0; sw < 2; ++sw) {  // 2 scale words of 4 blocks: chunks 2sw, 2sw + 1
-      uint32_t sg[4], sh[4];
-      scale_pairs<T>(cur.s[0][sw], sg);
-      scale_pairs<T>(cur.s[1][sw], sh);
-#pragma unroll
-      for (int uu = 0; uu < 8; ++uu) {
-        const int u = 8 * sw + uu;  // code word: chunk u / 4, block byte (u % 8) / 2
-        uint32_t pg[4], ph[4];
-        a_pairs<T>(cur.w[0][u], sg[uu / 2], pg);
-        a_pairs<T>(cur.w[1][u], sh[uu / 2], ph);
-        // step 2u: A = {(g, n3 n7), (g+8, n3 n7), (g, n2 n6), (g+8, n2 n6)}; step 2u+1 likewise
-        const uint32_t a0[4] = {pg[0], ph[0], pg[1], ph[1]};
-        const uint32_t a1[4] = {pg[2], ph[2], pg[3], ph[3]};
-#pragma unroll
-        for (int nt = 0; nt < NT; ++nt) {
-          const uint4 xv = *reinterpret_cast<const uint4*>(xs + (nt * 8 + g) * kTokenBytes + 16 * u);
-          mma16816<T>(acc[nt], a0, xv.x, xv.y);
-          mma16816<T>(acc[nt], a1, xv.z, xv.w);
-        }
+    for (int i = 0; i < n_phases; ++i) {
+      const int st = i / P;  // local step: its stage lands at the first phase of the step
+      if (i % P == 0) {
+        const int s = st + C::kStages - 1;
+        if (s < n_steps)
+          load_x_stage<FMT, NT>(smem_base + (s % C::kStages) * C::kStageBytes, p, m0,
+                                s_begin + s, tid);
+        cp_async_commit();
       }
+      WRegs nxt;
+      if (i + 1 < n_phases) load_w<FMT, ALIGNED, PREPACKED>(nxt, p, row0, t, ph_begin + i + 1);
+      if (i % P == 0) {
+        cp_async_wait<C::kStages - 1>();
+        __syncthreads();
+        permute_stage<FMT, NT>(smem + (st % C::kStages) * C::kStageBytes, tid);
+        __syncthreads();
+      }
+      mma_phase<T, FMT, NT>(acc, cur, smem + (st % C::kStages) * C::kStageBytes + t * kSegBytes,
+                            tok_off, i);
+      if (i % P == P - 1) __syncthreads();
+      if (i + 1 < n_phases) cur = nxt;
     }
-    __syncthreads();
-    if (i + 1 < n_steps) cur = nxt;
+    cp_async_wait<0>();
   }
-  cp_async_wait<0>();
 
   // Epilogue. acc[nt]: (row g, tokens 2t, 2t+1), (row g+8, tokens 2t, 2t+1) of tile nt.
-  const float inv = 128.0f / __ldg(p.gs);
+  const float inv = FMT == kNvfp4 ? 128.0f / __ldg(p.gs) : 1.0f;
   const T* bias = static_cast<const T*>(p.bias);
   T* y = static_cast<T*>(p.y);
   // One split: the output directly. Several: fp32 partials, summed below by the last CTA.
