@@ -74,17 +74,24 @@ def test_long_k(dtype, m):
     _check(_x((m, 16384), dtype), packed, scales, gs)
 
 
-def test_batch_dims_and_noncontiguous():
-    packed, scales, gs = _weight(96, 512)
+def _batch_dims_and_strides(check, call):
+    """A weight of 96 x 512 on a 3-D x (the same bits as its rows in 2-D), a transposed x
+    with a bias and a strided x: ``check(x, bias)`` runs the op against the reference and
+    returns its output, ``call(x)`` runs it plainly."""
     x3 = _x((3, 5, 512), torch.bfloat16)
-    y3 = _check(x3, packed, scales, gs)
+    y3 = check(x3, None)
     assert y3.shape == (3, 5, 96)
-    assert torch.equal(y3.reshape(15, 96), OP(x3.reshape(15, 512), packed, scales, gs, None))
+    assert torch.equal(y3.reshape(15, 96), call(x3.reshape(15, 512)))
     xt = _x((512, 9), torch.float16).t()  # [9, 512], strides (1, 9)
     assert not xt.is_contiguous()
-    _check(xt, packed, scales, gs)
-    xs = _x((9, 1024), torch.bfloat16)[:, ::2]
-    _check(xs, packed, scales, gs)
+    check(xt, _x((96,), torch.float16))
+    check(_x((9, 1024), torch.bfloat16)[:, ::2], None)
+
+
+def test_batch_dims_and_noncontiguous():
+    packed, scales, gs = _weight(96, 512)
+    _batch_dims_and_strides(lambda x, b: _check(x, packed, scales, gs, b),
+                            lambda x: OP(x, packed, scales, gs, None))
 
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
@@ -260,15 +267,8 @@ def test_mx_long_k(elem):
 @pytest.mark.parametrize("elem", ELEMS)
 def test_mx_batch_dims_noncontiguous_and_e8m0_scales(elem):
     data, scales = _mx_weight(96, 512, elem)
-    x3 = _x((3, 5, 512), torch.bfloat16)
-    y3 = _mx_check(x3, data, scales, elem)
-    assert y3.shape == (3, 5, 96)
-    assert torch.equal(y3.reshape(15, 96), MX_OP(x3.reshape(15, 512), data, scales, elem, None))
-    xt = _x((512, 9), torch.float16).t()  # [9, 512], strides (1, 9)
-    assert not xt.is_contiguous()
-    _mx_check(xt, data, scales, elem, _x((96,), torch.float16))
-    xs = _x((9, 1024), torch.bfloat16)[:, ::2]
-    _mx_check(xs, data, scales, elem)
+    _batch_dims_and_strides(lambda x, b: _mx_check(x, data, scales, elem, b),
+                            lambda x: MX_OP(x, data, scales, elem, None))
     # the scales as float8_e8m0fnu are the same bytes: the same bits
     x = _x((9, 512), torch.bfloat16)
     assert torch.equal(MX_OP(x, data, scales.view(torch.float8_e8m0fnu), elem, None),
