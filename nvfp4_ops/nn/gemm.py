@@ -233,6 +233,10 @@ FUSED: Dict[str, Callable[..., Tensor]] = {
 
 
 def _fused(layer, x2: Tensor, bias: Optional[Tensor]) -> Tensor:
+    if layer.act_quant is not None:  # the kernels would silently skip the input quantization
+        raise ValueError(f"{type(layer).__name__}: the fused backend serves the weight-only "
+                         f"scheme ({FORMATS[layer.FORMAT].schemes[0]}, act_quant=None), got "
+                         f"act_quant={layer.act_quant!r}")
     if fused_path(layer.FORMAT, x2.shape[0], x2.dtype)[0] != "fused":
         return _dequant(layer, x2, bias)
     return FUSED[layer.FORMAT](layer, x2, None if bias is None else bias.to(x2.dtype))

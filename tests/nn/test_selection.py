@@ -321,3 +321,13 @@ def test_fused_gemm_wiring_on_cpu(monkeypatch, dtype, cls, op, args):
     x32 = _x((5, 64))
     assert torch.equal(apply_linear("fused", layer, x32, layer.bias),
                        apply_linear("dequant", layer, x32, layer.bias))
+
+
+def test_fused_gemm_refuses_activation_quantization():
+    layer = NVFP4Linear.from_float(_linear(64, 24), act_quant="dynamic")
+    with pytest.raises(ValueError, match=r"NVFP4Linear: the fused backend serves the weight-only "
+                       r"scheme \(W4A16, act_quant=None\), got act_quant='dynamic'"):
+        apply_linear("fused", layer, _x((2, 64), torch.bfloat16))
+    layer = MXFP8Linear.from_float(_linear(64, 24), act_quant="dynamic")
+    with pytest.raises(ValueError, match=r"\(W8A16, act_quant=None\)"):
+        apply_linear("fused", layer, _x((2, 64), torch.bfloat16))
