@@ -11,14 +11,13 @@ kernels with the same bits), so each backend traces whole under
     op (:data:`FUSED`: ``nvfp4.gemm_nvfp4_w4a16``, ``nvfp4.gemm_mx_w16``; the weight
     dequantized in registers, fp32 sums, bias added in fp32, one rounding); otherwise (more
     rows, or an fp32 activation, which the kernels do not take) exactly the ``dequant``
-    backend. The
-    two paths compute the same product; they differ by the fp32 accumulation order and by
-    roundings (``dequant`` rounds the dequantized weight to the activation dtype, the fused
-    kernel's weight operand is exact and only its output is rounded), so they are not bit
-    for bit equal. Tolerance: the fused path is within a relative Frobenius error of the
-    fp32 reference below 4e-3 for bf16 and 6e-4 for fp16 outputs (issue 12's bound,
-    ``tests/cuda/test_gemm.py``); for bf16 both paths stay within 4e-3 of it
-    (``tests/nn/test_cuda.py``, on each side of the crossover).
+    backend. The two paths compute the same product; they differ by the fp32 accumulation
+    order and by roundings (``dequant`` rounds the dequantized weight to the activation
+    dtype, the fused kernel's weight operand is exact and only its output is rounded), so
+    they are not bit for bit equal. Tolerance: the fused path is within a relative
+    Frobenius error of the fp32 reference below 4e-3 for bf16 and 6e-4 for fp16 outputs
+    (issue 12's bound, ``tests/cuda/test_gemm.py``); for bf16 both paths stay within 4e-3
+    of it (``tests/nn/test_cuda.py``, on each side of the crossover).
 ``dequant``
     ``layer.dequantize_weight(x.dtype)``, the activation through ``layer.quantize_input``
     (identity for weight-only schemes), ``F.linear`` in the activation dtype.

@@ -17,6 +17,7 @@ from nvfp4_ops.nn.gemm import FUSED_MAX_M, fused_path
 from nvfp4_ops.reference import gemm as ref_gemm
 
 from .._utils import requires_cuda
+from ..cuda._helpers import capture_and_replay
 from ._common import _linear, _rel, _x
 from .test_compile import _two_layer_model
 
@@ -155,11 +156,10 @@ def test_cuda_fused_backend_paths(cls, dtype):
 
 
 @requires_cuda
-@pytest.mark.parametrize("cls", [NVFP4Linear, MXFP8Linear, MXFP4Linear],
-                         ids=["NVFP4", "MXFP8", "MXFP4"])
-def test_cuda_fused_layer_cuda_graph(cls):
-    _skip_without_kernel(cls)
-    layer = cls.from_float(_linear(512, 128, dtype=torch.bfloat16).cuda(), backend="fused")
+def test_cuda_fused_layer_cuda_graph():
+    _skip_without_kernel(NVFP4Linear)
+    layer = NVFP4Linear.from_float(_linear(512, 128, dtype=torch.bfloat16).cuda(),
+                                   backend="fused")
     x = _x((4, 512), torch.bfloat16).cuda()
     eager = layer(x)
     torch._dynamo.reset()
@@ -168,3 +168,20 @@ def test_cuda_fused_layer_cuda_graph(cls):
         y = compiled(x)
     torch.cuda.synchronize()
     assert torch.equal(y, eager)
+
+
+@requires_cuda
+@pytest.mark.parametrize("cls", [NVFP4Linear, MXFP8Linear, MXFP4Linear],
+                         ids=["NVFP4", "MXFP8", "MXFP4"])
+def test_cuda_fused_layer_graph_capture(cls):
+    """The fused backend of each format captured in a torch.cuda.CUDAGraph and replayed on
+    new inputs: the bits of a plain call (batch 1 and 16, both on the fused op)."""
+    _skip_without_kernel(cls)
+    layer = cls.from_float(_linear(512, 128, dtype=torch.bfloat16).cuda(), backend="fused")
+    xs = [_x((m, 512), torch.bfloat16, seed=m).cuda() for m in (1, 16)]
+
+    def refill():
+        for x in xs:
+            x.copy_(torch.randn_like(x))
+
+    capture_and_replay(lambda: tuple(layer(x) for x in xs), refill)
