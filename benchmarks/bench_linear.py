@@ -1,14 +1,16 @@
-"""Forward time of NVFP4Linear / MXFP8Linear against a bf16 nn.Linear, per backend.
+"""Forward time of NVFP4Linear / MXFP8Linear / MXFP4Linear against a bf16 nn.Linear, per backend.
 
 For each weight shape [N x K] (out x in) and each M (rows of the activation), the median
 CUDA-event time of one forward (benchmarks/_common.bench_ms: L2 flushed before each call)
 of:
 
 * ``bf16``: ``nn.Linear`` in bf16 (cuBLAS), the baseline;
-* ``NVFP4 W4A16`` / ``W4A4`` (dynamic activation global scale) and ``MXFP8 W8A16`` /
-  ``W8A8``, each with every backend that can run here (``scaled_mm`` only on sm_100+, and
-  only for W4A4 / W8A8; ``reference`` only with ``--reference``: the weight dequantized
-  to fp32 and an fp32 matmul, slower, and timed with fewer repetitions).
+* ``NVFP4 W4A16`` / ``W4A4`` (dynamic activation global scale), ``MXFP8 W8A16`` /
+  ``W8A8`` and ``MXFP4 W4A16``, each with every backend that can run here (``scaled_mm``
+  only on sm_100+, and only for W4A4 / W8A8; ``fused`` only for the weight-only schemes on
+  a build with the format's kernel, and it runs dequantize + F.linear above the format's
+  ``FUSED_MAX_M``; ``reference`` only with ``--reference``: the weight dequantized to fp32
+  and an fp32 matmul, slower, and timed with fewer repetitions).
 
 The automatic choice (the "default backend" lines) never picks ``scaled_mm`` until it has
 run on Blackwell; it is timed here wherever it can run, being asked for by name.
@@ -27,6 +29,7 @@ Markdown on stdout (device line first); ``--out FILE`` writes it too. Takes unde
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 
 import torch
@@ -35,8 +38,10 @@ from _common import bench_ms, device_line, table
 
 import nvfp4_ops  # noqa: F401  (registers the ops)
 from nvfp4_ops.nn import (
+    MXFP4Linear,
     MXFP8Linear,
     NVFP4Linear,
+    select_mxfp4_linear_backend,
     select_mxfp8_linear_backend,
     select_nvfp4_linear_backend,
 )
@@ -47,12 +52,13 @@ VARIANTS = [
     ("NVFP4 W4A4", NVFP4Linear, "dynamic", select_nvfp4_linear_backend),
     ("MXFP8 W8A16", MXFP8Linear, None, select_mxfp8_linear_backend),
     ("MXFP8 W8A8", MXFP8Linear, "dynamic", select_mxfp8_linear_backend),
+    ("MXFP4 W4A16", MXFP4Linear, None, select_mxfp4_linear_backend),
 ]
 
 
 def _backends(select, weight_only: bool, with_reference: bool) -> list[str]:
     out = []
-    for b in ("scaled_mm", "dequant") + (("reference",) if with_reference else ()):
+    for b in ("scaled_mm", "fused", "dequant") + (("reference",) if with_reference else ()):
         try:
             select("cuda", backend=b, weight_only=weight_only)
             out.append(b)
@@ -67,9 +73,9 @@ def _same_weight(base, backend: str):
         return NVFP4Linear.from_quantized(base.weight_packed, base.weight_scale,
                                           base.weight_global_scale, bias=base.bias,
                                           act_quant=base.act_quant, backend=backend)
-    return MXFP8Linear.from_quantized(base.weight, base.weight_scale, bias=base.bias,
-                                      act_quant=base.act_quant, rounding=base.rounding,
-                                      backend=backend)
+    return type(base).from_quantized(base.weight_data, base.weight_scale, bias=base.bias,
+                                     act_quant=base.act_quant, rounding=base.rounding,
+                                     backend=backend)
 
 
 def _time(fn) -> float:
@@ -90,7 +96,7 @@ def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
     return ((a - b).norm() / b.norm()).item()
 
 
-def main() -> None:
+def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--shapes", default="8192x8192,4096x14336",
                     help="comma-separated NxK weight shapes (out x in)")
@@ -100,7 +106,9 @@ def main() -> None:
     ap.add_argument("--out", help="also write the Markdown here")
     args = ap.parse_args()
     if not torch.cuda.is_available():
-        raise SystemExit("bench_linear.py needs a CUDA GPU")
+        print("bench_linear.py needs a CUDA GPU (CUDA-event timings of the layers' GPU "
+              "backends); none is visible here", file=sys.stderr)
+        return 2
 
     shapes = [tuple(int(v) for v in s.split("x")) for s in args.shapes.split(",")]
     ms = [int(v) for v in args.m.split(",")]
@@ -166,7 +174,8 @@ def main() -> None:
     if args.out:
         with open(args.out, "w") as f:
             f.write(text)
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -9,13 +9,14 @@ Backends (best first, :data:`BACKENDS`)
     on CPU with an emulation of its semantics. Until it has run on such a GPU it is chosen
     only when asked for (the ``backend=`` keyword or :data:`ENV_VAR`), never automatically.
 ``"fused"``
-    The fused low-bit weight GEMM of ``csrc/gemm`` (op ``nvfp4.gemm_nvfp4_w4a16``: the
-    weight dequantized in registers, never materialised) for few rows, dequantize +
-    ``F.linear`` for many (the crossover, measured on an H200, is
-    :data:`nvfp4_ops.nn.gemm.FUSED_MAX_M`). Weight-only NVFP4 (W4A16) on CUDA; the
-    automatic choice on sm_80..sm_90 (where it was measured). The two paths agree up to
-    the fp32 accumulation order and the output rounding (:mod:`nvfp4_ops.nn.gemm`).
-    MXFP8 has no fused kernel yet.
+    The fused low-bit weight GEMM of ``csrc/gemm`` (the weight dequantized in registers,
+    never materialised: op ``nvfp4.gemm_nvfp4_w4a16`` for NVFP4, ``nvfp4.gemm_mx_w16`` for
+    MXFP8 and MXFP4) for few rows, dequantize + ``F.linear`` for many (the crossover per
+    format is :data:`nvfp4_ops.nn.gemm.FUSED_MAX_M`). Weight-only schemes (W4A16 / W8A16)
+    on CUDA; the automatic choice on sm_80..sm_90 where the build has the format's kernel
+    (:func:`nvfp4_ops._library.op_implementation` says ``"cuda-kernel"``). The two paths
+    agree up to the fp32 accumulation order and the output rounding
+    (:mod:`nvfp4_ops.nn.gemm`).
 ``"dequant"``
     The weight dequantized into the activation dtype, then ``F.linear`` (cuBLAS). The
     automatic choice on every other CUDA GPU and scheme.
@@ -51,6 +52,7 @@ __all__ = [
     "FORMATS",
     "LinearFormat",
     "select_linear_backend",
+    "select_mxfp4_linear_backend",
     "select_mxfp8_linear_backend",
     "select_nvfp4_linear_backend",
 ]
@@ -75,11 +77,12 @@ class LinearFormat:
     Attributes
     ----------
     name : str
-        "NVFP4", "MXFP8", ...: the ``FORMAT`` of the layer class.
+        "NVFP4", "MXFP8", "MXFP4": the ``FORMAT`` of the layer class.
     block : int
         Elements per scale block (``in_features`` must be a multiple of it).
-    schemes : (str, str)
-        The scheme names without and with activation quantization, e.g. ("W4A16", "W4A4").
+    schemes : (str, str or None)
+        The scheme names without and with activation quantization, e.g. ("W4A16", "W4A4");
+        None where the layer has no activation-quantized scheme (MXFP4: weight-only).
     act_quant : tuple
         The ``act_quant`` values the layer accepts; None (weight-only) first.
     scaled_mm_dtype : str
@@ -92,7 +95,7 @@ class LinearFormat:
 
     name: str
     block: int
-    schemes: Tuple[str, str]
+    schemes: Tuple[str, Optional[str]]
     act_quant: Tuple[Optional[str], ...]
     scaled_mm_dtype: str
     fused_op: Optional[str] = None
@@ -103,7 +106,10 @@ FORMATS: Dict[str, LinearFormat] = {
     "NVFP4": LinearFormat("NVFP4", 16, ("W4A16", "W4A4"), (None, "dynamic", "static"),
                           "float4_e2m1fn_x2", "gemm_nvfp4_w4a16"),
     "MXFP8": LinearFormat("MXFP8", 32, ("W8A16", "W8A8"), (None, "dynamic"),
-                          "float8_e8m0fnu"),
+                          "float8_e8m0fnu", "gemm_mx_w16"),
+    # gpt-oss style weights: weight-only (no W4A4 layer, so no scaled_mm path)
+    "MXFP4": LinearFormat("MXFP4", 32, ("W4A16", None), (None,), "float4_e2m1fn_x2",
+                          "gemm_mx_w16"),
 }
 
 
@@ -116,9 +122,10 @@ def _scaled_mm_unavailable(fmt: LinearFormat, device: torch.device,
     """Why torch's block-scaled GEMM cannot serve ``fmt`` on ``device`` (None: it can)."""
     if weight_only:
         use = " or ".join(repr(a) for a in fmt.act_quant if a is not None)
+        hint = (f"use act_quant={use} for the native GEMM" if use else
+                f"the {fmt.name} layer has no activation-quantized scheme")
         return (f"scaled_mm multiplies two block-scaled operands; the weight-only scheme "
-                f"({fmt.schemes[0]}) keeps the activation in high precision (use "
-                f"act_quant={use} for the native GEMM)")
+                f"({fmt.schemes[0]}) keeps the activation in high precision ({hint})")
     if device.type != "cuda":
         return f"scaled_mm needs a CUDA GPU with sm_100+, got device {device.type!r}"
     if getattr(torch.version, "hip", None):
@@ -220,7 +227,7 @@ def select_linear_backend(
     Parameters
     ----------
     fmt : str
-        A key of :data:`FORMATS` ("NVFP4", "MXFP8").
+        A key of :data:`FORMATS` ("NVFP4", "MXFP8", "MXFP4").
     device : str or torch.device, optional
         Default: ``"cuda"`` when a GPU is visible, else ``"cpu"``.
     backend : str, optional
@@ -229,7 +236,8 @@ def select_linear_backend(
         Without it the environment variable ``NVFP4_OPS_LINEAR_BACKEND`` is read.
     weight_only : bool
         Weight-only scheme (W4A16 / W8A16) or not (W4A4 / W8A8); ``"scaled_mm"`` serves
-        only the latter, ``"fused"`` only the former.
+        only the latter, ``"fused"`` only the former. A format without an
+        activation-quantized scheme (MXFP4) is always weight-only.
 
     Returns
     -------
@@ -249,6 +257,7 @@ def select_linear_backend(
     if fmt not in FORMATS:
         raise KeyError(f"unknown linear format {fmt!r}; known: {', '.join(FORMATS)}")
     info = FORMATS[fmt]
+    weight_only = weight_only or info.schemes[1] is None
     device = _default_device() if device is None else torch.device(device)
     backend, source = requested_backend(backend)
     if backend is not None:
@@ -275,11 +284,13 @@ def _selector(fmt: str):
         return select_linear_backend(fmt, device, backend=backend, weight_only=weight_only)
 
     select.__name__ = select.__qualname__ = f"select_{fmt.lower()}_linear_backend"
-    select.__doc__ = (f"The backend that runs an {fmt} linear layer ({info.schemes[0]} if "
-                      f"``weight_only``, else {info.schemes[1]}), and why the better ones "
-                      f"don't: :func:`select_linear_backend` for ``{fmt!r}``.")
+    schemes = (f"{info.schemes[0]} if ``weight_only``, else {info.schemes[1]}"
+               if info.schemes[1] else f"{info.schemes[0]}, always weight-only")
+    select.__doc__ = (f"The backend that runs an {fmt} linear layer ({schemes}), and why the "
+                      f"better ones don't: :func:`select_linear_backend` for ``{fmt!r}``.")
     return select
 
 
 select_nvfp4_linear_backend = _selector("NVFP4")
 select_mxfp8_linear_backend = _selector("MXFP8")
+select_mxfp4_linear_backend = _selector("MXFP4")

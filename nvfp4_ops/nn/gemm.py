@@ -6,17 +6,18 @@ kernels with the same bits), so each backend traces whole under
 ``torch.compile(fullgraph=True)`` on every device:
 
 ``fused``
-    Weight-only NVFP4 (W4A16) on CUDA: for ``M <= FUSED_MAX_M`` rows of a float16 /
-    bfloat16 activation, the fused op ``nvfp4.gemm_nvfp4_w4a16`` (the weight dequantized in
-    registers, fp32 sums, bias added in fp32, one rounding); otherwise (more rows, or an
-    fp32 activation, which the kernel does not take) exactly the ``dequant`` backend. The
-    two paths compute the same product; they differ by the fp32 accumulation order and by
-    roundings (``dequant`` rounds the dequantized weight to the activation dtype, the fused
-    kernel's weight operand is exact and only its output is rounded), so they are not bit
-    for bit equal. Tolerance: the fused path is within a relative Frobenius error of the
-    fp32 reference below 4e-3 for bf16 and 6e-4 for fp16 outputs (issue 12's bound,
-    ``tests/cuda/test_gemm.py``); for bf16 both paths stay within 4e-3 of it
-    (``tests/nn/test_cuda.py``, on each side of the crossover).
+    Weight-only schemes on CUDA (NVFP4 W4A16, MXFP8 W8A16, MXFP4 W4A16): for
+    ``M <= FUSED_MAX_M[format]`` rows of a float16 / bfloat16 activation, the format's fused
+    op (:data:`FUSED`: ``nvfp4.gemm_nvfp4_w4a16``, ``nvfp4.gemm_mx_w16``; the weight
+    dequantized in registers, fp32 sums, bias added in fp32, one rounding); otherwise (more
+    rows, or an fp32 activation, which the kernels do not take) exactly the ``dequant``
+    backend. The two paths compute the same product; they differ by the fp32 accumulation
+    order and by roundings (``dequant`` rounds the dequantized weight to the activation
+    dtype, the fused kernel's weight operand is exact and only its output is rounded), so
+    they are not bit for bit equal. Tolerance: the fused path is within a relative
+    Frobenius error of the fp32 reference below 4e-3 for bf16 and 6e-4 for fp16 outputs
+    (issue 12's bound, ``tests/cuda/test_gemm.py``); for bf16 both paths stay within 4e-3
+    of it (``tests/nn/test_cuda.py``, on each side of the crossover).
 ``dequant``
     ``layer.dequantize_weight(x.dtype)``, the activation through ``layer.quantize_input``
     (identity for weight-only schemes), ``F.linear`` in the activation dtype.
@@ -29,8 +30,9 @@ kernels with the same bits), so each backend traces whole under
     the entries of :data:`SCALED_MM`.
 
 A layer supplies: ``in_features``, ``out_features``, ``act_quant``, ``FORMAT``,
-``dequantize_weight(dtype)``, ``quantize_input(x2)`` and the ``_mm_*`` buffers that
-:func:`prepare` fills.
+``dequantize_weight(dtype)``, ``quantize_input(x2)``, the ``_mm_*`` buffers that
+:func:`prepare` fills and what its :data:`FUSED` entry reads (NVFP4: ``weight_packed``,
+``weight_scale``, ``weight_global_scale``; MX: ``weight_data``, ``weight_scale``, ``ELEM``).
 """
 
 from __future__ import annotations
@@ -44,8 +46,9 @@ from torch import Tensor
 from .backends import BACKENDS, FORMATS
 from .padding import ALIGN, pad_activation, pad_mx_weight, pad_nvfp4_weight, round_up, unpad_output
 
-__all__ = ["FUSED_MAX_M", "GEMMS", "SCALED_MM", "apply_linear", "apply_mxfp8_linear",
-           "apply_nvfp4_linear", "fused_path", "prepare"]
+__all__ = ["FUSED", "FUSED_BASIS", "FUSED_MAX_M", "GEMMS", "SCALED_MM", "apply_linear",
+           "apply_mxfp4_linear", "apply_mxfp8_linear", "apply_nvfp4_linear", "fused_path",
+           "prepare"]
 
 _ops = torch.ops.nvfp4
 _FP4X2 = getattr(torch, "float4_e2m1fn_x2", None)
@@ -149,11 +152,13 @@ def _scaled_mm(layer, x2: Tensor, bias: Optional[Tensor]) -> Tensor:
     return y if bias is None else y + bias.to(y.dtype)
 
 
-#: The most rows (the flattened M of ``x [..., K]``) for which the ``fused`` backend runs the
-#: fused kernel; from M + 1 on it runs dequantize + F.linear (cuBLAS). Measured with
-#: benchmarks/bench_gemm.py on an H200 (torch 2.11, bf16, L2 flushed, median of 30;
-#: microseconds, fused / dequantize + F.linear / bf16 F.linear), kernel of commit ecf22bd
-#: of branch h-gemm (the kernel of csrc/gemm):
+#: Per format: the most rows (the flattened M of ``x [..., K]``) for which the ``fused``
+#: backend runs the fused kernel; from M + 1 on it runs dequantize + F.linear (cuBLAS).
+#: What set each value is :data:`FUSED_BASIS` (quoted in the reasons of :func:`fused_path`).
+#:
+#: NVFP4 = 64: measured with benchmarks/bench_gemm.py on an H200 (torch 2.11, bf16, L2
+#: flushed, median of 30; microseconds, fused / dequantize + F.linear / bf16 F.linear),
+#: kernel of commit ecf22bd of branch h-gemm (the kernel of csrc/gemm):
 #:
 #: N x K      | M=1               | M=16              | M=64              | M=128
 #: 8192x8192  | 27.8 / 91.5 / 43.6 | 35.3 / 91.9 / 44.2 | 80.4 / 92.0 / 44.5 | 111.9 / 94.1 / 46.1
@@ -164,31 +169,76 @@ def _scaled_mm(layer, x2: Tensor, bias: Optional[Tensor]) -> Tensor:
 #: The fused kernel wins at M <= 64 on all 4 shapes, dequantize + F.linear at M = 128. In
 #: between nothing was measured; the kernel tiles M by 64 tokens, so 65 <= M <= 128 should
 #: cost about what M = 128 does: hence the cut at 64.
-FUSED_MAX_M = 64
+#:
+#: MXFP8 = 64, MXFP4 = 64: NOT MEASURED YET (the MX kernel of ``nvfp4.gemm_mx_w16`` is new):
+#: NVFP4's value until ``benchmarks/bench_gemm.py --formats mxfp4,mxfp8`` has run on the GPU
+#: (its "crossover" lines give the M from which dequantize + F.linear is faster).
+FUSED_MAX_M: Dict[str, int] = {"NVFP4": 64, "MXFP8": 64, "MXFP4": 64}
+
+#: Per format: the measurement behind its :data:`FUSED_MAX_M` value, as the reasons of
+#: :func:`fused_path` quote it.
+FUSED_BASIS: Dict[str, str] = {
+    "NVFP4": "measured on an H200",
+    "MXFP8": "NVFP4's H200 crossover; not measured for MXFP8 yet",
+    "MXFP4": "NVFP4's H200 crossover; not measured for MXFP4 yet",
+}
 
 
-def fused_path(m: int, dtype: torch.dtype) -> Tuple[str, str]:
-    """What the ``fused`` backend runs for ``m`` rows of a ``dtype`` activation, and why.
+def fused_path(fmt: str, m: int, dtype: torch.dtype) -> Tuple[str, str]:
+    """What the ``fused`` backend runs for ``m`` rows of a ``dtype`` activation of a ``fmt``
+    layer, and why.
+
+    Parameters
+    ----------
+    fmt : str
+        A key of :data:`FUSED_MAX_M` ("NVFP4", "MXFP8", "MXFP4").
+    m : int
+        The rows of the flattened activation ``[M, K]``.
+    dtype : torch.dtype
+        The activation's dtype.
 
     Returns
     -------
     (path, reason) : (str, str)
-        ``path`` is ``"fused"`` (the op ``nvfp4.gemm_nvfp4_w4a16``) or ``"dequant"``.
+        ``path`` is ``"fused"`` (the format's fused op, :data:`FUSED`) or ``"dequant"``.
     """
+    if fmt not in FUSED_MAX_M:
+        raise KeyError(f"no fused GEMM crossover for format {fmt!r}; known: "
+                       f"{', '.join(FUSED_MAX_M)}")
     if dtype not in (torch.float16, torch.bfloat16):
         return "dequant", f"the fused kernel takes float16 / bfloat16 activations, got {dtype}"
-    if m > FUSED_MAX_M:
-        return "dequant", (f"M = {m} > {FUSED_MAX_M}: dequantize + F.linear measured faster "
-                           "(H200)")
-    return "fused", f"M = {m} <= {FUSED_MAX_M}: the fused kernel measured faster (H200)"
+    max_m, basis = FUSED_MAX_M[fmt], FUSED_BASIS[fmt]
+    if m > max_m:
+        return "dequant", f"M = {m} > {max_m}: dequantize + F.linear is faster ({basis})"
+    return "fused", f"M = {m} <= {max_m}: the fused kernel is faster ({basis})"
+
+
+def _nvfp4_fused(layer, x2: Tensor, bias: Optional[Tensor]) -> Tensor:
+    return _ops.gemm_nvfp4_w4a16(x2, layer.weight_packed, layer.weight_scale,
+                                 layer.weight_global_scale, bias)
+
+
+def _mx_fused(layer, x2: Tensor, bias: Optional[Tensor]) -> Tensor:
+    return _ops.gemm_mx_w16(x2, layer.weight_data, layer.weight_scale, layer.ELEM, bias)
+
+
+#: format name -> fused(layer, x2 [M, K] fp16/bf16, bias in x2's dtype or None) -> [M, N]:
+#: the format's fused weight-only op (``FORMATS[fmt].fused_op``).
+FUSED: Dict[str, Callable[..., Tensor]] = {
+    "NVFP4": _nvfp4_fused,
+    "MXFP8": _mx_fused,
+    "MXFP4": _mx_fused,
+}
 
 
 def _fused(layer, x2: Tensor, bias: Optional[Tensor]) -> Tensor:
-    if fused_path(x2.shape[0], x2.dtype)[0] != "fused":
+    if layer.act_quant is not None:  # the kernels would silently skip the input quantization
+        raise ValueError(f"{type(layer).__name__}: the fused backend serves the weight-only "
+                         f"scheme ({FORMATS[layer.FORMAT].schemes[0]}, act_quant=None), got "
+                         f"act_quant={layer.act_quant!r}")
+    if fused_path(layer.FORMAT, x2.shape[0], x2.dtype)[0] != "fused":
         return _dequant(layer, x2, bias)
-    return _ops.gemm_nvfp4_w4a16(x2, layer.weight_packed, layer.weight_scale,
-                                 layer.weight_global_scale,
-                                 None if bias is None else bias.to(x2.dtype))
+    return FUSED[layer.FORMAT](layer, x2, None if bias is None else bias.to(x2.dtype))
 
 
 #: backend name -> gemm(layer, x2 [M, K], bias) -> [M, N].
@@ -222,7 +272,7 @@ def apply_linear(backend: str, layer, x: Tensor, bias: Optional[Tensor] = None) 
     backend : {"scaled_mm", "fused", "dequant", "reference"}
         See the module docstring; this function does not check that the backend can run
         on the device (:func:`~nvfp4_ops.nn.select_nvfp4_linear_backend` does).
-    layer : NVFP4Linear or MXFP8Linear
+    layer : NVFP4Linear, MXFP8Linear or MXFP4Linear
         Supplies the quantized weight and the scheme (``layer.act_quant``: W4A4 quantizes
         the activation with a dynamic or the static ``input_global_scale``; W8A8 with the
         layer's ``rounding``).
@@ -251,3 +301,4 @@ def apply_linear(backend: str, layer, x: Tensor, bias: Optional[Tensor] = None) 
 #: The per-format names of :func:`apply_linear` (one function serves every format).
 apply_nvfp4_linear = apply_linear
 apply_mxfp8_linear = apply_linear
+apply_mxfp4_linear = apply_linear

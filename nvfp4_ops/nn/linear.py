@@ -1,4 +1,5 @@
-"""Linear layers with a weight quantized once: :class:`NVFP4Linear`, :class:`MXFP8Linear`.
+"""Linear layers with a weight quantized once: :class:`NVFP4Linear`, :class:`MXFP8Linear`,
+:class:`MXFP4Linear`.
 
 :class:`QuantizedLinear` holds everything the formats share: the bias, the state-dict
 conventions (raw bytes accepted for float8 buffers, ``[]`` or ``[1]`` per-tensor scales),
@@ -14,7 +15,8 @@ Schemes
 NVFP4: W4A16 (``act_quant=None``), W4A4 dynamic (the activation's global scale
 ``2688 / amax(x)`` computed per call, on the device, no sync) and W4A4 static (a calibrated
 ``input_global_scale`` buffer). MXFP8: W8A16 and W8A8 (``"dynamic"``: per-block E8M0 scales
-of each input; MX has no per-tensor scale, so there is no static variant).
+of each input; MX has no per-tensor scale, so there is no static variant). MXFP4: W4A16 only
+(gpt-oss style weights). The MX layers share :class:`MXLinear`.
 """
 
 from __future__ import annotations
@@ -29,7 +31,8 @@ from ..formats import from_compressed_tensors
 from .backends import FORMATS, LinearFormat, check_backend_name, select_linear_backend
 from .gemm import apply_linear, prepare
 
-__all__ = ["MXFP8Linear", "NVFP4Linear", "QuantizedLinear", "quantize_linears"]
+__all__ = ["MXFP4Linear", "MXFP8Linear", "MXLinear", "NVFP4Linear", "QuantizedLinear",
+           "quantize_linears"]
 
 _ops = torch.ops.nvfp4
 _E4M3 = torch.float8_e4m3fn
@@ -50,7 +53,7 @@ class QuantizedLinear(nn.Module):
     bias : bool
     act_quant : str or None
         None: weight-only. Otherwise one of the format's activation schemes.
-    backend : {None, "auto", "scaled_mm", "dequant", "reference"}
+    backend : {None, "auto", "scaled_mm", "fused", "dequant", "reference"}
         None / "auto": :func:`~nvfp4_ops.nn.select_linear_backend` picks (the environment
         variable ``NVFP4_OPS_LINEAR_BACKEND`` first).
     device, dtype
@@ -149,7 +152,7 @@ class QuantizedLinear(nn.Module):
 
     @property
     def scheme(self) -> str:
-        """"W4A16" / "W4A4" (NVFP4), "W8A16" / "W8A8" (MXFP8)."""
+        """"W4A16" / "W4A4" (NVFP4), "W8A16" / "W8A8" (MXFP8), "W4A16" (MXFP4)."""
         return self.format_info().schemes[0 if self.weight_only else 1]
 
     def set_backend(self, backend: Optional[str] = None) -> "QuantizedLinear":
@@ -433,7 +436,123 @@ class NVFP4Linear(QuantizedLinear):
                                  act_quant=act_quant, backend=backend)
 
 
-class MXFP8Linear(QuantizedLinear):
+class MXLinear(QuantizedLinear):
+    """The base of the MX layers (not built directly): :class:`MXFP8Linear`,
+    :class:`MXFP4Linear`.
+
+    An MX weight is ``ELEM`` elements (E4M3 or E2M1) with an E8M0 scale per block of 32
+    along K, stored as ``(data, weight_scale)`` as :func:`nvfp4_ops.mx_quantize` returns
+    them (the scales in the linear layout, uint8 bytes, bias 127). A subclass names the
+    element type (``ELEM``), the data buffer (``_QUANT_BUFFERS[0]``) and its form.
+
+    Parameters
+    ----------
+    in_features, out_features : int
+        ``K`` (a multiple of 32) and ``N``.
+    bias : bool
+    act_quant : str or None
+        None: weight-only. ``"dynamic"`` (MXFP8 only): each input quantized to the format
+        (per-block scales).
+    rounding : {"rceil", "floor"}
+        The E8M0 scale rounding of the activations (the weight's is fixed when it is
+        quantized; ``from_float`` uses the same mode).
+    backend, device, dtype
+        As for :class:`QuantizedLinear`.
+    """
+
+    #: The MX element type of the weight (and of quantized activations): "e4m3" or "e2m1".
+    ELEM: str = ""
+    #: The dtype of the data buffer and the elements per byte (2 for packed E2M1).
+    _DATA_DTYPE: torch.dtype = torch.uint8
+    _PER_BYTE: int = 1
+    #: The data buffer's form, as error messages name it.
+    _DATA_FORM: str = ""
+    _ACT_QUANT_REFUSED = {
+        "static": ("does not exist for MX formats (no per-tensor scale: activations are "
+                   "scaled per block of 32); use act_quant='dynamic'"),
+    }
+    _ACT_REPR = {None: "weight-only", "dynamic": "dynamic per-block activation scales"}
+
+    def __init__(self, in_features: int, out_features: int, bias: bool = True, *,
+                 act_quant: Optional[str] = None, rounding: str = "rceil",
+                 backend: Optional[str] = None, device=None,
+                 dtype: torch.dtype = torch.bfloat16) -> None:
+        if rounding not in ("rceil", "floor"):
+            raise ValueError(f"{type(self).__name__}: rounding must be 'rceil' or 'floor', "
+                             f"got {rounding!r}")
+        super().__init__(in_features, out_features, bias, act_quant=act_quant,
+                         backend=backend, device=device, dtype=dtype)
+        self.rounding = rounding
+
+    def _init_buffers(self, device) -> None:
+        N, K = self.out_features, self.in_features
+        self.register_buffer(self._QUANT_BUFFERS[0], torch.zeros(
+            N, K // self._PER_BYTE, dtype=torch.uint8, device=device).view(self._DATA_DTYPE))
+        self.register_buffer("weight_scale", torch.full(
+            (N, K // 32), 127, dtype=torch.uint8, device=device))
+
+    @property
+    def weight_data(self) -> Tensor:
+        """The element buffer (``weight`` of MXFP8, ``weight_packed`` of MXFP4): the
+        ``data`` of :func:`nvfp4_ops.mx_quantize` and of ``nvfp4.gemm_mx_w16``."""
+        return self._buffers[self._QUANT_BUFFERS[0]]
+
+    def _format_repr(self) -> str:
+        return (f"{self.FORMAT} ({self.ELEM.upper()}, E8M0 scale per 32, "
+                f"rounding={self.rounding})")
+
+    def dequantize_weight(self, dtype: torch.dtype) -> Tensor:
+        return _ops.mx_dequantize(self.weight_data, self.weight_scale, self.ELEM, dtype, False)
+
+    def quantize_input(self, x2: Tensor) -> Tensor:
+        if self.act_quant is None:
+            return x2
+        xd, xs = _ops.mx_quantize(x2, self.ELEM, self.rounding, False, -1, "amax")
+        return _ops.mx_dequantize(xd, xs, self.ELEM, x2.dtype, False)
+
+    @classmethod
+    def from_float(
+        cls,
+        linear: nn.Linear,
+        *,
+        rounding: str = "rceil",
+        scale_method: str = "amax",
+        act_quant: Optional[str] = None,
+        backend: Optional[str] = None,
+    ) -> "MXLinear":
+        """Quantize ``linear``'s weight to the format once (``rounding`` "rceil" or "floor";
+        ``scale_method`` "amax" or "mse"), on the weight's device. The bias is kept in its
+        dtype."""
+        data, scales = _ops.mx_quantize(linear.weight.detach(), cls.ELEM, rounding, False, -1,
+                                        scale_method)
+        return cls._from_float_quantized(linear, (data, scales), scale_method,
+                                         act_quant=act_quant, rounding=rounding,
+                                         backend=backend)
+
+    @classmethod
+    def _from_mx(cls, data: Tensor, weight_scale: Tensor, *, bias: Optional[Tensor],
+                 act_quant: Optional[str], rounding: str,
+                 backend: Optional[str]) -> "MXLinear":
+        """``from_quantized``: the stored tensors checked and used as they are (uint8 bytes
+        accepted for a float8 data buffer, float8_e8m0fnu for the scales)."""
+        fn, name = f"{cls.__name__}.from_quantized", cls._QUANT_BUFFERS[0]
+        if _E8M0 is not None and weight_scale.dtype == _E8M0:
+            weight_scale = weight_scale.view(torch.uint8)
+        if data.dtype == torch.uint8:
+            data = data.view(cls._DATA_DTYPE)
+        if data.dtype != cls._DATA_DTYPE or data.dim() != 2:
+            raise ValueError(f"{fn}: {name} must be {cls._DATA_FORM}, got {data.dtype} "
+                             f"{list(data.shape)}")
+        N, K = data.shape[0], data.shape[1] * cls._PER_BYTE
+        if weight_scale.dtype != torch.uint8 or tuple(weight_scale.shape) != (N, K // 32):
+            raise ValueError(f"{fn}: weight_scale must be uint8 E8M0 [N, K/32] = "
+                             f"[{N}, {K // 32}], got {weight_scale.dtype} "
+                             f"{list(weight_scale.shape)}")
+        return cls._from_buffers({name: data, "weight_scale": weight_scale}, K, N, bias,
+                                 act_quant=act_quant, rounding=rounding, backend=backend)
+
+
+class MXFP8Linear(MXLinear):
     """A linear layer with an MXFP8 weight (W8A16 or W8A8).
 
     Parameters
@@ -456,62 +575,11 @@ class MXFP8Linear(QuantizedLinear):
     """
 
     FORMAT = "MXFP8"
-    #: The MX element type of the weight and of quantized activations.
     ELEM = "e4m3"
+    _DATA_DTYPE = _E4M3
+    _PER_BYTE = 1
+    _DATA_FORM = "float8_e4m3fn [N, K]"
     _QUANT_BUFFERS = ("weight", "weight_scale")
-    _ACT_QUANT_REFUSED = {
-        "static": ("does not exist for MX formats (no per-tensor scale: activations are "
-                   "scaled per block of 32); use act_quant='dynamic'"),
-    }
-    _ACT_REPR = {None: "weight-only", "dynamic": "dynamic per-block activation scales"}
-
-    def __init__(self, in_features: int, out_features: int, bias: bool = True, *,
-                 act_quant: Optional[str] = None, rounding: str = "rceil",
-                 backend: Optional[str] = None, device=None,
-                 dtype: torch.dtype = torch.bfloat16) -> None:
-        if rounding not in ("rceil", "floor"):
-            raise ValueError(f"{type(self).__name__}: rounding must be 'rceil' or 'floor', "
-                             f"got {rounding!r}")
-        super().__init__(in_features, out_features, bias, act_quant=act_quant,
-                         backend=backend, device=device, dtype=dtype)
-        self.rounding = rounding
-
-    def _init_buffers(self, device) -> None:
-        N, K = self.out_features, self.in_features
-        self.register_buffer("weight", torch.zeros(
-            N, K, dtype=torch.uint8, device=device).view(_E4M3))
-        self.register_buffer("weight_scale", torch.full(
-            (N, K // 32), 127, dtype=torch.uint8, device=device))
-
-    def _format_repr(self) -> str:
-        return f"MXFP8 (E4M3, E8M0 scale per 32, rounding={self.rounding})"
-
-    def dequantize_weight(self, dtype: torch.dtype) -> Tensor:
-        return _ops.mx_dequantize(self.weight, self.weight_scale, self.ELEM, dtype, False)
-
-    def quantize_input(self, x2: Tensor) -> Tensor:
-        if self.act_quant is None:
-            return x2
-        xd, xs = _ops.mx_quantize(x2, self.ELEM, self.rounding, False, -1, "amax")
-        return _ops.mx_dequantize(xd, xs, self.ELEM, x2.dtype, False)
-
-    @classmethod
-    def from_float(
-        cls,
-        linear: nn.Linear,
-        *,
-        rounding: str = "rceil",
-        scale_method: str = "amax",
-        act_quant: Optional[str] = None,
-        backend: Optional[str] = None,
-    ) -> "MXFP8Linear":
-        """Quantize ``linear``'s weight to MXFP8 once (``rounding`` "rceil" or "floor";
-        ``scale_method`` "amax" or "mse"), on the weight's device."""
-        data, scales = _ops.mx_quantize(linear.weight.detach(), cls.ELEM, rounding, False, -1,
-                                        scale_method)
-        return cls._from_float_quantized(linear, (data, scales), scale_method,
-                                         act_quant=act_quant, rounding=rounding,
-                                         backend=backend)
 
     @classmethod
     def from_quantized(
@@ -524,26 +592,82 @@ class MXFP8Linear(QuantizedLinear):
         rounding: str = "rceil",
         backend: Optional[str] = None,
     ) -> "MXFP8Linear":
-        """A layer over stored MXFP8 tensors: float8_e4m3fn ``[N, K]`` and E8M0 bytes
-        ``[N, K/32]`` (uint8 or float8_e8m0fnu), used as they are."""
-        if _E8M0 is not None and weight_scale.dtype == _E8M0:
-            weight_scale = weight_scale.view(torch.uint8)
-        if weight.dtype == torch.uint8:
-            weight = weight.view(_E4M3)
-        if weight.dtype != _E4M3 or weight.dim() != 2:
-            raise ValueError(f"MXFP8Linear.from_quantized: weight must be float8_e4m3fn [N, K], "
-                             f"got {weight.dtype} {list(weight.shape)}")
-        N, K = weight.shape
-        if weight_scale.dtype != torch.uint8 or tuple(weight_scale.shape) != (N, K // 32):
-            raise ValueError(f"MXFP8Linear.from_quantized: weight_scale must be uint8 E8M0 "
-                             f"[N, K/32] = [{N}, {K // 32}], got {weight_scale.dtype} "
-                             f"{list(weight_scale.shape)}")
-        return cls._from_buffers({"weight": weight, "weight_scale": weight_scale}, K, N, bias,
-                                 act_quant=act_quant, rounding=rounding, backend=backend)
+        """A layer over stored MXFP8 tensors: float8_e4m3fn ``[N, K]`` (uint8 bytes
+        accepted) and E8M0 bytes ``[N, K/32]`` (uint8 or float8_e8m0fnu), used as they are
+        (the compressed-tensors ``mxfp8-quantized`` names: ``weight``, ``weight_scale``)."""
+        return cls._from_mx(weight, weight_scale, bias=bias, act_quant=act_quant,
+                            rounding=rounding, backend=backend)
+
+
+class MXFP4Linear(MXLinear):
+    """A linear layer with an MXFP4 weight, gpt-oss style (W4A16: weight-only).
+
+    E2M1 elements with an E8M0 scale per 32 (no per-tensor scale), 4.25 bits per weight.
+    There is no W4A4 scheme (gpt-oss and the compressed-tensors ``mxfp4-pack-quantized``
+    checkpoints quantize weights only), so ``act_quant`` is None and the layer runs on the
+    ``fused`` (CUDA sm_80..sm_90, op ``nvfp4.gemm_mx_w16`` with ``elem="e2m1"``),
+    ``dequant`` or ``reference`` backend.
+
+    Parameters
+    ----------
+    in_features, out_features : int
+        ``K`` (a multiple of 32) and ``N``.
+    bias : bool
+    act_quant : None
+        Weight-only (the only scheme).
+    rounding : {"rceil", "floor"}
+        The E8M0 scale rounding :meth:`from_float` quantizes the weight with.
+    backend, device, dtype
+        As for :class:`QuantizedLinear`.
+
+    Buffers (the state dict; names as compressed-tensors ``mxfp4-pack-quantized``, which
+    ``python -m nvfp4_ops quantize --format mxfp4`` writes)
+    --------------------------------------------------------------------------------------
+    weight_packed : uint8 ``[N, K/2]``, two E2M1 codes per byte, low nibble first
+    weight_scale : uint8 E8M0 ``[N, K/32]`` (linear layout, bias 127)
+
+    Build with :meth:`from_float`, :meth:`from_quantized` (stored tensors; a gpt-oss
+    ``blocks`` / ``scales`` pair of one 2-D weight through
+    :func:`nvfp4_ops.formats.from_gpt_oss_mxfp4`:
+    ``MXFP4Linear.from_quantized(*from_gpt_oss_mxfp4(d), bias=b)``), or construct and
+    ``load_state_dict``.
+    """
+
+    FORMAT = "MXFP4"
+    ELEM = "e2m1"
+    _DATA_DTYPE = torch.uint8
+    _PER_BYTE = 2
+    _DATA_FORM = "uint8 [N, K/2] (two E2M1 codes per byte)"
+    _QUANT_BUFFERS = ("weight_packed", "weight_scale")
+    _ACT_QUANT_REFUSED = {
+        "static": ("does not exist for MX formats (no per-tensor scale: activations are "
+                   "scaled per block of 32), and MXFP4Linear is weight-only (W4A16): use "
+                   "act_quant=None"),
+        "dynamic": ("does not exist for MXFP4Linear: it is weight-only (W4A16, gpt-oss "
+                    "style); use act_quant=None"),
+    }
+
+    @classmethod
+    def from_quantized(
+        cls,
+        weight_packed: Tensor,
+        weight_scale: Tensor,
+        *,
+        bias: Optional[Tensor] = None,
+        act_quant: Optional[str] = None,
+        rounding: str = "rceil",
+        backend: Optional[str] = None,
+    ) -> "MXFP4Linear":
+        """A layer over stored MXFP4 tensors: packed E2M1 uint8 ``[N, K/2]`` and E8M0 bytes
+        ``[N, K/32]`` (uint8 or float8_e8m0fnu), used as they are (no copy when
+        contiguous)."""
+        return cls._from_mx(weight_packed, weight_scale, bias=bias, act_quant=act_quant,
+                            rounding=rounding, backend=backend)
 
 
 #: The layer class of each format, by the ``fmt`` name of :func:`quantize_linears`.
-LAYERS: Dict[str, type] = {cls.FORMAT.lower(): cls for cls in (NVFP4Linear, MXFP8Linear)}
+LAYERS: Dict[str, type] = {cls.FORMAT.lower(): cls
+                           for cls in (NVFP4Linear, MXFP8Linear, MXFP4Linear)}
 
 
 def quantize_linears(
@@ -554,7 +678,8 @@ def quantize_linears(
     **kwargs,
 ) -> nn.Module:
     """Replace every ``nn.Linear`` of ``model`` (in place) by :class:`NVFP4Linear`
-    (``fmt="nvfp4"``) or :class:`MXFP8Linear` (``"mxfp8"``) built with ``from_float(**kwargs)``.
+    (``fmt="nvfp4"``), :class:`MXFP8Linear` (``"mxfp8"``) or :class:`MXFP4Linear`
+    (``"mxfp4"``) built with ``from_float(**kwargs)``.
 
     Layers whose qualified name is in ``skip``, or whose ``in_features`` does not fit the
     format (16 / 32), are left as they are. Returns ``model``.

@@ -4,7 +4,8 @@ torch.ops.nvfp4, so no graph break)."""
 import torch
 from torch import nn
 
-from nvfp4_ops.nn import MXFP8Linear, NVFP4Linear
+from nvfp4_ops.nn import MXFP4Linear, MXFP8Linear, NVFP4Linear
+from nvfp4_ops.nn.gemm import FUSED_MAX_M, apply_linear
 
 from ._common import _linear, _rel, _x
 
@@ -40,3 +41,19 @@ def test_compile_fullgraph_two_layers():
 
 
 # --------------------------------------------------------------------------------------
+# The fused backend of the MX layers (gemm_mx_w16 through its fake), and of NVFP4
+# --------------------------------------------------------------------------------------
+
+
+def test_compile_fullgraph_fused_backend_every_format():
+    # the fused GEMM with the per-format crossover (M = 1: the fused op, M = 65: dequant)
+    # traces whole; on CPU the ops are the reference, so compiled == eager bit for bit
+
+    for cls in (NVFP4Linear, MXFP8Linear, MXFP4Linear):
+        layer = cls.from_float(_linear(64, 24, dtype=torch.bfloat16))
+        torch._dynamo.reset()
+        f = torch.compile(lambda x: apply_linear("fused", layer, x, layer.bias),
+                          fullgraph=True, backend="aot_eager")
+        for m in (1, FUSED_MAX_M[cls.FORMAT] + 1):
+            x = _x((m, 64), torch.bfloat16, seed=m)
+            assert torch.equal(f(x), apply_linear("fused", layer, x, layer.bias)), (cls, m)
