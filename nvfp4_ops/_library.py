@@ -35,7 +35,6 @@ OPS = {
     # byte moves: the same code serves every device (no CUDA kernel needed)
     "prepack_nvfp4_w4a16": reference.prepack_nvfp4_w4a16,
     "unprepack_nvfp4_w4a16": reference.unprepack_nvfp4_w4a16,
-    # no fused MX kernel yet: nvfp4_ops.gemm_mx_w16 runs dequantize + F.linear on CUDA
     "gemm_mx_w16": reference.gemm_mx_w16,
     # training recipes (docs/spec.md section 8): no CUDA kernels yet, the reference serves CUDA
     "train_quantize": reference.train_quantize,

@@ -509,9 +509,11 @@ def gemm_mx_w16(
 ) -> Tensor:
     """``x @ W^T (+ bias)`` for an MX weight ``W [N, K]`` (MXFP8 W8A16, MXFP4 W4A16).
 
-    No fused MX kernel yet: on every device the op is the reference (the weight
-    dequantized to fp32, an fp32 matmul, one cast; torch ops, so it runs on the GPU too).
-    The layers (``nvfp4_ops.nn``) use dequantize + ``F.linear`` for MX weights.
+    On CUDA a fused kernel (sm_80+: the codes converted to fp16/bf16 in registers, tensor-core
+    mma, each 32-block's E8M0 scale applied to its fp32 partial sums; split-K summed in a
+    fixed order, so the same bits on every run). Elsewhere the reference: the weight
+    dequantized to fp32, an fp32 matmul, one cast. The layers (``nvfp4_ops.nn``) use it for
+    weight-only MX schemes at small M.
 
     Parameters
     ----------
