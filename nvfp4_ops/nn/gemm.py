@@ -170,17 +170,28 @@ def _scaled_mm(layer, x2: Tensor, bias: Optional[Tensor]) -> Tensor:
 #: between nothing was measured; the kernel tiles M by 64 tokens, so 65 <= M <= 128 should
 #: cost about what M = 128 does: hence the cut at 64.
 #:
-#: MXFP8 = 64, MXFP4 = 64: NOT MEASURED YET (the MX kernel of ``nvfp4.gemm_mx_w16`` is new):
-#: NVFP4's value until ``benchmarks/bench_gemm.py --formats mxfp4,mxfp8`` has run on the GPU
-#: (its "crossover" lines give the M from which dequantize + F.linear is faster).
-FUSED_MAX_M: Dict[str, int] = {"NVFP4": 64, "MXFP8": 64, "MXFP4": 64}
+#: (Same machine type after the XPRE change of this session's kernel: 8192x8192 27.0 / 34.6
+#: / 80.1 us at M = 1 / 16 / 64, 28672x8192 63.0 / 90.1 / 212.0; the cut stays at 64.)
+#:
+#: MXFP8 = 16, MXFP4 = 16: bench_gemm.py --formats nvfp4,mxfp4,mxfp8 --ms 1,16,64 on an H200
+#: (torch 2.11, bf16; fused / dequantize + F.linear / bf16, microseconds):
+#:
+#: format N x K        | M=1                 | M=16                | M=64
+#: MXFP4  8192x8192    | 37.9 / 95.9 / 43.3  | 47.3 / 95.6 / 43.4  | 113.1 / 98.4 / 45.8
+#: MXFP8  8192x8192    | 37.0 / 95.3 / 43.8  | 49.6 / 94.4 / 43.7  | 118.6 / 96.9 / 46.3
+#: MXFP4  28672x8192   | 106.2 / 304.6 / 125.4 | 136.5 / 300.4 / 121.0 | 340.0 / 303.7 / 125.1
+#: MXFP8  28672x8192   | 94.8 / 305.9 / 119.8 | 134.1 / 302.0 / 121.8 | 362.6 / 304.0 / 124.8
+#:
+#: fused wins at M <= 16, dequantize + F.linear at M = 64; the MX dispatch takes M = 17..64
+#: with one 64-token tile (it has no 32-token one), which costs what M = 64 does: cut at 16.
+FUSED_MAX_M: Dict[str, int] = {"NVFP4": 64, "MXFP8": 16, "MXFP4": 16}
 
 #: Per format: the measurement behind its :data:`FUSED_MAX_M` value, as the reasons of
 #: :func:`fused_path` quote it.
 FUSED_BASIS: Dict[str, str] = {
     "NVFP4": "measured on an H200",
-    "MXFP8": "NVFP4's H200 crossover; not measured for MXFP8 yet",
-    "MXFP4": "NVFP4's H200 crossover; not measured for MXFP4 yet",
+    "MXFP8": "measured on an H200",
+    "MXFP4": "measured on an H200",
 }
 
 
