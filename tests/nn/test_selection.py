@@ -265,8 +265,7 @@ def test_fused_path_by_format_rows_and_dtype(monkeypatch):
     # each format has its own crossover
     monkeypatch.setitem(FUSED_MAX_M, "MXFP4", 8)
     assert fused_path("MXFP4", 9, torch.bfloat16) == (
-        "dequant", "M = 9 > 8: dequantize + F.linear is faster (NVFP4's H200 crossover; not "
-        "measured for MXFP4 yet)")
+        "dequant", "M = 9 > 8: dequantize + F.linear is faster (measured on an H200)")
     assert fused_path("MXFP8", 9, torch.bfloat16)[0] == "fused"
     assert fused_path("NVFP4", 9, torch.bfloat16)[0] == "fused"
     with pytest.raises(KeyError, match="no fused GEMM crossover for format 'FP6'"):
