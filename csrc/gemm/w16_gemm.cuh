@@ -83,7 +83,7 @@ struct Params {
   const void* bias;       // [N] of x's dtype, or null
   void* y;                // [M, N]
   float* partials;        // [splits, M, N] when splits > 1
-  int* tickets;           // [m_tiles * n_tiles] zeroed before the launch when splits > 1
+  int* tickets;           // [m_tiles * n_tiles] zero at the launch when splits > 1
   int M, N, K;
   int steps;              // ceil(K / kSuperK)
   int steps_per_split;
@@ -549,14 +549,15 @@ __global__ void __launch_bounds__(kThreads, Config<NT>::kMinBlocks)
     for (int nt = 0; nt < NT; ++nt) tok_off[nt] = min(nt * 8 + g, mt - 1) * p.x_stride;
     WRegs r0, r1;  // ping-pong: the next phase's weights load while this one's are used
     if (n_phases > 0) load_w<FMT, ALIGNED, PREPACKED>(r0, p, row0, t, ph_begin);
+    if (n_phases > 1) load_w<FMT, ALIGNED, PREPACKED>(r1, p, row0, t, ph_begin + 1);
     preload_x<FMT>(smem, p, m0, mt, s_begin, n_steps, tid);
     const unsigned char* xs = smem + t * kSegBytes;
     for (int i = 0; i < n_phases; i += 2) {
-      if (i + 1 < n_phases) load_w<FMT, ALIGNED, PREPACKED>(r1, p, row0, t, ph_begin + i + 1);
       mma_phase<T, FMT, NT>(acc, r0, xs + (i / P) * kTokenBytes, tok_off, i);
       if (i + 1 >= n_phases) break;
       if (i + 2 < n_phases) load_w<FMT, ALIGNED, PREPACKED>(r0, p, row0, t, ph_begin + i + 2);
       mma_phase<T, FMT, NT>(acc, r1, xs + ((i + 1) / P) * kTokenBytes, tok_off, i + 1);
+      if (i + 3 < n_phases) load_w<FMT, ALIGNED, PREPACKED>(r1, p, row0, t, ph_begin + i + 3);
     }
   } else {
 #pragma unroll
