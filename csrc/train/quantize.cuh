@@ -5,7 +5,8 @@
 //
 // Work layout: a CTA tile is 64 rows x 64 columns of one batch of x ([B, M, K], contiguous),
 // read once with coalesced 16-byte loads (element loads when a row of x is not a multiple of
-// 16 bytes) into shared memory as fp32, zeros outside x. With stochastic rounding the tile's
+// 16 bytes) into shared memory as fp32, zeros outside x; CTAs loop over tiles, the loads of
+// the next tile issued before the work on the current one. With stochastic rounding the tile's
 // Philox words (one counter per 4 consecutive elements of x in row-major order, whatever the
 // axis) are generated next to it. Each of the 256 threads then owns one block of 16 of each
 // operand: the rowwise operand (x, blocks along K) takes row 16 sr + j, columns 16 sc..+15,
@@ -58,44 +59,78 @@ struct TileParams {
   Operand op[2];
 };
 
-// The tile (rows m0.., columns k0.. of batch b) of x as fp32 into s[r * kPitch + c], zeros
-// outside x.
+// Where a tile lies: batch b, first row m0 and column k0 of x, and how many of its rows and
+// columns are inside x.
+struct TileCoord {
+  int64_t b, m0, k0;
+  int rows_valid, cols_valid;
+};
+
+__device__ __forceinline__ TileCoord tile_coord(const TileParams& p, int64_t t) {
+  const int64_t t2 = t / p.tiles_k;
+  TileCoord c;
+  c.k0 = (t - t2 * p.tiles_k) * kTile;
+  c.b = t2 / p.tiles_m;
+  c.m0 = (t2 - c.b * p.tiles_m) * kTile;
+  c.rows_valid = static_cast<int>(p.m - c.m0 < kTile ? p.m - c.m0 : kTile);
+  c.cols_valid = static_cast<int>(p.k - c.k0 < kTile ? p.k - c.k0 : kTile);
+  return c;
+}
+
+// The 16-byte chunks of a tile this thread loads (p.vec only): chunk q = u * kThreads + tid
+// is row q / kChunksPerRow, columns (q % kChunksPerRow) * kPerVec.. of the tile.
 template <typename T>
-__device__ __forceinline__ void load_tile(const TileParams& p, int64_t b, int64_t m0, int64_t k0,
-                                          int rows_valid, int cols_valid, float* s) {
-  constexpr int V = Elem<T>::kPerVec;
-  constexpr int kChunksPerRow = kTile / V;
-  constexpr int kLoads = kTile * kChunksPerRow / kThreads;
+struct TileChunks {
+  static constexpr int kV = Elem<T>::kPerVec;
+  static constexpr int kChunksPerRow = kTile / kV;
+  static constexpr int kLoads = kTile * kChunksPerRow / kThreads;
+  uint4 raw[kLoads];
+};
+
+// Issue the loads of tile c (zeros outside x); the caller stores them once the previous tile
+// is consumed, so the loads of the next tile overlap the work on this one.
+template <typename T>
+__device__ __forceinline__ void load_chunks(const TileParams& p, const TileCoord& c,
+                                            TileChunks<T>& ch) {
+  using C = TileChunks<T>;
   const T* x = static_cast<const T*>(p.x);
+#pragma unroll
+  for (int u = 0; u < C::kLoads; ++u) {
+    const int q = u * kThreads + threadIdx.x;
+    const int r = q / C::kChunksPerRow, col = (q % C::kChunksPerRow) * C::kV;
+    ch.raw[u] = (r < c.rows_valid && col < c.cols_valid)
+                    ? load_stream(x + ((c.b * p.m + c.m0 + r) * p.k + c.k0 + col))
+                    : make_uint4(0u, 0u, 0u, 0u);
+  }
+}
+
+// The tile as fp32 into s[r * kPitch + c]: the chunks loaded by load_chunks (p.vec), or
+// element loads (rows of x not a multiple of 16 bytes), zeros outside x.
+template <typename T>
+__device__ __forceinline__ void store_tile(const TileParams& p, const TileCoord& c,
+                                           const TileChunks<T>& ch, float* s) {
+  using C = TileChunks<T>;
   const int tid = threadIdx.x;
   if (p.vec) {
-    uint4 raw[kLoads];
 #pragma unroll
-    for (int u = 0; u < kLoads; ++u) {
+    for (int u = 0; u < C::kLoads; ++u) {
       const int q = u * kThreads + tid;
-      const int r = q / kChunksPerRow, c = (q % kChunksPerRow) * V;
-      raw[u] = (r < rows_valid && c < cols_valid)
-                   ? load_stream(x + ((b * p.m + m0 + r) * p.k + k0 + c))
-                   : make_uint4(0u, 0u, 0u, 0u);
-    }
+      const int r = q / C::kChunksPerRow, col = (q % C::kChunksPerRow) * C::kV;
+      float f[C::kV];
+      unpack_vec<T>(ch.raw[u], f);
 #pragma unroll
-    for (int u = 0; u < kLoads; ++u) {
-      const int q = u * kThreads + tid;
-      const int r = q / kChunksPerRow, c = (q % kChunksPerRow) * V;
-      float f[V];
-      unpack_vec<T>(raw[u], f);
-#pragma unroll
-      for (int i = 0; i < V; i += 4) {
-        *reinterpret_cast<float4*>(s + r * kPitch + c + i) =
+      for (int i = 0; i < C::kV; i += 4) {
+        *reinterpret_cast<float4*>(s + r * kPitch + col + i) =
             make_float4(f[i], f[i + 1], f[i + 2], f[i + 3]);
       }
     }
   } else {
+    const T* x = static_cast<const T*>(p.x);
     for (int i = tid; i < kTile * kTile; i += kThreads) {
-      const int r = i / kTile, c = i % kTile;
-      s[r * kPitch + c] = (r < rows_valid && c < cols_valid)
-                              ? Elem<T>::to_float(x[(b * p.m + m0 + r) * p.k + k0 + c])
-                              : 0.0f;
+      const int r = i / kTile, col = i % kTile;
+      s[r * kPitch + col] = (r < c.rows_valid && col < c.cols_valid)
+                                ? Elem<T>::to_float(x[(c.b * p.m + c.m0 + r) * p.k + c.k0 + col])
+                                : 0.0f;
     }
   }
 }
@@ -103,14 +138,13 @@ __device__ __forceinline__ void load_tile(const TileParams& p, int64_t b, int64_
 // The stochastic-rounding word of each element of the tile into w[r * kPitch + c]: element
 // e = (b M + m) K + k of x takes word e % 4 of the Philox counter offset + e / 4. A tile row
 // touches at most kCountersPerRow counters; each is evaluated once per tile.
-__device__ __forceinline__ void tile_words(const TileParams& p, int64_t b, int64_t m0, int64_t k0,
-                                           int rows_valid, int cols_valid, uint64_t seed,
+__device__ __forceinline__ void tile_words(const TileParams& p, const TileCoord& t, uint64_t seed,
                                            uint64_t offset, uint32_t* w) {
   for (int i = threadIdx.x; i < kTile * kCountersPerRow; i += kThreads) {
     const int r = i / kCountersPerRow, slot = i % kCountersPerRow;
-    if (r >= rows_valid) continue;
-    const uint64_t e0 = static_cast<uint64_t>((b * p.m + m0 + r) * p.k + k0);
-    const uint64_t e_end = e0 + static_cast<uint64_t>(cols_valid);
+    if (r >= t.rows_valid) continue;
+    const uint64_t e0 = static_cast<uint64_t>((t.b * p.m + t.m0 + r) * p.k + t.k0);
+    const uint64_t e_end = e0 + static_cast<uint64_t>(t.cols_valid);
     const uint64_t c = (e0 >> 2) + static_cast<uint64_t>(slot);
     if (4 * c >= e_end) continue;
     const Philox4 words = sr_words(offset + c, seed);
@@ -125,10 +159,10 @@ __device__ __forceinline__ void tile_words(const TileParams& p, int64_t b, int64
 // This thread's block of operand kCol in the tile: transform, amax, scale, codes, stores.
 // Every thread of the CTA calls it (the 2-D scale reduces over the 16 lanes of a sub-tile).
 template <bool kCol, bool kAmaxOnly>
-__device__ __forceinline__ void operand_block(const TileParams& p, const Operand& o, int64_t b,
-                                              int64_t m0, int64_t k0, int rows_valid,
-                                              int cols_valid, const float* s, const uint32_t* w,
-                                              const float* signs, uint32_t& running_amax) {
+__device__ __forceinline__ void operand_block(const TileParams& p, const Operand& o,
+                                              const TileCoord& t, const float* s,
+                                              const uint32_t* w, const float* signs,
+                                              uint32_t& running_amax) {
   const int tid = threadIdx.x;
   const int sub = tid >> 4, j = tid & 15;
   // element 0 of the block at tile row r0, column c0; it runs along c (rowwise) or r.
@@ -160,7 +194,8 @@ __device__ __forceinline__ void operand_block(const TileParams& p, const Operand
 #pragma unroll
     for (int d = 1; d < 16; d <<= 1) amax = max(amax, __shfl_xor_sync(kFull, amax, d));
   }
-  if (r0 >= rows_valid || c0 >= cols_valid) return;
+  if (r0 >= t.rows_valid || c0 >= t.cols_valid) return;
+  const int64_t b = t.b;
   const float gs = __ldg(o.gs + (o.gs_per_batch ? b : 0));
   const uint32_t sf = nvfp4_block_scale(amax, gs);
   const float osc = nvfp4_osc(sf, rn_rcp(gs));
@@ -183,8 +218,8 @@ __device__ __forceinline__ void operand_block(const TileParams& p, const Operand
     }
   }
   // The operand's row and first element along it (x^T for the columnwise one).
-  const int64_t row = kCol ? k0 + c0 : m0 + r0;
-  const int64_t col = kCol ? m0 + r0 : k0 + c0;
+  const int64_t row = kCol ? t.k0 + c0 : t.m0 + r0;
+  const int64_t col = kCol ? t.m0 + r0 : t.k0 + c0;
   const int64_t cols = 16 * o.kb;
   __stcs(reinterpret_cast<uint2*>(o.packed + ((b * o.rows + row) * cols + col) / 2),
          make_uint2(lo, hi));
@@ -196,8 +231,11 @@ __device__ __forceinline__ void operand_block(const TileParams& p, const Operand
 // kAmaxOnly = false: quantize every active operand of every tile (grid-stride over tiles),
 // then zero the swizzled padding. kAmaxOnly = true: atomicMax of the abs_bits of every
 // element of each active (transformed) operand into its o.amax.
+// 4 CTAs per SM (64 registers) for 16-bit x; fp32 x holds twice the prefetched bytes per
+// thread and would spill under that cap: 3.
 template <typename T, bool kAmaxOnly>
-__global__ void __launch_bounds__(kThreads) train_quantize_kernel(const TileParams p) {
+__global__ void __launch_bounds__(kThreads, sizeof(T) == 2 ? 4 : 3)
+    train_quantize_kernel(const TileParams p) {
   __shared__ __align__(16) float s_val[kTile * kPitch];
   __shared__ __align__(16) uint32_t s_words[kAmaxOnly ? 1 : kTile * kPitch];
   __shared__ float s_signs[2][16];
@@ -213,26 +251,26 @@ __global__ void __launch_bounds__(kThreads) train_quantize_kernel(const TilePara
   }
   uint32_t amax[2] = {0u, 0u};
   const int64_t n_tiles = p.batches * p.tiles_m * p.tiles_k;
-  for (int64_t t = blockIdx.x; t < n_tiles; t += gridDim.x) {
-    const int64_t t2 = t / p.tiles_k;
-    const int64_t k0 = (t - t2 * p.tiles_k) * kTile;
-    const int64_t b = t2 / p.tiles_m;
-    const int64_t m0 = (t2 - b * p.tiles_m) * kTile;
-    const int rows_valid = static_cast<int>(p.m - m0 < kTile ? p.m - m0 : kTile);
-    const int cols_valid = static_cast<int>(p.k - k0 < kTile ? p.k - k0 : kTile);
+  int64_t t = blockIdx.x;
+  TileCoord c = tile_coord(p, t);
+  TileChunks<T> chunks;
+  if (p.vec) load_chunks<T>(p, c, chunks);
+  while (t < n_tiles) {
     __syncthreads();  // the previous tile is consumed (and s_signs written)
-    load_tile<T>(p, b, m0, k0, rows_valid, cols_valid, s_val);
-    if (!kAmaxOnly && p.stochastic) {
-      tile_words(p, b, m0, k0, rows_valid, cols_valid, seed, offset, s_words);
-    }
+    store_tile<T>(p, c, chunks, s_val);
+    if (!kAmaxOnly && p.stochastic) tile_words(p, c, seed, offset, s_words);
     __syncthreads();
+    const TileCoord cur = c;
+    t += gridDim.x;
+    if (t < n_tiles) {  // the next tile's loads in flight during this tile's work
+      c = tile_coord(p, t);
+      if (p.vec) load_chunks<T>(p, c, chunks);
+    }
     if (p.op[0].active) {
-      operand_block<false, kAmaxOnly>(p, p.op[0], b, m0, k0, rows_valid, cols_valid, s_val,
-                                      s_words, s_signs[0], amax[0]);
+      operand_block<false, kAmaxOnly>(p, p.op[0], cur, s_val, s_words, s_signs[0], amax[0]);
     }
     if (p.op[1].active) {
-      operand_block<true, kAmaxOnly>(p, p.op[1], b, m0, k0, rows_valid, cols_valid, s_val,
-                                     s_words, s_signs[1], amax[1]);
+      operand_block<true, kAmaxOnly>(p, p.op[1], cur, s_val, s_words, s_signs[1], amax[1]);
     }
   }
   if constexpr (kAmaxOnly) {
