@@ -8,9 +8,9 @@ the grouped ops with empty, tiny and uneven groups and rows past the last group;
 replay of stochastic rounding (advanced offset: new numbers; unchanged: the same bits) and
 of the grouped ops with new offsets; no host synchronisation; torch.compile(fullgraph=True).
 
-The argument contract on CUDA (same messages as on CPU) and opcheck on CUDA are in
-tests/ops/test_training_ops.py (its ``cuda`` parameters). Everything here is skipped without a
-GPU.
+The argument contract on CUDA (same messages as on CPU) is in tests/ops/test_training_ops.py
+(its ``cuda`` parameters, with an opcheck of other samples). Everything here is skipped without
+a GPU.
 """
 
 import itertools
@@ -23,7 +23,7 @@ from nvfp4_ops import _library
 from nvfp4_ops import reference as ref
 
 from .._utils import poison_cuda_cache, requires_cuda
-from ._helpers import assert_exact, assert_compiles_to_same_bits
+from ._helpers import assert_compiles_to_same_bits, assert_exact, opcheck
 
 pytestmark = requires_cuda
 OPS = torch.ops.nvfp4
@@ -366,3 +366,27 @@ def test_compile_fullgraph_on_cuda():
         return (*a, *b, *r, *c, *d)
 
     assert_compiles_to_same_bits(f, _x((64, 64)).cuda(), _x((64, 64), seed=1).cuda())
+
+
+def _opcheck_samples():
+    x3 = _x((2, 48, 80), F16).cuda()
+    x = _x((100, 64), F32).cuda()
+    seed, off = torch.tensor([-3], device="cuda"), torch.tensor([2**40], device="cuda")
+    signs = ref.random_hadamard_signs(torch.tensor([6])).cuda()
+    offs = torch.tensor([0, 37, 90], dtype=torch.int32, device="cuda")
+    return [
+        ("train_quantize", (x3, torch.tensor([1.0, 4.0], device="cuda"), -2, True, "stochastic",
+                            seed, off, signs, True)),
+        ("train_quantize", (x, None, -1, True, "nearest", None, None, signs, False)),
+        ("train_quantize_rowcol", (x3, None, torch.tensor([2.0, 3.0], device="cuda"), False,
+                                   "stochastic", seed, off, signs, True)),
+        ("grouped_quantize", (x, offs, None, True)),
+        ("grouped_quantize", (x, offs.long(), torch.ones(3, device="cuda"), False)),
+        ("mx_grouped_quantize", (x, offs, "e2m1", "floor", True)),
+    ]
+
+
+@pytest.mark.parametrize("i", range(6))
+def test_opcheck_on_cuda(i):
+    name, args = _opcheck_samples()[i]
+    opcheck(getattr(OPS, name).default, args)
