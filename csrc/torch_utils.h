@@ -259,9 +259,10 @@ inline void check_global_scale(const char* op, const Tensor& gs, int64_t batch) 
        shape_str(gs), " and dtype ", dtype_name(gs.scalar_type()));
 }
 
-// "<op>: tensors must be on one device: x on cuda:0, global_scale on cpu" (all of them).
+// "<op>: tensors must be on one device: x on cuda:0, global_scale on cpu" (all of them; a
+// braced list, or a vector built from the optional arguments that are present).
 inline void check_one_device(const char* op,
-                             std::initializer_list<std::pair<const char*, const Tensor*>> ts) {
+                             const std::vector<std::pair<const char*, const Tensor*>>& ts) {
   const Tensor& first = *ts.begin()->second;
   bool ok = true;
   for (const auto& t : ts) {

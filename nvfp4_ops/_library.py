@@ -36,7 +36,7 @@ OPS = {
     "prepack_nvfp4_w4a16": reference.prepack_nvfp4_w4a16,
     "unprepack_nvfp4_w4a16": reference.unprepack_nvfp4_w4a16,
     "gemm_mx_w16": reference.gemm_mx_w16,
-    # training recipes (docs/spec.md section 8): no CUDA kernels yet, the reference serves CUDA
+    # training recipes (docs/spec.md section 8): CUDA kernels in csrc/train/ops.cu
     "train_quantize": reference.train_quantize,
     "train_quantize_rowcol": reference.train_quantize_rowcol,
     "grouped_quantize": reference.grouped_quantize,
