@@ -6,6 +6,8 @@ time (benchmarks/_common.bench_ms, L2 flushed before each call) of
 * quantize (linear scales), quantize (swizzled scales),
 * dequantize -> bf16 from linear and from swizzled scales,
 * quant_dequant, global_scale,
+* quantize (both layouts) and quant_dequant with scale_method="4over6", with their time as
+  a multiple of the same op with "amax" ("x amax"; the target is <= 1.3x),
 
 with bytes = each input read once + each output written once, as GB/s and as a
 percentage of the copy bandwidth measured in the same run; beside it the same op as
@@ -79,7 +81,16 @@ def cases(x: torch.Tensor):
         ("quant_dequant", lambda: OPS.quant_dequant(x, gs),
          lambda x, gs: ref.quant_dequant(x, gs), (x, gs)),
         ("global_scale", lambda: OPS.global_scale(x), lambda x: ref.global_scale(x), (x,)),
+        ("quantize (linear) 4over6", lambda: OPS.quantize(x, gs, False, "4over6"),
+         lambda x, gs: ref.quantize(x, gs, False, "4over6"), (x, gs)),
+        ("quantize (swizzled) 4over6", lambda: OPS.quantize(x, gs, True, "4over6"),
+         lambda x, gs: ref.quantize(x, gs, True, "4over6"), (x, gs)),
+        ("quant_dequant 4over6", lambda: OPS.quant_dequant(x, gs, "4over6"),
+         lambda x, gs: ref.quant_dequant(x, gs, "4over6"), (x, gs)),
     ]
+
+#: The suffix of the "4over6" rows; the row without it is their "amax" baseline.
+FOUR_SIX = " 4over6"
 
 
 def main() -> None:
@@ -104,6 +115,7 @@ def main() -> None:
     compile_spent = 0.0
     compiled = {}
     rows = []
+    amax_ms = {}  # (shape, op) -> ms of the "amax" rows, for the 4over6 ratio
     for m, k in SHAPES:
         x = torch.randn(m, k, device="cuda", dtype=torch.bfloat16)
         for name, call, ref_fn, ref_args in cases(x):
@@ -113,6 +125,9 @@ def main() -> None:
             ms = bench_ms(call)
             gbps = moved / ms / 1e6
             row = {"shape": f"[{m}, {k}]", "op": name}
+            amax_ms[(m, k, name)] = ms
+            if name.endswith(FOUR_SIX):
+                row["x amax"] = f"{ms / amax_ms[(m, k, name[: -len(FOUR_SIX)])]:.2f}x"
             if small:
                 row["time"] = f"{ms * 1e3:.1f} us"
                 cu = copy_us(moved // 2)
@@ -147,8 +162,8 @@ def main() -> None:
         del x
         torch.cuda.empty_cache()
 
-    cols = ["shape", "op", "time", "GB/s", "% copy", "copy same bytes", "compiled ref",
-            "speedup", "same bytes"]
+    cols = ["shape", "op", "time", "GB/s", "% copy", "x amax", "copy same bytes",
+            "compiled ref", "speedup", "same bytes"]
     lines.append(table(rows, cols))
     lines.append("")
     lines.append("GB/s: (bytes read + bytes written) / time, each input read once and each "
