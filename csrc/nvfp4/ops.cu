@@ -159,31 +159,30 @@ void launch_quantize(const QuantParams& p, bool four_six, ScalarType dtype, int 
 }
 
 // The fused search + quantize kernels (scale_method "mse" / "hessian"; nvfp4/search.cuh).
+// "hessian": p.bounds must hold room for p.kb groups (filled here, before the search).
 void launch_search(const search::Nvfp4SearchParams& p, ScaleMethod method, bool swizzle,
                    ScalarType dtype, cudaStream_t stream) {
   using search::kThreads;
   if (p.batches * p.per_batch == 0) return;  // no blocks, hence no padding either
+  if (method == ScaleMethod::kHessian) {
+    search::nvfp4_hessian_bounds_kernel<<<grid_for(p.kb, 1, 65535), 32, 0, stream>>>(
+        p.hessian, p.bounds, p.kb);
+  }
   auto go = [&](auto kernel) {
-    // The grid-stride search kernels launch no more CTAs than fit at once (a partial second
-    // wave would idle most SMs at the end; the per-block work varies, and many blocks per
-    // thread even it out).
+    // The search kernels launch no more CTAs than fit at once (a partial second wave would
+    // idle most SMs at the end; the per-block work varies, and many blocks per thread even
+    // it out); each CTA takes a contiguous run of tiles of all batches.
     const int64_t cap = resident_ctas(kernel, kThreads);
     dim3 grid;
     if (method == ScaleMethod::kHessian) {
-      // grid.x: column groups, grid.z: batches, grid.y: splits of the row tiles, about
-      // `cap` CTAs in all when that many fit (each CTA sets up its group's bounds once).
+      // grid.x: column groups, grid.y: runs of the tiles of rows of all batches, about
+      // `cap` CTAs in all when that many fit.
       const int64_t gx = std::min<int64_t>(p.kb, 0x7FFFFFFF);
-      const int64_t gz = std::min<int64_t>(p.batches, 65535);
-      const int64_t gy = std::max<int64_t>(
-          1, std::min<int64_t>({ceil_div(cap, gx * gz), p.row_tiles, 65535}));
-      grid = dim3(static_cast<unsigned>(gx), static_cast<unsigned>(gy), static_cast<unsigned>(gz));
+      const int64_t gy =
+          std::max<int64_t>(1, std::min<int64_t>({ceil_div(cap, gx), p.row_tiles, 65535}));
+      grid = dim3(static_cast<unsigned>(gx), static_cast<unsigned>(gy));
     } else {
-      // "mse": grid.y walks the batches when each has its own global scale.
-      const int64_t gy = p.gs_per_batch ? std::min<int64_t>(p.batches, 65535) : 1;
-      const int64_t per_group = p.gs_per_batch ? p.per_batch : p.batches * p.per_batch;
-      grid = dim3(grid_for(std::max<int64_t>(per_group, 1), kThreads,
-                           std::max<int64_t>(1, cap / gy)),
-                  static_cast<unsigned>(gy));
+      grid = dim3(grid_for(p.batches * p.per_batch, kThreads, cap));
     }
     kernel<<<grid, kThreads, 0, stream>>>(p);
   };
@@ -195,10 +194,16 @@ void launch_search(const search::Nvfp4SearchParams& p, ScaleMethod method, bool 
       } else {
         go(search::nvfp4_hessian_search_kernel<T, false>);
       }
+    } else if (p.gs_per_batch) {
+      if (swizzle) {
+        go(search::nvfp4_mse_search_kernel<T, true, true>);
+      } else {
+        go(search::nvfp4_mse_search_kernel<T, false, true>);
+      }
     } else if (swizzle) {
-      go(search::nvfp4_mse_search_kernel<T, true>);
+      go(search::nvfp4_mse_search_kernel<T, true, false>);
     } else {
-      go(search::nvfp4_mse_search_kernel<T, false>);
+      go(search::nvfp4_mse_search_kernel<T, false, false>);
     }
   });
 }
@@ -241,8 +246,15 @@ std::tuple<Tensor, Tensor> quantize_cuda(Tensor x, Tensor global_scale, bool swi
     sp.mp = g.mp;
     sp.kp = g.kp;
     sp.per_batch = rows * g.kb;
-    sp.row_tiles = ceil_div(rows, search::kThreads);
+    sp.row_tiles = ceil_div(batches * rows, search::kThreads);
     sp.gs_per_batch = per_batch;
+    std::optional<Tensor> bounds;  // "hessian": the per-group bounds, computed once
+    if (method == ScaleMethod::kHessian) {
+      bounds = empty_like_shape(
+          xc, {std::max<int64_t>(g.kb, 1) * int64_t(sizeof(search::HessBounds))},
+          ScalarType::Byte);
+      sp.bounds = static_cast<search::HessBounds*>(bounds->mutable_data_ptr());
+    }
     launch_search(sp, method, swizzle, xc.scalar_type(), stream);
     check_launch(op);
     return {packed, scales};
