@@ -1,7 +1,7 @@
 // NVFP4 codecs on CUDA: quantize (scale_method "amax", "4over6", "mse", "hessian"),
-// dequantize, quant_dequant ("amax", "4over6"), global_scale. Numerics: docs/spec.md sec. 2, 4, 5, bit for bit with
-// nvfp4_ops/reference. Kernels: nvfp4/quantize.cuh and nvfp4/search.cuh. Argument errors use
-// the reference's messages (torch_utils.h).
+// dequantize, quant_dequant ("amax", "4over6"), global_scale. Numerics: docs/spec.md sec. 2,
+// 4, 5, bit for bit with nvfp4_ops/reference. Kernels: nvfp4/quantize.cuh and
+// nvfp4/search.cuh. Argument errors use the reference's messages (torch_utils.h).
 
 #include <algorithm>
 #include <optional>

@@ -78,7 +78,8 @@ __global__ void __launch_bounds__(swizzle_threads(kT))
           const uint8_t* src = lin_in + int64_t(r) * g.kb + x * kVec;
           uint32_t* dst = patch + r * kPitch + x * (kVec / 4);
           if constexpr (kVec == 16) {
-            const uint4 v = ok ? __ldcs(reinterpret_cast<const uint4*>(src)) : make_uint4(0, 0, 0, 0);
+            const uint4 v =
+                ok ? __ldcs(reinterpret_cast<const uint4*>(src)) : make_uint4(0u, 0u, 0u, 0u);
             dst[0] = v.x;
             dst[1] = v.y;
             dst[2] = v.z;
@@ -108,13 +109,16 @@ template <bool kUnswizzle>
 void launch_swizzle(const uint8_t* in, uint8_t* out, const SwizzleGeom& g, const void* linear,
                     cudaStream_t stream) {
   const uintptr_t addr = reinterpret_cast<uintptr_t>(linear);
-  const int vec = (g.kb % 16 == 0 && addr % 16 == 0) ? 16 : (g.kb % 4 == 0 && addr % 4 == 0) ? 4 : 1;
+  const int vec = (g.kb % 16 == 0 && addr % 16 == 0)  ? 16
+                  : (g.kb % 4 == 0 && addr % 4 == 0) ? 4
+                                                     : 1;
   auto go = [&](auto kt, auto kvec) {
     constexpr int kT = decltype(kt)::value, kVec = decltype(kvec)::value;
     const dim3 grid(static_cast<unsigned>(ceil_div(g.tiles_c, kT)),
                     static_cast<unsigned>(std::min<int64_t>(g.tiles_r, 65535)),
                     static_cast<unsigned>(std::min<int64_t>(g.batches, 65535)));
-    swizzle_tiles_kernel<kT, kVec, kUnswizzle><<<grid, swizzle_threads(kT), 0, stream>>>(in, out, g);
+    swizzle_tiles_kernel<kT, kVec, kUnswizzle>
+        <<<grid, swizzle_threads(kT), 0, stream>>>(in, out, g);
   };
   auto with_vec = [&](auto kt) {
     if (vec == 16) {

@@ -111,7 +111,8 @@ def test_4over6_zero_nonfinite_and_saturated_blocks():
     assert packed.view(-1, 8)[2:5].eq(0).all()  # non-finite blocks: codes 0
 
 
-@pytest.mark.parametrize("gs", [1.0, 2.0**-20, 2.0**-130, 1e-45, 3.4028234663852886e38, 2688.0 / 7.0])
+@pytest.mark.parametrize(
+    "gs", [1.0, 2.0**-20, 2.0**-130, 1e-45, 3.4028234663852886e38, 2688.0 / 7.0])
 def test_4over6_subnormal_and_extreme_scales(gs):
     # Scales in the E4M3 subnormal range and underflowing ones (tiny gs), overflowing
     # ones (huge gs), and subnormal fp32 inputs.
