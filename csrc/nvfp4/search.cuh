@@ -77,13 +77,6 @@ struct HeldTables {
   int n = 0;
 };
 
-// The work of one tile of a search kernel: body(tab_osc, tab_s, gs, inv_gs) for this
-// thread's item (if active) of batch b, with the multiplier tables of b's global scale. The
-// tile's items span the batches [b_lo, b_hi] (the same for every thread of the CTA; all 0
-// when one global scale serves every batch); their tables are filled in windows of
-// kTabBatches batches, and only when the CTA does not hold them yet (then with two
-// barriers), so a tile inside the batch of the previous tile, and every tile with one global
-// scale after the first, runs without a barrier. Every thread of the CTA calls it.
 // Tables t.osc[i], t.s[i] of the global scales of batches w0 + i, i < n (gs[0] for every
 // batch unless p.gs_per_batch). Every thread of the CTA takes a share; no barrier.
 __device__ __forceinline__ void fill_tables(const Nvfp4SearchParams& p, BatchTables& t,
@@ -97,6 +90,13 @@ __device__ __forceinline__ void fill_tables(const Nvfp4SearchParams& p, BatchTab
   }
 }
 
+// The work of one tile of a search kernel: body(tab_osc, tab_s, gs, inv_gs) for this
+// thread's item (if active) of batch b, with the multiplier tables of b's global scale. The
+// tile's items span the batches [b_lo, b_hi] (the same for every thread of the CTA; all 0
+// when one global scale serves every batch); their tables are filled in windows of
+// kTabBatches batches, and only when the CTA does not hold them yet (then with two
+// barriers), so a tile inside the batch of the previous tile, and every tile with one global
+// scale after the first, runs without a barrier. Every thread of the CTA calls it.
 template <class Body>
 __device__ __forceinline__ void with_batch_tables(const Nvfp4SearchParams& p, BatchTables& t,
                                                   HeldTables& held, int64_t b_lo, int64_t b_hi,
