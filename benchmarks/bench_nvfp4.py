@@ -117,12 +117,16 @@ def swizzle_rows(no_compile: bool) -> list[dict]:
             row = {"shape": f"[{m}, {kb}] bytes", "op": name, "time": f"{us:.1f} us",
                    "copy same bytes": f"{cu:.1f} us ({us / cu:.2f}x)"}
             if name == "swizzle_scales" and to_blocked is not None and not no_compile:
-                fn = torch.compile(to_blocked)
-                want = fn(s)
-                tus = bench_ms(lambda: fn(s)) * 1e3
-                same = torch.equal(want.reshape(-1), sw.reshape(-1))
-                row["torchao to_blocked (compiled)"] = (f"{tus:.1f} us ({tus / us:.2f}x ours), "
-                                                         f"same bytes: {'yes' if same else 'NO'}")
+                try:
+                    fn = torch.compile(to_blocked)
+                    want = fn(s)
+                    tus = bench_ms(lambda: fn(s)) * 1e3
+                    same = torch.equal(want.reshape(-1), sw.reshape(-1))
+                    row["torchao to_blocked (compiled)"] = (
+                        f"{tus:.1f} us ({tus / us:.2f}x ours), "
+                        f"same bytes: {'yes' if same else 'NO'}")
+                except Exception as e:  # noqa: BLE001 - report and go on
+                    row["torchao to_blocked (compiled)"] = f"failed: {type(e).__name__}"
             rows.append(row)
             print(" | ".join(str(v) for v in row.values()), flush=True)
     return rows
