@@ -6,6 +6,11 @@ time (benchmarks/_common.bench_ms, L2 flushed before each call) of
 * quantize (linear scales), quantize (swizzled scales),
 * dequantize -> bf16 from linear and from swizzled scales,
 * quant_dequant, global_scale,
+* quantize (both layouts) and quant_dequant with scale_method="4over6", with their time as
+  a multiple of the same op with "amax" ("x amax"; the target is <= 1.3x),
+* swizzle_scales / unswizzle_scales of [8192, 512] and [4096, 896] uint8 scales, next to a
+  copy of the same bytes (target: <= 1.5x) and torchao's ``to_blocked`` under torch.compile
+  when torchao is installed (target: 2x faster; ``--no-compile`` skips it),
 
 with bytes = each input read once + each output written once, as GB/s and as a
 percentage of the copy bandwidth measured in the same run; beside it the same op as
@@ -79,7 +84,52 @@ def cases(x: torch.Tensor):
         ("quant_dequant", lambda: OPS.quant_dequant(x, gs),
          lambda x, gs: ref.quant_dequant(x, gs), (x, gs)),
         ("global_scale", lambda: OPS.global_scale(x), lambda x: ref.global_scale(x), (x,)),
+        ("quantize (linear) 4over6", lambda: OPS.quantize(x, gs, False, "4over6"),
+         lambda x, gs: ref.quantize(x, gs, False, "4over6"), (x, gs)),
+        ("quantize (swizzled) 4over6", lambda: OPS.quantize(x, gs, True, "4over6"),
+         lambda x, gs: ref.quantize(x, gs, True, "4over6"), (x, gs)),
+        ("quant_dequant 4over6", lambda: OPS.quant_dequant(x, gs, "4over6"),
+         lambda x, gs: ref.quant_dequant(x, gs, "4over6"), (x, gs)),
     ]
+
+#: The suffix of the "4over6" rows; the row without it is their "amax" baseline.
+FOUR_SIX = " 4over6"
+
+
+SWIZZLE_SHAPES = [(8192, 512), (4096, 896)]
+
+
+def swizzle_rows(no_compile: bool) -> list[dict]:
+    """Time of swizzle_scales / unswizzle_scales beside a copy of the same bytes and, when
+    torchao is importable, its compiled ``to_blocked`` (the same layout)."""
+    try:
+        from torchao.prototype.mx_formats.utils import to_blocked
+    except ImportError:
+        to_blocked = None
+    rows = []
+    for m, kb in SWIZZLE_SHAPES:
+        s = torch.randint(0, 256, (m, kb), dtype=torch.uint8, device="cuda")
+        sw = OPS.swizzle_scales(s)
+        cu = copy_us(s.numel())
+        for name, call in (("swizzle_scales", lambda: OPS.swizzle_scales(s)),
+                           ("unswizzle_scales", lambda: OPS.unswizzle_scales(sw, m, kb))):
+            us = bench_ms(call) * 1e3
+            row = {"shape": f"[{m}, {kb}] bytes", "op": name, "time": f"{us:.1f} us",
+                   "copy same bytes": f"{cu:.1f} us ({us / cu:.2f}x)"}
+            if name == "swizzle_scales" and to_blocked is not None and not no_compile:
+                try:
+                    fn = torch.compile(to_blocked)
+                    want = fn(s)
+                    tus = bench_ms(lambda: fn(s)) * 1e3
+                    same = torch.equal(want.reshape(-1), sw.reshape(-1))
+                    row["torchao to_blocked (compiled)"] = (
+                        f"{tus:.1f} us ({tus / us:.2f}x ours), "
+                        f"same bytes: {'yes' if same else 'NO'}")
+                except Exception as e:  # noqa: BLE001 - report and go on
+                    row["torchao to_blocked (compiled)"] = f"failed: {type(e).__name__}"
+            rows.append(row)
+            print(" | ".join(str(v) for v in row.values()), flush=True)
+    return rows
 
 
 def main() -> None:
@@ -104,6 +154,7 @@ def main() -> None:
     compile_spent = 0.0
     compiled = {}
     rows = []
+    amax_ms = {}  # (shape, op) -> ms of the "amax" rows, for the 4over6 ratio
     for m, k in SHAPES:
         x = torch.randn(m, k, device="cuda", dtype=torch.bfloat16)
         for name, call, ref_fn, ref_args in cases(x):
@@ -113,6 +164,9 @@ def main() -> None:
             ms = bench_ms(call)
             gbps = moved / ms / 1e6
             row = {"shape": f"[{m}, {k}]", "op": name}
+            amax_ms[(m, k, name)] = ms
+            if name.endswith(FOUR_SIX):
+                row["x amax"] = f"{ms / amax_ms[(m, k, name[: -len(FOUR_SIX)])]:.2f}x"
             if small:
                 row["time"] = f"{ms * 1e3:.1f} us"
                 cu = copy_us(moved // 2)
@@ -147,14 +201,18 @@ def main() -> None:
         del x
         torch.cuda.empty_cache()
 
-    cols = ["shape", "op", "time", "GB/s", "% copy", "copy same bytes", "compiled ref",
-            "speedup", "same bytes"]
+    cols = ["shape", "op", "time", "GB/s", "% copy", "x amax", "copy same bytes",
+            "compiled ref", "speedup", "same bytes"]
     lines.append(table(rows, cols))
     lines.append("")
     lines.append("GB/s: (bytes read + bytes written) / time, each input read once and each "
                  "output written once. 'copy same bytes': a device-to-device copy moving the "
                  "same number of bytes (reads + writes). 'compiled ref': torch.compile of the "
                  f"pure-PyTorch reference. Total run time {time.time() - t_start:.0f} s.")
+    lines += ["", "Scale layout ops (1-byte scales; 'copy same bytes': a copy of the input):", ""]
+    lines.append(table(swizzle_rows(args.no_compile),
+                       ["shape", "op", "time", "copy same bytes",
+                        "torchao to_blocked (compiled)"]))
     emit(lines, args.out, blank_before=True)
 
 

@@ -11,10 +11,16 @@ tensor takes longer than this whole benchmark; the "hessian" reference is timed 
 its 126 x 256-term quadratic form would not compile in reasonable time), and the time of
 hessian_blocks for X [8192, 8192] bf16.
 
+Batched rows (``--batched BxMxK``, default 512x16x4096): a 3-D x [B, M, K] with one global
+scale per batch (``gs [B]``) against the same blocks as one 2-D tensor [B * M, K] with one
+global scale; "x 2-D" is the 3-D time over the 2-D time (the target: 1.00, no slower per
+block).
+
 Markdown on stdout (device line first); ``--out FILE`` writes it too. Under 3 minutes on
 an H100.
 
-    python benchmarks/bench_search.py [--shapes 8192x8192,4096x14336] [--no-reference] [--out FILE]
+    python benchmarks/bench_search.py [--shapes 8192x8192,4096x14336] [--batched 512x16x4096]
+        [--no-reference] [--out FILE]
 """
 
 from __future__ import annotations
@@ -93,6 +99,37 @@ def bench_shape(m: int, k: int, copy: float) -> list[dict]:
     return rows
 
 
+def bench_batched(b: int, m: int, k: int, copy: float) -> list[dict]:
+    """NVFP4 amax / mse / hessian on x [b, m, k] with gs [b], next to x as [b * m, k]."""
+    rows = []
+    g = torch.Generator(device="cuda").manual_seed(3)
+    x3 = (torch.randn(b, m, k, device="cuda", generator=g) * 0.02).to(torch.bfloat16)
+    x3 *= torch.exp2(torch.randint(-3, 4, (b, 1, 1), device="cuda", generator=g)).to(x3.dtype)
+    gs3 = torch.cat([OPS.global_scale(x3[i]) for i in range(b)])
+    x2 = x3.reshape(b * m, k)
+    gs2 = OPS.global_scale(x2)
+    H = ref.hessian_blocks(correlated_activations(4096, k))
+    bk = _library.op_implementation("quantize", "cuda")[0]
+    in_b = nbytes(x2)
+    base = None
+    for method, h, rep in (("amax", None, 100), ("mse", None, 50), ("hessian", H, 10)):
+        ms2 = None
+        for label, x, gs in ((f"{b}x{m}x{k}, gs [{b}]", x3, gs3), (f"{b * m}x{k}", x2, gs2)):
+            out = OPS.quantize(x, gs, False, method, h)
+            r, ms = _row(f"NVFP4 {method}", label,
+                         lambda: OPS.quantize(x, gs, False, method, h), nbytes(out), in_b, copy,
+                         base, rep=rep, backend=bk)
+            if x is x3:
+                base = base if base is not None else ms
+                ms3 = ms
+            else:
+                r["x amax"] = ""
+                ms2 = ms
+            rows.append(r)
+        rows[-2]["x 2-D"] = f"{ms3 / ms2:.2f}"
+    return rows
+
+
 def bench_reference(copy: float) -> list[dict]:
     """torch.compile of the reference search (smaller shapes), next to the kernels there."""
     rows = []
@@ -144,6 +181,8 @@ def bench_reference(copy: float) -> list[dict]:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--shapes", default="8192x8192,4096x14336")
+    p.add_argument("--batched", default="512x16x4096",
+                   help="BxMxK of the per-batch global scale rows ('' to skip)")
     p.add_argument("--no-reference", action="store_true", help="skip the compiled reference")
     p.add_argument("--out", default=None)
     args = p.parse_args()
@@ -157,6 +196,11 @@ def main() -> None:
         rows += bench_shape(m, k, copy)
     cols = ["op", "shape", "backend", "ms", "GB/s", "% copy", "x amax"]
     lines.append(table(rows, cols))
+    if args.batched:
+        b, m, k = (int(v) for v in args.batched.lower().split("x"))
+        lines += ["", "One global scale per batch (3-D) vs the same blocks as one 2-D tensor:",
+                  ""]
+        lines.append(table(bench_batched(b, m, k, copy), cols + ["x 2-D"]))
     X = correlated_activations(8192, 8192)
     hb = bench_ms(lambda: ref.hessian_blocks(X), warmup=2, rep=10)
     lines += ["", f"hessian_blocks(X [8192, 8192] bf16): {hb:.2f} ms", ""]

@@ -16,7 +16,7 @@ STABLE_TORCH_LIBRARY(nvfp4, m) {
   // NVFP4 dequantize packed E2M1 + E4M3 scales (+ fp32 encode global scale) into out_dtype.
   m.def("dequantize(Tensor packed, Tensor scales, Tensor global_scale, ScalarType out_dtype, bool swizzled=False) -> Tensor");
   // NVFP4 fake quant in one pass: equals dequantize(quantize(x)) in x's dtype; straight-through gradient.
-  m.def("quant_dequant(Tensor x, Tensor global_scale) -> Tensor");
+  m.def("quant_dequant(Tensor x, Tensor global_scale, str scale_method=\"amax\") -> Tensor");
   // Encode global scale 2688 / amax(|x|) over the whole tensor, as fp32 [1] (1 when amax is 0, FLT_MAX when it overflows).
   m.def("global_scale(Tensor x) -> Tensor");
   // MXFP8 (elem e4m3) / MXFP4 (elem e2m1) quantize with E8M0 scales per 32 along axis -1 or -2.

@@ -118,9 +118,11 @@ def quantize(
         Computed with :func:`global_scale` when omitted.
     swizzle : bool
         Write the block scales in the 128x4 swizzled layout of block-scaled GEMMs.
-    scale_method : {"amax", "mse", "hessian"}
-        ``"amax"``: the naive scale ``amax / 6``. ``"mse"`` / ``"hessian"``: per block the
-        E4M3 scale that minimises the squared (or Hessian-weighted) error, exactly.
+    scale_method : {"amax", "mse", "hessian", "4over6"}
+        ``"amax"``: the naive scale ``amax / 6``. ``"4over6"``: of the scales ``amax / 6``
+        and ``amax / 4``, the one of smaller squared error per block (docs/spec.md sec. 2).
+        ``"mse"`` / ``"hessian"``: per block the E4M3 scale that minimises the squared (or
+        Hessian-weighted) error, exactly.
     hessian : Tensor, optional
         ``[K/16, 16, 16]`` fp32, finite, with ``"hessian"`` (None otherwise); see
         :func:`hessian_blocks`.
@@ -194,7 +196,9 @@ def _dequantize_fake(packed, scales, global_scale, out_dtype, swizzled=False):
 # --------------------------------------------------------------------------------------
 
 
-def quant_dequant(x: Tensor, global_scale: Optional[Tensor] = None) -> Tensor:
+def quant_dequant(
+    x: Tensor, global_scale: Optional[Tensor] = None, *, scale_method: str = "amax"
+) -> Tensor:
     """NVFP4 fake quantization in one pass: ``dequantize(quantize(x))`` in ``x.dtype``.
 
     Differentiable with a straight-through gradient (identity), for QAT.
@@ -205,6 +209,8 @@ def quant_dequant(x: Tensor, global_scale: Optional[Tensor] = None) -> Tensor:
         ``[M, K]`` or ``[B, M, K]``, float32 / float16 / bfloat16, ``K % 16 == 0``.
     global_scale : Tensor, optional
         fp32, 1 element or ``[B]``; computed from ``x`` when omitted.
+    scale_method : {"amax", "4over6"}
+        The block scales, as in :func:`quantize`.
 
     Returns
     -------
@@ -213,17 +219,17 @@ def quant_dequant(x: Tensor, global_scale: Optional[Tensor] = None) -> Tensor:
     """
     if global_scale is None:
         global_scale = _ops.global_scale(x.detach())
-    return _ops.quant_dequant(x, global_scale)
+    return _ops.quant_dequant(x, global_scale, scale_method)
 
 
 @_fake("quant_dequant")
-def _quant_dequant_fake(x, global_scale):
-    _checks.check_quant_dequant_args(x, global_scale)
+def _quant_dequant_fake(x, global_scale, scale_method="amax"):
+    _checks.check_quant_dequant_args(x, global_scale, scale_method)
     return x.new_empty(x.shape)
 
 
 def _quant_dequant_backward(ctx, grad):
-    return grad, None  # straight-through estimator; no gradient for the global scale
+    return grad, None, None  # straight-through estimator; nothing for the global scale
 
 
 if _HAVE_C:

@@ -13,14 +13,16 @@ constexpr float kRcp6 = 1.0f / 6.0f;   // RN(1/6), evaluated in fp32
 constexpr uint32_t kNanScale = 0x7Fu;  // E4M3 NaN: the scale of a block holding NaN/inf
 constexpr float kFltMax = 3.4028234663852886e38f;
 
-// Naive (amax) scale byte: E4M3_satfinite(RN(gs * RN(vmax * RN(1/6)))).
-NVFP4_HD uint32_t nvfp4_scale_byte(float vmax, float gs) {
-  return e4m3_encode(rn_mul(gs, rn_mul(vmax, kRcp6)));
+// Naive (amax) scale byte: E4M3_satfinite(RN(gs * RN(vmax * RN(1/6)))). rcp = 0.25 gives
+// the "/4" byte of scale_method "4over6" (docs/spec.md sec. 2).
+NVFP4_HD uint32_t nvfp4_scale_byte(float vmax, float gs, float rcp = kRcp6) {
+  return e4m3_encode(rn_mul(gs, rn_mul(vmax, rcp)));
 }
 
 // Scale byte of a block from the bits of its |x| max: 0x7F when the block holds NaN/inf.
-NVFP4_HD uint32_t nvfp4_block_scale(uint32_t amax_bits, float gs) {
-  return amax_bits >= kInfBits ? kNanScale : nvfp4_scale_byte(f32_from_bits(amax_bits), gs);
+NVFP4_HD uint32_t nvfp4_block_scale(uint32_t amax_bits, float gs, float rcp = kRcp6) {
+  return amax_bits >= kInfBits ? kNanScale
+                               : nvfp4_scale_byte(f32_from_bits(amax_bits), gs, rcp);
 }
 
 // Element multiplier of a block with scale byte sf: osc = RN(1 / RN(fp32(sf) * RN(1/gs))),

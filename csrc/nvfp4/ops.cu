@@ -1,7 +1,7 @@
-// NVFP4 codecs on CUDA: quantize (scale_method "amax", "mse", "hessian"), dequantize,
-// quant_dequant, global_scale. Numerics: docs/spec.md sec. 2, 4, 5, bit for bit with
-// nvfp4_ops/reference. Kernels: nvfp4/quantize.cuh and nvfp4/search.cuh. Argument errors use
-// the reference's messages (torch_utils.h).
+// NVFP4 codecs on CUDA: quantize (scale_method "amax", "4over6", "mse", "hessian"),
+// dequantize, quant_dequant ("amax", "4over6"), global_scale. Numerics: docs/spec.md sec. 2,
+// 4, 5, bit for bit with nvfp4_ops/reference. Kernels: nvfp4/quantize.cuh and
+// nvfp4/search.cuh. Argument errors use the reference's messages (torch_utils.h).
 
 #include <algorithm>
 #include <optional>
@@ -20,9 +20,10 @@ using namespace quant;  // nvfp4/quantize.cuh
 
 constexpr int kMaxThreads = 256;
 
-enum class ScaleMethod : int { kAmax = 0, kMse = 1, kHessian = 2 };
+enum class ScaleMethod : int { kAmax = 0, kMse = 1, kHessian = 2, kFourSix = 3 };
 
-// check_quantize_args of the reference, in its order (hessian checks only for quantize).
+// check_quantize_args of the reference, in its order (quant_dequant: scale_method "amax"
+// or "4over6", no hessian).
 ScaleMethod check_quantize_args(const char* op, const Tensor& x, const Tensor& gs,
                                 const std::string& scale_method,
                                 const std::optional<Tensor>& hessian) {
@@ -30,10 +31,15 @@ ScaleMethod check_quantize_args(const char* op, const Tensor& x, const Tensor& g
   check_dim_2_or_3(op, "x", x);
   check_multiple(op, "K (the last dim)", x.size(-1), 16);
   check_global_scale(op, gs, x.dim() == 3 ? x.size(0) : -1);
-  check_choice(op, "scale_method", scale_method, {"amax", "mse", "hessian"});
-  const ScaleMethod method = scale_method == "amax"  ? ScaleMethod::kAmax
-                             : scale_method == "mse" ? ScaleMethod::kMse
-                                                     : ScaleMethod::kHessian;
+  if (std::string(op) == "nvfp4.quant_dequant") {
+    check_choice(op, "scale_method", scale_method, {"amax", "4over6"});
+  } else {
+    check_choice(op, "scale_method", scale_method, {"amax", "mse", "hessian", "4over6"});
+  }
+  const ScaleMethod method = scale_method == "amax"    ? ScaleMethod::kAmax
+                             : scale_method == "mse"   ? ScaleMethod::kMse
+                             : scale_method == "4over6" ? ScaleMethod::kFourSix
+                                                        : ScaleMethod::kHessian;
   const int64_t groups = x.size(-1) / 16;
   const std::string want =
       "[K/16, 16, 16] = [" + std::to_string(groups) + ", 16, 16]";
@@ -130,47 +136,53 @@ LaunchShape launch_shape(int64_t n_chunks, int device) {
   return {static_cast<unsigned>(std::max<int64_t>(1, std::min(tiles, cap))), threads};
 }
 
-template <typename T, bool kSwizzle, bool kQdq>
+template <typename T, bool kSwizzle, bool kQdq, bool kFourSix>
 void launch_quantize_t(const QuantParams& p, int kg, int device, cudaStream_t stream) {
   const LaunchShape ls = launch_shape(p.g.n_blocks * kg, device);
   // (the padding rows of the swizzled scales are zeroed by a grid-stride loop: any grid)
-  nvfp4_quantize_kernel<T, kSwizzle, kQdq><<<ls.blocks, ls.threads, 0, stream>>>(p);
+  nvfp4_quantize_kernel<T, kSwizzle, kQdq, kFourSix><<<ls.blocks, ls.threads, 0, stream>>>(p);
 }
 
+// The amax / "4over6" quantize (kQdq = false) or quant_dequant (kQdq = true) kernels.
 template <bool kSwizzle, bool kQdq>
-void launch_quantize(const QuantParams& p, ScalarType dtype, int device, cudaStream_t stream) {
+void launch_quantize(const QuantParams& p, bool four_six, ScalarType dtype, int device,
+                     cudaStream_t stream) {
   dispatch_float(dtype, [&](auto tag) {
     using T = decltype(tag);
-    launch_quantize_t<T, kSwizzle, kQdq>(p, 16 / Elem<T>::kPerVec, device, stream);
+    constexpr int kg = 16 / Elem<T>::kPerVec;
+    if (four_six) {
+      launch_quantize_t<T, kSwizzle, kQdq, true>(p, kg, device, stream);
+    } else {
+      launch_quantize_t<T, kSwizzle, kQdq, false>(p, kg, device, stream);
+    }
   });
 }
 
 // The fused search + quantize kernels (scale_method "mse" / "hessian"; nvfp4/search.cuh).
+// "hessian": p.bounds must hold room for p.kb groups (filled here, before the search).
 void launch_search(const search::Nvfp4SearchParams& p, ScaleMethod method, bool swizzle,
                    ScalarType dtype, cudaStream_t stream) {
   using search::kThreads;
   if (p.batches * p.per_batch == 0) return;  // no blocks, hence no padding either
+  if (method == ScaleMethod::kHessian) {
+    search::nvfp4_hessian_bounds_kernel<<<grid_for(p.kb, 1, 65535), 32, 0, stream>>>(
+        p.hessian, p.bounds, p.kb);
+  }
   auto go = [&](auto kernel) {
-    // The grid-stride search kernels launch no more CTAs than fit at once (a partial second
-    // wave would idle most SMs at the end; the per-block work varies, and many blocks per
-    // thread even it out).
+    // The search kernels launch no more CTAs than fit at once (a partial second wave would
+    // idle most SMs at the end; the per-block work varies, and many blocks per thread even
+    // it out); each CTA takes a contiguous run of tiles of all batches.
     const int64_t cap = resident_ctas(kernel, kThreads);
     dim3 grid;
     if (method == ScaleMethod::kHessian) {
-      // grid.x: column groups, grid.z: batches, grid.y: splits of the row tiles, about
-      // `cap` CTAs in all when that many fit (each CTA sets up its group's bounds once).
+      // grid.x: column groups, grid.y: runs of the tiles of rows of all batches, about
+      // `cap` CTAs in all when that many fit.
       const int64_t gx = std::min<int64_t>(p.kb, 0x7FFFFFFF);
-      const int64_t gz = std::min<int64_t>(p.batches, 65535);
-      const int64_t gy = std::max<int64_t>(
-          1, std::min<int64_t>({ceil_div(cap, gx * gz), p.row_tiles, 65535}));
-      grid = dim3(static_cast<unsigned>(gx), static_cast<unsigned>(gy), static_cast<unsigned>(gz));
+      const int64_t gy =
+          std::max<int64_t>(1, std::min<int64_t>({ceil_div(cap, gx), p.row_tiles, 65535}));
+      grid = dim3(static_cast<unsigned>(gx), static_cast<unsigned>(gy));
     } else {
-      // "mse": grid.y walks the batches when each has its own global scale.
-      const int64_t gy = p.gs_per_batch ? std::min<int64_t>(p.batches, 65535) : 1;
-      const int64_t per_group = p.gs_per_batch ? p.per_batch : p.batches * p.per_batch;
-      grid = dim3(grid_for(std::max<int64_t>(per_group, 1), kThreads,
-                           std::max<int64_t>(1, cap / gy)),
-                  static_cast<unsigned>(gy));
+      grid = dim3(grid_for(p.batches * p.per_batch, kThreads, cap));
     }
     kernel<<<grid, kThreads, 0, stream>>>(p);
   };
@@ -182,10 +194,16 @@ void launch_search(const search::Nvfp4SearchParams& p, ScaleMethod method, bool 
       } else {
         go(search::nvfp4_hessian_search_kernel<T, false>);
       }
+    } else if (p.gs_per_batch) {
+      if (swizzle) {
+        go(search::nvfp4_mse_search_kernel<T, true, true>);
+      } else {
+        go(search::nvfp4_mse_search_kernel<T, false, true>);
+      }
     } else if (swizzle) {
-      go(search::nvfp4_mse_search_kernel<T, true>);
+      go(search::nvfp4_mse_search_kernel<T, true, false>);
     } else {
-      go(search::nvfp4_mse_search_kernel<T, false>);
+      go(search::nvfp4_mse_search_kernel<T, false, false>);
     }
   });
 }
@@ -215,7 +233,7 @@ std::tuple<Tensor, Tensor> quantize_cuda(Tensor x, Tensor global_scale, bool swi
 
   const cudaStream_t stream = current_stream(xc);
   const bool per_batch = gs.numel() != 1;
-  if (method != ScaleMethod::kAmax) {
+  if (method == ScaleMethod::kMse || method == ScaleMethod::kHessian) {
     search::Nvfp4SearchParams sp{};
     sp.x = xc.const_data_ptr();
     sp.packed = static_cast<uint8_t*>(packed.mutable_data_ptr());
@@ -228,8 +246,15 @@ std::tuple<Tensor, Tensor> quantize_cuda(Tensor x, Tensor global_scale, bool swi
     sp.mp = g.mp;
     sp.kp = g.kp;
     sp.per_batch = rows * g.kb;
-    sp.row_tiles = ceil_div(rows, search::kThreads);
+    sp.row_tiles = ceil_div(batches * rows, search::kThreads);
     sp.gs_per_batch = per_batch;
+    std::optional<Tensor> bounds;  // "hessian": the per-group bounds, computed once
+    if (method == ScaleMethod::kHessian) {
+      bounds = empty_like_shape(
+          xc, {std::max<int64_t>(g.kb, 1) * int64_t(sizeof(search::HessBounds))},
+          ScalarType::Byte);
+      sp.bounds = static_cast<search::HessBounds*>(bounds->mutable_data_ptr());
+    }
     launch_search(sp, method, swizzle, xc.scalar_type(), stream);
     check_launch(op);
     return {packed, scales};
@@ -244,18 +269,19 @@ std::tuple<Tensor, Tensor> quantize_cuda(Tensor x, Tensor global_scale, bool swi
   p.gs_per_batch = per_batch;
   p.g = g;
   const int device = xc.get_device_index();
+  const bool four_six = method == ScaleMethod::kFourSix;
   if (swizzle) {
-    launch_quantize<true, false>(p, xc.scalar_type(), device, stream);
+    launch_quantize<true, false>(p, four_six, xc.scalar_type(), device, stream);
   } else {
-    launch_quantize<false, false>(p, xc.scalar_type(), device, stream);
+    launch_quantize<false, false>(p, four_six, xc.scalar_type(), device, stream);
   }
   check_launch(op);
   return {packed, scales};
 }
 
-Tensor quant_dequant_cuda(Tensor x, Tensor global_scale) {
+Tensor quant_dequant_cuda(Tensor x, Tensor global_scale, std::string scale_method) {
   const char* op = "nvfp4.quant_dequant";
-  check_quantize_args(op, x, global_scale, "amax", std::nullopt);
+  const ScaleMethod method = check_quantize_args(op, x, global_scale, scale_method, std::nullopt);
   torch::stable::accelerator::DeviceGuard guard(x.get_device_index());
   const Tensor xc = contiguous_aligned(x);
   const Tensor gs = torch::stable::contiguous(global_scale);
@@ -269,7 +295,8 @@ Tensor quant_dequant_cuda(Tensor x, Tensor global_scale) {
   p.gs = static_cast<const float*>(gs.const_data_ptr());
   p.gs_per_batch = gs.numel() != 1;
   p.g = make_geometry(batches, rows, k);
-  launch_quantize<false, true>(p, xc.scalar_type(), xc.get_device_index(), current_stream(xc));
+  launch_quantize<false, true>(p, method == ScaleMethod::kFourSix, xc.scalar_type(),
+                               xc.get_device_index(), current_stream(xc));
   check_launch(op);
   return out;
 }

@@ -123,6 +123,60 @@ __device__ __forceinline__ uint32_t group_max_scatter(const uint32_t (&am)[kG], 
   }
 }
 
+// Sum over the kG lanes of a group of each of the kG partial sums p[u], scattered: lane q
+// of the group returns the group sum of p[q], added in the fixed tree of "4over6"
+// (docs/spec.md sec. 2): lanes {0, 1} and {2, 3} first (xor 1), then the two pairs (xor 2).
+// RN(a + b) is commutative, so both lanes of a pair compute the same bits.
+template <int kG>
+__device__ __forceinline__ float group_sum_scatter(const float (&p)[kG], int q) {
+  static_assert(kG == 2 || kG == 4, "groups of 2 or 4 lanes");
+  const bool odd = (q & 1) != 0;
+  if constexpr (kG == 2) {
+    return rn_add(odd ? p[1] : p[0], __shfl_xor_sync(kFullMask, odd ? p[0] : p[1], 1));
+  } else {
+    float w[2];  // w[i]: the pair's sum of p[2i + odd]
+#pragma unroll
+    for (int i = 0; i < 2; ++i) {
+      const float keep = odd ? p[2 * i + 1] : p[2 * i];
+      const float send = odd ? p[2 * i] : p[2 * i + 1];
+      w[i] = rn_add(keep, __shfl_xor_sync(kFullMask, send, 1));
+    }
+    const bool hi = (q & 2) != 0;
+    return rn_add(hi ? w[1] : w[0], __shfl_xor_sync(kFullMask, hi ? w[0] : w[1], 2));
+  }
+}
+
+// "4over6" (docs/spec.md sec. 2) for the kV elements a[] (x as fp32) of one chunk, which
+// are the elements kV * q .. kV * q + kV - 1 of their block, and one candidate scale with
+// multipliers osc, s: m[i] = E2M1 magnitude of RN(|a_i| * |osc|) (NaN-safe: 0 * inf gives
+// 0), t_i = RN(e_i^2) with e_i = RN(|a_i| - RN(m_i * |s|)). Returns this lane's part of the
+// block's sum: Q (terms 4k..4k+3 left to right) for kV = 4, RN(Q_2q + Q_2q+1) for kV = 8.
+template <int kV>
+__device__ __forceinline__ float chunk_sse_4over6(const float* a, float osc, float s,
+                                                  float* m) {
+  static_assert(kV == 4 || kV == 8, "4 or 8 elements per chunk");
+  const float oa = fabsf(osc), sa = fabsf(s);
+  float quad[kV / 4];
+#pragma unroll
+  for (int k = 0; k < kV / 4; ++k) {
+    float acc = 0.0f;
+#pragma unroll
+    for (int i = 4 * k; i < 4 * k + 4; ++i) {
+      const float ax = fabsf(a[i]);
+      m[i] = e2m1_mag_value<true>(rn_mul(ax, oa));
+      const float e = rn_sub(ax, rn_mul(m[i], sa));
+      const float t = rn_mul(e, e);
+      acc = i == 4 * k ? t : rn_add(acc, t);
+    }
+    quad[k] = acc;
+  }
+  if constexpr (kV == 8) {
+    return rn_add(quad[0], quad[1]);
+  } else {
+    return quad[0];
+  }
+}
+
 // prmt.b32 (default mode): result byte n = byte (sel nibble n & 7) of {b:a}, or that byte's
 // sign replicated when the nibble's bit 3 is set.
 __device__ __forceinline__ uint32_t prmt(uint32_t a, uint32_t b, uint32_t sel) {
@@ -213,7 +267,11 @@ struct QuantParams {
 // quantize (kQdq = false): packed codes and scale bytes; kSwizzle writes the scales in the
 // 128x4 layout, padding included (no separate pass). quant_dequant (kQdq = true): writes
 // RN(e2m1(code) * RN(fp32(sf) / gs)) cast to T, the same bytes as dequantize(quantize(x)).
-template <typename T, bool kSwizzle, bool kQdq>
+// kFourSix: scale_method "4over6": both candidate bytes per block (/6 and /4), each lane
+// rounds its chunk of the block with both and sums its squared errors (chunk_sse_4over6),
+// the owner lane of the block adds the lanes' parts (group_sum_scatter) and picks, and the
+// magnitudes of the chosen candidate, kept in registers, give the codes (no third rounding).
+template <typename T, bool kSwizzle, bool kQdq, bool kFourSix>
 __global__ void __launch_bounds__(256) nvfp4_quantize_kernel(const QuantParams p) {
   using Loop = ChunkLoop<T>;
   constexpr int kV = Loop::kV, kG = Loop::kG, kR = Loop::kR;
@@ -259,15 +317,45 @@ __global__ void __launch_bounds__(256) nvfp4_quantize_kernel(const QuantParams p
         gs = __ldg(p.gs + (my_ok ? batch : 0));
         inv_gs = __frcp_rn(gs);
       }
-      const uint32_t sf = nvfp4_block_scale(amax, gs);
-      const float osc = nvfp4_osc(sf, inv_gs);
+      uint32_t sf = nvfp4_block_scale(amax, gs);
+      float osc = nvfp4_osc(sf, inv_gs);
       float dq = 0.0f;
-      if constexpr (kQdq) {
-        dq = nvfp4_dq(sf, gs);
-      } else if (my_ok) {
-        p.scales[off] = static_cast<uint8_t>(sf);
-        if (kSwizzle && last_col) {
-          for (int64_t j = p.g.kb; j < p.g.kp; ++j) p.scales[off + (j - p.g.kb) + 1] = 0;
+      if constexpr (kQdq || kFourSix) dq = nvfp4_dq(sf, gs);
+      // kFourSix: the E2M1 magnitudes of chunk j of this round under the chosen scale.
+      float mv[kFourSix ? kG : 1][kV];
+      if constexpr (kFourSix) {
+        const uint32_t sf4 = nvfp4_block_scale(amax, gs, 0.25f);
+        const float osc4 = nvfp4_osc(sf4, inv_gs);
+        const float dq4 = nvfp4_dq(sf4, gs);
+        float m4[kG][kV], part6[kG], part4[kG];
+#pragma unroll
+        for (int j = 0; j < kG; ++j) {
+          part6[j] = chunk_sse_4over6<kV>(f[j], __shfl_sync(kFullMask, osc, j, kG),
+                                          __shfl_sync(kFullMask, dq, j, kG), mv[j]);
+          part4[j] = chunk_sse_4over6<kV>(f[j], __shfl_sync(kFullMask, osc4, j, kG),
+                                          __shfl_sync(kFullMask, dq4, j, kG), m4[j]);
+        }
+        // The "/4" byte only on a strictly smaller error (ties and NaN sums: "/6").
+        const bool use4 = group_sum_scatter<kG>(part4, q) < group_sum_scatter<kG>(part6, q);
+        if (use4) {
+          sf = sf4;
+          osc = osc4;
+          dq = dq4;
+        }
+        const unsigned choice = __ballot_sync(kFullMask, use4) >> ((tid & 31) & ~(kG - 1));
+#pragma unroll
+        for (int j = 0; j < kG; ++j) {
+          const bool u4 = (choice >> j) & 1u;
+#pragma unroll
+          for (int i = 0; i < kV; ++i) mv[j][i] = u4 ? m4[j][i] : mv[j][i];
+        }
+      }
+      if constexpr (!kQdq) {
+        if (my_ok) {
+          p.scales[off] = static_cast<uint8_t>(sf);
+          if (kSwizzle && last_col) {
+            for (int64_t j = p.g.kb; j < p.g.kp; ++j) p.scales[off + (j - p.g.kb) + 1] = 0;
+          }
         }
       }
       float osc_j[kG], dq_j[kG];
@@ -283,7 +371,15 @@ __global__ void __launch_bounds__(256) nvfp4_quantize_kernel(const QuantParams p
         if (ci >= rem) continue;
         // x * osc is NaN only for 0 * inf: blocks with osc = +inf take the NaN-safe rounding.
         const bool osc_inf = __float_as_uint(osc_j[j]) == kInfBits;
-        if constexpr (kQdq) {
+        if constexpr (kQdq && kFourSix) {
+          float out[kV];
+#pragma unroll
+          for (int i = 0; i < kV; ++i) {  // as qdq_chunk, from the kept magnitudes
+            const uint32_t sign = __float_as_uint(f[j][i]) & 0x80000000u;
+            out[i] = __fmul_rn(__uint_as_float(__float_as_uint(mv[j][i]) | sign), dq_j[j]);
+          }
+          store_stream(static_cast<uint4*>(p.out) + (base + tid) + u * bdim, pack_vec<T>(out));
+        } else if constexpr (kQdq) {
           float out[kV];
           if (osc_inf) {
             qdq_chunk<T, true>(f[j], osc_j[j], dq_j[j], out);
@@ -292,8 +388,15 @@ __global__ void __launch_bounds__(256) nvfp4_quantize_kernel(const QuantParams p
           }
           store_stream(static_cast<uint4*>(p.out) + (base + tid) + u * bdim, pack_vec<T>(out));
         } else {
-          uint32_t word = osc_inf ? encode_chunk<T, true>(v[u], f[j], osc_j[j])
-                                  : encode_chunk<T, false>(v[u], f[j], osc_j[j]);
+          uint32_t word;
+          if constexpr (kFourSix) {  // as encode_chunk, from the kept magnitudes
+            word = nibble_signs<T>(v[u]);
+#pragma unroll
+            for (int i = 0; i < kV; ++i) word += e2m1_code_of(mv[j][i]) << (4 * i);
+          } else {
+            word = osc_inf ? encode_chunk<T, true>(v[u], f[j], osc_j[j])
+                           : encode_chunk<T, false>(v[u], f[j], osc_j[j]);
+          }
           if (isnan(osc_j[j])) word = 0;  // scale 0x7F: codes 0
           if constexpr (kV == 8) {
             __stcs(reinterpret_cast<unsigned int*>(p.packed) + (base + tid) + u * bdim, word);

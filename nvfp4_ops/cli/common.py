@@ -13,7 +13,7 @@ import torch
 
 
 FORMATS = ("nvfp4", "mxfp8", "mxfp4")
-METHODS = ("amax", "mse", "hessian")
+METHODS = ("amax", "mse", "hessian", "4over6")
 BLOCK = {"nvfp4": 16, "mxfp8": 32, "mxfp4": 32}
 #: layouts each format can be written in; the first is the default
 LAYOUTS = {

@@ -86,7 +86,9 @@ def add_parsers(sub) -> None:
                    "unless --force)")
     q.add_argument("--format", choices=FORMATS, default="nvfp4")
     q.add_argument("--scales", choices=METHODS, default=None,
-                   help="block-scale choice: amax (the naive amax/6 scale), mse or hessian: "
+                   help="block-scale choice: amax (the naive amax/6 scale), 4over6 (per "
+                        "block the better of amax/6 and amax/4, nvfp4 only, about the cost of "
+                        "amax), mse or hessian: "
                         "the exact search for the scale of least squared / Hessian-weighted "
                         "error (hessian: nvfp4 only, needs calibration inputs); the report "
                         "compares the choice with amax (default: mse; amax for mxfp8, where "

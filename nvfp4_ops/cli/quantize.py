@@ -535,6 +535,10 @@ def _run_quantize(args: argparse.Namespace, ranks: Optional[Ranks]) -> int:
     if method == "hessian" and fmt != "nvfp4":
         raise CliError(f"--scales hessian is for --format nvfp4 only (the {fmt} search minimises "
                        "the squared error: use --scales mse)")
+    if method == "4over6" and fmt != "nvfp4":
+        raise CliError(f"--scales 4over6 is for --format nvfp4 only (its two candidate scales "
+                       f"map the block max to the E2M1 values 6 and 4; for {fmt} use --scales "
+                       "mse)")
     scheme = getattr(args, "scheme", "w4a16")
     w4a4 = scheme == "w4a4"
     if w4a4 and fmt != "nvfp4":

@@ -231,7 +231,7 @@ def _dequantize_rule(packed, scales, gs, out_dtype, swizzled=False):
                         extra=extra, n_out=1, unit=", in packed bytes of 2 elements")
 
 
-def _quant_dequant_rule(x, gs):
+def _quant_dequant_rule(x, gs, scale_method="amax"):
     return _codec_rules("nvfp4.quant_dequant", x, NVFP4_BLOCK, swizzle=False,
                         extra=lambda p: [_gs_placement(p, len(x.shape), gs)], n_out=1)
 

@@ -353,7 +353,7 @@ class NVFP4Linear(QuantizedLinear):
         ----------
         linear : nn.Linear
             ``in_features`` a multiple of 16. The bias is kept in its dtype.
-        scale_method : {"amax", "mse", "hessian"}
+        scale_method : {"amax", "mse", "hessian", "4over6"}
             How each block's E4M3 scale is chosen (docs/spec.md).
         hessian : Tensor, optional
             fp32 ``[K/16, 16, 16]`` for ``"hessian"``; built from ``calibration`` with

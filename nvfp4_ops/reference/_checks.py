@@ -172,7 +172,8 @@ TENSOR_ARGS = {
 
 #: The accepted values of every string argument, keyed by (op, argument).
 CHOICES = {
-    ("nvfp4.quantize", "scale_method"): ("amax", "mse", "hessian"),
+    ("nvfp4.quantize", "scale_method"): ("amax", "mse", "hessian", "4over6"),
+    ("nvfp4.quant_dequant", "scale_method"): ("amax", "4over6"),
     ("nvfp4.mx_quantize", "scale_method"): ("amax", "mse"),
     ("nvfp4.mx_quantize", "elem"): ("e4m3", "e2m1"),
     ("nvfp4.mx_quantize", "rounding"): ("rceil", "floor"),
@@ -334,25 +335,29 @@ def check_quantize_args(
 
     In order: ``x`` float32/float16/bfloat16, 2-D or 3-D, ``K % 16 == 0``; ``global_scale``
     float32 with one element (or ``[B]`` for 3-D ``x``); ``scale_method`` one of "amax",
-    "mse", "hessian"; ``hessian`` float32 ``[K/16, 16, 16]`` with "hessian" and None
-    otherwise; every tensor on one device; ``hessian`` finite (real tensors only: fake and
-    meta tensors have no values). ``swizzle`` takes any value.
+    "mse", "hessian", "4over6" (``quant_dequant``: "amax" or "4over6"); ``hessian``
+    float32 ``[K/16, 16, 16]`` with "hessian" and None otherwise; every tensor on one
+    device; ``hessian`` finite (real tensors only: fake and meta tensors have no values). ``swizzle`` takes any value.
     """
     _check_tensor(op, TENSOR_ARGS["x"], x)
     _check_multiple(op, "K (the last dim)", x.shape[-1], NVFP4_BLOCK)
     _check_global_scale(op, global_scale, x.shape[0] if x.dim() == 3 else None)
-    _check_choice(op, "scale_method", scale_method, "nvfp4.quantize")
+    choices = "nvfp4.quant_dequant" if op == "nvfp4.quant_dequant" else "nvfp4.quantize"
+    _check_choice(op, "scale_method", scale_method, choices)
     _check_hessian(op, hessian, scale_method, x.shape[-1])
     _check_one_device(op, x=x, global_scale=global_scale, hessian=hessian)
     _check_hessian_finite(op, hessian)
 
 
-def check_quant_dequant_args(x: Tensor, global_scale: Tensor) -> None:
-    """Check the arguments of ``quant_dequant``: the rules of ``quantize`` with "amax".
+def check_quant_dequant_args(
+    x: Tensor, global_scale: Tensor, scale_method: str = "amax"
+) -> None:
+    """Check the arguments of ``quant_dequant``: the rules of ``quantize`` without a hessian,
+    ``scale_method`` "amax" or "4over6".
 
     The messages name ``nvfp4.quant_dequant``.
     """
-    check_quantize_args(x, global_scale, op="nvfp4.quant_dequant")
+    check_quantize_args(x, global_scale, scale_method=scale_method, op="nvfp4.quant_dequant")
 
 
 def check_dequantize_args(

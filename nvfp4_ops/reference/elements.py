@@ -184,14 +184,15 @@ def _nvfp4_round(x: Tensor, osc: Tensor) -> Tensor:
     return torch.copysign(q, torch.where(torch.isnan(y), x, y))
 
 
-def _nvfp4_naive_bytes(xb: Tensor, gs_b: Tensor) -> Tensor:
+def _nvfp4_naive_bytes(xb: Tensor, gs_b: Tensor, rcp: float = _RN_ONE_SIXTH) -> Tensor:
     """Naive scale bytes ``E4M3(RN(gs * RN(vmax * RN(1/6))))`` per block; 0x7F if non-finite.
 
-    ``xb``: fp32 ``[..., 16]`` blocks, ``gs_b`` broadcastable to ``xb.shape[:-1]``.
+    ``xb``: fp32 ``[..., 16]`` blocks, ``gs_b`` broadcastable to ``xb.shape[:-1]``. ``rcp``
+    replaces ``RN(1/6)`` (an fp32 value): 0.25 gives the "/4" byte of ``scale_method="4over6"``.
     """
     vmax = xb.abs().amax(dim=-1)
     finite = torch.isfinite(xb).all(dim=-1)
-    sf = e4m3_from_fp32(gs_b * (vmax * _RN_ONE_SIXTH))
+    sf = e4m3_from_fp32(gs_b * (vmax * rcp))
     return torch.where(finite, sf, 0x7F)
 
 

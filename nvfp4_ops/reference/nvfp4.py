@@ -16,6 +16,7 @@ from ._checks import (
 from ._common import F32, FLT_MAX, GLOBAL_SCALE_NUMERATOR, NVFP4_BLOCK, batched, unbatched
 from .elements import (
     _e2m1_code_from_value,
+    _e2m1_round_mag,
     _nvfp4_multipliers,
     _nvfp4_naive_bytes,
     _nvfp4_round,
@@ -83,6 +84,36 @@ def _nvfp4_dequant_blocks(codes_b: Tensor, sf_bytes: Tensor, gs_b: Tensor) -> Te
     return e2m1_decode(codes_b) * s.unsqueeze(-1)
 
 
+def _nvfp4_4over6_sse(xb: Tensor, sf_bytes: Tensor, gs_b: Tensor) -> Tensor:
+    """The squared error of NVFP4 blocks with given scale bytes, as ``"4over6"`` sums it.
+
+    Per element (docs/spec.md section 2, "4over6"): ``t_i = RN(e_i^2)`` with
+    ``e_i = RN(|x_i| - RN(|q_i| * |s|))``, ``q_i`` the element's E2M1 value for the scale
+    and ``s = RN(fp32(sf) / gs)`` (the dequantized magnitude; RN is sign-symmetric, so the
+    square equals that of the signed error). Sum: ``Q_k = RN(RN(RN(t_4k + t_4k+1) +
+    t_4k+2) + t_4k+3)`` for ``k = 0..3``, then ``RN(RN(Q_0 + Q_1) + RN(Q_2 + Q_3))``.
+
+    ``xb``: fp32 ``[..., 16]``; ``sf_bytes``: uint8 ``xb.shape[:-1]``; ``gs_b`` broadcastable.
+    """
+    osc, s = _nvfp4_multipliers(e4m3_to_fp32(sf_bytes), gs_b)
+    ax = xb.abs()
+    q = _e2m1_round_mag(ax * osc.abs().unsqueeze(-1))
+    e = ax - q * s.abs().unsqueeze(-1)
+    t = (e * e).unflatten(-1, (4, 4))
+    quads = ((t[..., 0] + t[..., 1]) + t[..., 2]) + t[..., 3]
+    return (quads[..., 0] + quads[..., 1]) + (quads[..., 2] + quads[..., 3])
+
+
+def _nvfp4_4over6_bytes(xb: Tensor, gs_b: Tensor) -> Tensor:
+    """Scale bytes of ``scale_method="4over6"`` (docs/spec.md section 2) for fp32 blocks
+    ``[..., 16]``: of the bytes that map the block max to 6 and to 4, the one of smaller
+    :func:`_nvfp4_4over6_sse`; ties (and NaN objectives) to the "/6" byte."""
+    sf6 = _nvfp4_naive_bytes(xb, gs_b)
+    sf4 = _nvfp4_naive_bytes(xb, gs_b, 0.25)
+    use4 = _nvfp4_4over6_sse(xb, sf4, gs_b) < _nvfp4_4over6_sse(xb, sf6, gs_b)
+    return torch.where(use4, sf4, sf6)
+
+
 def _nvfp4_quantize_core(
     x: Tensor, gs: Tensor, scale_method: str, hessian: Optional[Tensor]
 ) -> Tuple[Tensor, Tensor, Tensor]:
@@ -92,8 +123,11 @@ def _nvfp4_quantize_core(
     G = K // NVFP4_BLOCK
     xb = x3.to(F32).reshape(B, M, G, NVFP4_BLOCK)
     gs_b = gs.detach().reshape(-1, 1, 1)
-    sf = _nvfp4_naive_bytes(xb, gs_b)
-    if scale_method != "amax":
+    if scale_method == "4over6":
+        sf = _nvfp4_4over6_bytes(xb, gs_b)
+    else:
+        sf = _nvfp4_naive_bytes(xb, gs_b)
+    if scale_method in ("mse", "hessian"):
         gs_r = gs_b.expand(B, M, 1).reshape(B * M, 1)
         h = hessian.detach() if hessian is not None else None
         sf = _nvfp4_search(
@@ -113,8 +147,9 @@ def quantize(
     """Quantize to NVFP4: E2M1 codes with one E4M3 scale per 16 elements (docs/spec.md sec. 2, 5).
 
     Per block of 16 along the last dim, with ``vmax = max |x_i|``:
-    ``sf = E4M3(RN(gs * RN(vmax * RN(1/6))))`` (``scale_method="amax"``) or the
-    exhaustive search of docs/spec.md section 5 (``"mse"``, ``"hessian"``); then
+    ``sf = E4M3(RN(gs * RN(vmax * RN(1/6))))`` (``scale_method="amax"``), the better of
+    that byte and ``E4M3(RN(gs * RN(vmax * 0.25)))`` (``"4over6"``, docs/spec.md section 2)
+    or the exhaustive search of docs/spec.md section 5 (``"mse"``, ``"hessian"``); then
     ``osc = RN(1 / RN(fp32(sf) * RN(1/gs)))`` and ``code = E2M1(RN(x * osc))``.
 
     Arguments and outputs: see the op, :func:`nvfp4_ops.ops.quantize`.
@@ -161,13 +196,14 @@ def dequantize(
     return unbatched(out.reshape(B, M, K).to(out_dtype), packed)
 
 
-def quant_dequant(x: Tensor, global_scale: Tensor) -> Tensor:
-    """NVFP4 fake quantization: bit-identical to ``dequantize(*quantize(x, gs), gs, x.dtype)``.
+def quant_dequant(x: Tensor, global_scale: Tensor, scale_method: str = "amax") -> Tensor:
+    """NVFP4 fake quantization: bit-identical to
+    ``dequantize(*quantize(x, gs, scale_method=scale_method), gs, x.dtype)``.
 
     Arguments and outputs: see the op, :func:`nvfp4_ops.ops.quant_dequant`.
     """
-    check_quant_dequant_args(x, global_scale)
-    codes, sf, gs_b = _nvfp4_quantize_core(x, global_scale, "amax", None)
+    check_quant_dequant_args(x, global_scale, scale_method)
+    codes, sf, gs_b = _nvfp4_quantize_core(x, global_scale, scale_method, None)
     B, M, K = codes.shape
     out = _nvfp4_dequant_blocks(codes.reshape(B, M, K // NVFP4_BLOCK, NVFP4_BLOCK), sf, gs_b)
     return unbatched(out.reshape(B, M, K).to(x.dtype), x)

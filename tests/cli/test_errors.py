@@ -51,6 +51,7 @@ def test_bad_options(tmp_path, capsys):
     cases = [
         (["--scales", "hessian"], "needs calibration inputs"),
         (["--format", "mxfp8", "--scales", "hessian"], "nvfp4 only"),
+        (["--format", "mxfp4", "--scales", "4over6"], "4over6 is for --format nvfp4 only"),
         (["--format", "mxfp8", "--layout", "modelopt"], "does not hold mxfp8"),
         (["--layout", "gpt-oss"], "does not hold nvfp4"),
         (["--calib", str(tmp_path / "missing.txt")], "no such file"),

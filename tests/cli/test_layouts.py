@@ -92,6 +92,27 @@ def test_compressed_tensors_nvfp4_mse(tmp_path, capsys):
     assert "quantization_config" not in json.loads((back / "config.json").read_text())
 
 
+def test_nvfp4_4over6(tmp_path, capsys):
+    """--scales 4over6: the stored bytes are quantize(scale_method="4over6"), and the report
+    compares it with amax (never worse in total: each block keeps the smaller error)."""
+    src = tmp_path / "in"
+    t = make_ckpt(src)
+    out = tmp_path / "out"
+    rc, _, err = run(capsys, str(src), "--out", str(out), "--scales", "4over6", "--quiet")
+    assert rc == 0, err
+    q = tensors(out)
+    for name in LINEARS:
+        p = name[: -len(".weight")]
+        gs = nvfp4_ops.global_scale(t[name])
+        p_ref, s_ref = nvfp4_ops.quantize(t[name], gs, scale_method="4over6")
+        assert torch.equal(q[p + ".weight_packed"], p_ref)
+        assert torch.equal(q[p + ".weight_scale"].view(torch.uint8), s_ref.view(torch.uint8))
+    r = json.loads((out / "report.json").read_text())
+    assert r["scales"] == "4over6"
+    for l in r["layers"]:
+        assert l["rel_err"]["4over6"] <= l["rel_err"]["amax"]
+
+
 def test_modelopt_nvfp4(tmp_path, capsys):
     src = tmp_path / "in"
     t = make_ckpt(src, dtype=torch.float16)

@@ -49,18 +49,21 @@ def batch_gs(x: torch.Tensor) -> torch.Tensor:
     return torch.cat([ref.global_scale(x[b]) for b in range(x.shape[0])])
 
 
-def check_codec(x: torch.Tensor, gs: torch.Tensor, oracle_device: str, what: str) -> None:
+def check_codec(x: torch.Tensor, gs: torch.Tensor, oracle_device: str, what: str,
+                method: str = "amax") -> None:
     """quantize (both layouts), dequantize (both layouts, every out dtype) and quant_dequant
-    of x against the reference computed on oracle_device; qdq == dequantize(quantize) bits."""
+    of x against the reference computed on oracle_device; qdq == dequantize(quantize) bits.
+    ``method``: the scale_method of quantize and quant_dequant ("amax" or "4over6")."""
     xo, gso = x.to(oracle_device), gs.to(oracle_device)
-    lin_want = ref.quantize(xo, gso, False)
-    swz_want = ref.quantize(xo, gso, True)
+    what = f"{what} [{method}]"
+    lin_want = ref.quantize(xo, gso, False, method)
+    swz_want = ref.quantize(xo, gso, True, method)
     poison_cuda_cache(*lin_want)
-    p, s = OPS.quantize(x, gs, False)
+    p, s = OPS.quantize(x, gs, False, method)
     assert_exact(p, lin_want[0], f"{what} packed")
     assert_exact(s, lin_want[1], f"{what} scales")
     poison_cuda_cache(*swz_want)
-    p2, s2 = OPS.quantize(x, gs, True)
+    p2, s2 = OPS.quantize(x, gs, True, method)
     assert_exact(p2, swz_want[0], f"{what} packed (swizzle)")
     assert_exact(s2, swz_want[1], f"{what} scales (swizzled)")
     for od in OUT_DTYPES:
@@ -70,9 +73,9 @@ def check_codec(x: torch.Tensor, gs: torch.Tensor, oracle_device: str, what: str
         poison_cuda_cache(want)
         assert_exact(OPS.dequantize(p2, s2, gs, od, True), want,
                      f"{what} dequantize swizzled -> {od}")
-    want = ref.quant_dequant(xo, gso)
+    want = ref.quant_dequant(xo, gso, method)
     poison_cuda_cache(want)
-    fq = OPS.quant_dequant(x, gs)
+    fq = OPS.quant_dequant(x, gs, method)
     assert_exact(fq, want, f"{what} quant_dequant")
     # one pass == the two ops, to the bit (NaN payloads included)
     assert torch.equal(bits(fq), bits(OPS.dequantize(p, s, gs, x.dtype))), what
@@ -85,13 +88,16 @@ def check_codec(x: torch.Tensor, gs: torch.Tensor, oracle_device: str, what: str
 MS = [1, 90, 130, 257]
 KS = [16, 48, 80, 4096]
 LAYOUTS = ["2d", "3d", "3d_per_batch"]
+#: The scale methods of the one-pass codec kernels (quantize and quant_dequant).
+METHODS = ["amax", "4over6"]
 
 
+@pytest.mark.parametrize("method", METHODS)
 @pytest.mark.parametrize("layout", LAYOUTS)
 @pytest.mark.parametrize("k", KS)
 @pytest.mark.parametrize("m", MS)
 @pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
-def test_codec_matches_reference(dtype, m, k, layout):
+def test_codec_matches_reference(dtype, m, k, layout, method):
     seed = zlib.crc32(f"{dtype} {m} {k} {layout}".encode())
     if layout == "2d":
         x = many_magnitudes((m, k), dtype, seed)
@@ -99,7 +105,7 @@ def test_codec_matches_reference(dtype, m, k, layout):
     else:
         x = many_magnitudes((3, m, k), dtype, seed)
         gs = batch_gs(x) if layout == "3d_per_batch" else ref.global_scale(x)
-    check_codec(x, gs, DEV, f"{dtype} [{layout} m={m} k={k}]")
+    check_codec(x, gs, DEV, f"{dtype} [{layout} m={m} k={k}]", method)
 
 
 # --------------------------------------------------------------------------------------
@@ -160,48 +166,72 @@ def special_tensor(dtype, rows=130, blocks_per_row=5, batches=None, device=None)
     return torch.tensor(data, dtype=torch.float64).reshape(shape).to(dtype).to(device or DEV)
 
 
+@pytest.mark.parametrize("method", METHODS)
 @pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
-def test_special_values_gs_one(dtype):
+def test_special_values_gs_one(dtype, method):
     x = special_tensor(dtype)
-    check_codec(x, torch.ones(1, device=DEV), "cpu", f"{dtype} specials, gs=1")
+    check_codec(x, torch.ones(1, device=DEV), "cpu", f"{dtype} specials, gs=1", method)
 
 
+@pytest.mark.parametrize("method", METHODS)
 @pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
-def test_special_values_gs_from_finite_part(dtype):
+def test_special_values_gs_from_finite_part(dtype, method):
     """gs made from a tensor of amax 1: big blocks saturate, small ones get subnormal or
     zero scales; one global scale per batch in 3-D."""
     x = special_tensor(dtype, rows=90, blocks_per_row=3, batches=2)
     gs = torch.tensor([2688.0, 2688.0 / 37.0], dtype=torch.float32, device=DEV)
-    check_codec(x, gs, "cpu", f"{dtype} specials, per-batch gs")
-    check_codec(x[1], gs[1:], "cpu", f"{dtype} specials 2-D")
+    check_codec(x, gs, "cpu", f"{dtype} specials, per-batch gs", method)
+    check_codec(x[1], gs[1:], "cpu", f"{dtype} specials 2-D", method)
 
 
+@pytest.mark.parametrize("method", METHODS)
 @pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
-def test_cpu_oracle_agrees(dtype):
+def test_cpu_oracle_agrees(dtype, method):
     """A slice of the sweep against the reference on CPU (the CUDA reference is only used
     because it is fast; this checks that it gives the same bytes)."""
     x = many_magnitudes((2, 130, 80), dtype, seed=7)
-    check_codec(x, batch_gs(x), "cpu", f"{dtype} cpu oracle")
+    check_codec(x, batch_gs(x), "cpu", f"{dtype} cpu oracle", method)
     x = many_magnitudes((257, 4096), dtype, seed=8)
-    check_codec(x, ref.global_scale(x), "cpu", f"{dtype} cpu oracle 2-D")
+    check_codec(x, ref.global_scale(x), "cpu", f"{dtype} cpu oracle 2-D", method)
 
 
-def test_extreme_global_scales():
+@pytest.mark.parametrize("method", METHODS)
+def test_extreme_global_scales(method):
     """gs = +inf (osc = 0 per the reference), 0, huge (osc = +inf: 0 * inf is NaN, code
     keeps the sign of x), NaN: whatever the formulas give, the same bytes."""
     x = special_tensor(torch.float32, rows=8, blocks_per_row=4)
     x[0, :16] = torch.tensor([0.0, -0.0] * 8)
     x[1, :16] = torch.tensor([1e-38, -0.0, 0.0, -1e-45] * 4)
-    for g in (math.inf, 0.0, 3e37, 1e38, math.nan, 2.0**126, -2688.0):
-        check_codec(x, torch.tensor([g], device=DEV), "cpu", f"gs={g}")
+    for g in (math.inf, 0.0, 3e37, 1e38, math.nan, 2.0**126, -2688.0, 1e-45, 2.0**-130):
+        check_codec(x, torch.tensor([g], device=DEV), "cpu", f"gs={g}", method)
 
 
-def test_fp32_denormal_inputs():
+@pytest.mark.parametrize("method", METHODS)
+def test_fp32_denormal_inputs(method):
     g = gen(3)
     x = (torch.randn(64, 64, generator=g) * 1e-40).to(DEV)
     x[::3] *= 1e-4
-    check_codec(x, ref.global_scale(x), "cpu", "fp32 denormals")  # gs = FLT_MAX
-    check_codec(x, torch.tensor([1e30], device=DEV), "cpu", "fp32 denormals, gs 1e30")
+    check_codec(x, ref.global_scale(x), "cpu", "fp32 denormals", method)  # gs = FLT_MAX
+    check_codec(x, torch.tensor([1e30], device=DEV), "cpu", "fp32 denormals, gs 1e30", method)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
+def test_4over6_ties_and_wins(dtype):
+    """scale_method="4over6" on blocks of few grid values (gs = 1), where the two candidate
+    scales often give equal errors (ties: the "/6" byte) and often differ (both picks
+    occur); the reference's picks on CPU are checked against its own candidates first."""
+    g = gen(11)
+    grid = torch.tensor([0.25, 0.5, 0.75, 1.0, 1.25, 1.5, 2.0, 2.5, 3.0, 3.5, 4.0, 5.0, 6.0, 7.0])
+    x = torch.zeros(3, 256, 64)
+    x[..., ::16] = grid[torch.randint(len(grid), (3, 256, 4), generator=g)]
+    x[..., 5::16] = -grid[torch.randint(len(grid), (3, 256, 4), generator=g)]
+    x = x.to(dtype)
+    gs = torch.tensor([1.0, 0.5, 2.0**-7])
+    _, s46 = ref.quantize(x, gs, scale_method="4over6")
+    _, s6 = ref.quantize(x, gs)
+    assert (s46.view(torch.uint8) != s6.view(torch.uint8)).any()  # "/4" wins somewhere
+    assert (s46.view(torch.uint8) == s6.view(torch.uint8)).any()
+    check_codec(x.to(DEV), gs.to(DEV), "cpu", f"{dtype} 4over6 grid blocks", "4over6")
 
 
 @pytest.mark.parametrize("amax", [1e-37, 1e-40, 1.4e-45])
@@ -376,10 +406,13 @@ def _samples():
         ("quant_dequant", (x3, gs3b), True),
         ("global_scale", (x3,), True),
         ("global_scale", (x2[:, 1:],), True),
+        ("quantize", (x2, gs2, True, "4over6"), True),
+        ("quantize", (x3, gs3b, False, "4over6"), True),
+        ("quant_dequant", (x3, gs3b, "4over6"), True),
     ]
 
 
-@pytest.mark.parametrize("i", range(9))
+@pytest.mark.parametrize("i", range(12))
 def test_opcheck(i):
     name, args, schema_ok = _samples()[i]
     opcheck(getattr(OPS, name).default, args, schema_ok)
@@ -391,7 +424,9 @@ def _pipeline(x):
     y = OPS.dequantize(p, s, gs, torch.float32, True)
     fq = OPS.quant_dequant(x, gs)
     pl, sl = OPS.quantize(x, gs, False)
-    return gs, p, s, y, fq, pl, sl
+    p46, s46 = OPS.quantize(x, gs, True, "4over6")
+    fq46 = OPS.quant_dequant(x, gs, "4over6")
+    return gs, p, s, y, fq, pl, sl, p46, s46, fq46
 
 
 def test_compile_fullgraph():

@@ -170,6 +170,54 @@ def test_mse_3d_per_batch_global_scale(swizzle):
     _check_quantize(x, ref.global_scale(x), swizzle)  # one global scale for every batch
 
 
+def _batched_input(B, M, K, seed):
+    """[B, M, K] fp32 CUDA data whose batches differ in magnitude, with per-batch global
+    scales (some saturating, some tiny)."""
+    x = _input("student_t", (B, M, K), seed=seed)
+    x *= (10.0 ** torch.randint(-4, 5, (B, 1, 1), generator=gen(seed + 1)).float())
+    x = x.cuda()
+    gs = torch.cat([ref.global_scale(x[b]) for b in range(B)])
+    gs[::7] *= 16  # saturating batches
+    gs[3::11] = 2.0**-20  # underflowing scales
+    return x, gs
+
+
+# Many small batches with one global scale each: tiles of the kernels that span one batch,
+# a few, and more than the tables a CTA holds at once (8 batches); per-batch block counts
+# that do not divide the tile.
+BATCHED_SHAPES = [(300, 1, 32), (129, 3, 80), (40, 16, 256), (5, 130, 48)]
+
+
+@pytest.mark.parametrize("swizzle", [False, True])
+@pytest.mark.parametrize("B,M,K", BATCHED_SHAPES)
+def test_mse_many_small_batches(B, M, K, swizzle):
+    """Bit for bit the reference, and each batch as its own 2-D tensor with its scale."""
+    _need_kernel("quantize")
+    x, gs = _batched_input(B, M, K, seed=B + M + K)
+    x = x.to(torch.bfloat16)
+    packed, scales = _check_quantize(x, gs, swizzle)
+    for b in range(0, B, max(1, B // 16)):
+        p2, s2 = OPS.quantize(x[b], gs[b:b + 1], swizzle, "mse")
+        assert _same_bytes(packed[b], p2) and _same_bytes(scales[b], s2), b
+
+
+@pytest.mark.parametrize("swizzle", [False, True])
+@pytest.mark.parametrize("B,M,K", [(200, 3, 64), (21, 16, 32), (3, 129, 16)])
+def test_hessian_many_small_batches(B, M, K, swizzle):
+    _need_kernel("quantize")
+    x, gs = _batched_input(B, M, K, seed=B * M + K)
+    H = _hessian("correlated", K)
+    packed, scales = _check_quantize(x, gs, swizzle, "hessian", H)
+    for b in range(0, B, max(1, B // 16)):
+        p2, s2 = OPS.quantize(x[b], gs[b:b + 1], swizzle, "hessian", H)
+        assert _same_bytes(packed[b], p2) and _same_bytes(scales[b], s2), b
+    # one global scale for all batches: the same bytes as the 2-D [B * M, K] tensor
+    g1 = ref.global_scale(x)
+    p3, s3 = _check_quantize(x, g1, False, "hessian", H)
+    p2, s2 = OPS.quantize(x.reshape(B * M, K), g1, False, "hessian", H)
+    assert _same_bytes(p3.reshape(B * M, -1), p2) and _same_bytes(s3.reshape(B * M, -1), s2)
+
+
 def test_mse_tiny_and_huge_magnitudes():
     # Block maxima outside [2^-60, 2^60] take the exhaustive path.
     _need_kernel("quantize")

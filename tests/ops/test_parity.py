@@ -157,6 +157,8 @@ CASES = [
     Case("quant_dequant", "gs dtype",
          lambda m: OPS.quant_dequant(m.t(4, 32), m.t(1, dtype=torch.float64))),
     Case("quant_dequant", "devices", lambda m: OPS.quant_dequant(m.t(4, 32), m.t(1, device=m.o))),
+    Case("quant_dequant", "scale_method",
+         lambda m: OPS.quant_dequant(m.t(4, 32), m.one, "mse"), match=r"'amax' or '4over6'"),
     # ---- dequantize
     Case("dequantize", "packed dtype", lambda m: dq(m, m.t(4, 16), m.sc(4, 2))),
     Case("dequantize", "packed int8", lambda m: dq(m, m.t(4, 16, dtype=torch.int8), m.sc(4, 2))),
