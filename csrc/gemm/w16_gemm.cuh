@@ -182,8 +182,9 @@ __device__ __forceinline__ void cp_async_wait() {
 
 // One thread's weights for one phase: rows g and g+8 of its warp, 16 words each.
 // NVFP4: code word u = 4i + w (chunk i = 0..3, w = 0..3) holds k = step*512 + 128i + 32t +
-// 8w + [0, 8); scale byte 2(i%2) + hh of s[h][i/2] is the block of k = step*512 + 128i + 32t
-// + 16hh. MX: the 8 codes of unit u are k = step*512 + 256*phase + 32u + 8t + [0, 8) (word u
+// 8w + [0, 8); byte hh of s[h][i] is the scale of the block of k = step*512 + 128i + 32t +
+// 16hh. The scale halfwords stay as loaded until they are used (nvfp4_scale_word): combining
+// them at load time would make the thread wait for the load there, undoing the prefetch. MX: the 8 codes of unit u are k = step*512 + 256*phase + 32u + 8t + [0, 8) (word u
 // for E2M1, words 2u, 2u+1 for E4M3), so that the 4 threads of a row hold one 32-block
 // together and each mma pair covers exactly one block; s[h] holds the unit scale bytes.
 struct WRegs {
@@ -199,8 +200,12 @@ __device__ __forceinline__ void load_chunk16(WRegs& r, int h, int i, const uint8
   r.w[h][4 * i + 1] = v.y;
   r.w[h][4 * i + 2] = v.z;
   r.w[h][4 * i + 3] = v.w;
-  const uint32_t sb = ok ? __ldg(reinterpret_cast<const unsigned short*>(sc)) : 0u;
-  r.s[h][i / 2] |= sb << (16 * (i % 2));
+  r.s[h][i] = ok ? __ldg(reinterpret_cast<const unsigned short*>(sc)) : 0u;
+}
+
+// The 4 NVFP4 scale bytes of chunks 2sw, 2sw + 1 of row h (bytes 2(i%2) + hh).
+__device__ __forceinline__ uint32_t nvfp4_scale_word(const WRegs& r, int h, int sw) {
+  return r.s[h][2 * sw] | (r.s[h][2 * sw + 1] << 16);
 }
 
 // ALIGNED: K % 128 == 0 (16-byte code loads; each chunk wholly in or out of range).
@@ -215,13 +220,13 @@ __device__ __forceinline__ void load_w_plain(WRegs& r, const Params& p, int row0
     const bool row_ok = n < p.N;
     const uint8_t* wrow = p.w + int64_t(n) * (p.K / 2);
     const uint8_t* srow = p.sf + int64_t(n) * (p.K / 16);
-    r.s[h][0] = r.s[h][1] = 0;
 #pragma unroll
     for (int i = 0; i < 4; ++i) {
       const int k = step * kSuperK + 128 * i + 32 * t;
       if constexpr (ALIGNED) {
         load_chunk16(r, h, i, wrow + k / 2, srow + k / 16, row_ok && k < p.K);
       } else {
+        r.s[h][i] = 0;
 #pragma unroll
         for (int hh = 0; hh < 2; ++hh) {
           const int kb = k + 16 * hh;
@@ -230,7 +235,7 @@ __device__ __forceinline__ void load_w_plain(WRegs& r, const Params& p, int row0
           r.w[h][4 * i + 2 * hh] = v.x;
           r.w[h][4 * i + 2 * hh + 1] = v.y;
           const uint32_t sb = ok ? srow[kb / 16] : 0u;
-          r.s[h][i / 2] |= sb << (8 * (2 * (i % 2) + hh));
+          r.s[h][i] |= sb << (8 * hh);
         }
       }
     }
@@ -302,7 +307,6 @@ __device__ __forceinline__ void load_w(WRegs& r, const Params& p, int row0, int 
 #pragma unroll
     for (int h = 0; h < 2; ++h) {
       const int r16 = row0 % 16 + 8 * h;
-      r.s[h][0] = r.s[h][1] = 0;
 #pragma unroll
       for (int i = 0; i < 4; ++i)
         load_chunk16(r, h, i, p.w + tile * 4096 + r16 * 256 + 64 * i + 16 * t,
@@ -465,8 +469,8 @@ __device__ __forceinline__ void mma_step(float (&acc)[NT][4], const WRegs& r,
 #pragma unroll
   for (int sw = 0; sw < 2; ++sw) {  // 2 scale words of 4 blocks: chunks 2sw, 2sw + 1
     uint32_t sg[4], sh[4];
-    scale_pairs<T>(r.s[0][sw], sg);
-    scale_pairs<T>(r.s[1][sw], sh);
+    scale_pairs<T>(nvfp4_scale_word(r, 0, sw), sg);
+    scale_pairs<T>(nvfp4_scale_word(r, 1, sw), sh);
 #pragma unroll
     for (int uu = 0; uu < 8; ++uu) {
       const int u = 8 * sw + uu;  // code word: chunk u / 4, block byte (u % 8) / 2
