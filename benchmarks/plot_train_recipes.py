@@ -3,8 +3,9 @@
 Two panels: every run's training loss per step (log-log), and the last part of the run
 (``--tail`` steps) as a moving average over ``--smooth`` steps, where the gaps between the
 recipes show; the legend gives each run's final loss against bf16's (mean of the last 10 %
-of the steps, as train_recipes.py reports it). The title gives the setup (``--title``; the default is that of the committed
-run, ``python benchmarks/train_recipes.py --steps 300`` on the CPU).
+of the steps, as train_recipes.py reports it). The title gives the setup (``--title``; the
+default is that of the committed run, ``python benchmarks/train_recipes.py --steps 300`` on
+the CPU) and the number of steps.
 
 Needs matplotlib, a tool of this script only (not a dependency of nvfp4_ops: the library
 and its tests never import it).
