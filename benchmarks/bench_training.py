@@ -99,26 +99,21 @@ def train_cases(x: torch.Tensor) -> list:
         return (lambda: OPS.train_quantize(x, g, axis=axis, rounding=rounding, seed=s, offset=o,
                                            hadamard_signs=signs_, **kw)), (x, g, signs_, s, o)
 
-    sr = dict(rounding="stochastic")
+    sr = "stochastic"
     for axis in (-1, -2):
-        base = f"train_quantize axis {axis}, given gs"
-        variants = [
-            (base, tq(axis), (), 80.0 if axis == -2 else None, None),
-            (f"train_quantize axis {axis}, computed gs", tq(axis, given=False), (base,), None,
-             None),
-            (f"train_quantize axis {axis}, block_2d", tq(axis, block_2d=True), (base,), None,
-             1.1),
-            (f"train_quantize axis {axis}, stochastic", tq(axis, **sr), (base,), None, 1.1),
-            (f"train_quantize axis {axis}, Hadamard", tq(axis, signs_=signs), (base,), 75.0,
-             None),
-            (f"train_quantize axis {axis}, swizzled", tq(axis, swizzle=True), (base,), None,
-             None),
+        name = f"train_quantize axis {axis}"
+        base = f"{name}, given gs"
+        cases += [
+            Case(base, *tq(axis), min_copy=80.0 if axis == -2 else None),
+            Case(f"{name}, computed gs", *tq(axis, given=False), (base,)),
+            Case(f"{name}, block_2d", *tq(axis, block_2d=True), (base,), max_vs=1.1),
+            Case(f"{name}, stochastic", *tq(axis, rounding=sr), (base,), max_vs=1.1),
+            Case(f"{name}, Hadamard", *tq(axis, signs_=signs), (base,), min_copy=75.0),
+            Case(f"{name}, swizzled", *tq(axis, swizzle=True), (base,)),
         ]
-        for label, (call, ins), vs, min_copy, max_vs in variants:
-            cases.append(Case(label, call, ins, vs, min_copy, max_vs))
-    call, ins = tq(-2, given=False, signs_=signs, swizzle=True, **sr)
     cases.append(Case("train_quantize axis -2, Hadamard + stochastic, swizzled, computed gs "
-                      "(recipe: wgrad dy^T)", call, ins, ("train_quantize axis -2, given gs",)))
+                      "(recipe: wgrad dy^T)",
+                      *tq(-2, given=False, signs_=signs, rounding=sr, swizzle=True), (base,)))
 
     def rc(given=True, signs_=None, rounding="nearest", **kw):
         """A train_quantize_rowcol case (given scales: the ones it computes)."""
@@ -129,19 +124,18 @@ def train_cases(x: torch.Tensor) -> list:
             x, g[2], g[5], rounding=rounding, seed=s, offset=o, colwise_hadamard_signs=signs_,
             **kw)), (x, g[2], g[5], signs_, s, o)
 
-    base = "train_quantize_rowcol, given gs"
-    cases.append(Case(base, *rc(), ("train_quantize axis -1, given gs",
-                                    "train_quantize axis -2, given gs"), 85.0,
-                      vs_name="axis -1 + axis -2 calls (given gs)"))
-    for label, (call, ins), vs, min_copy, max_vs in [
-        ("train_quantize_rowcol, computed gs", rc(given=False), (base,), None, None),
-        ("train_quantize_rowcol, block_2d", rc(block_2d=True), (base,), None, 1.1),
-        ("train_quantize_rowcol, stochastic", rc(**sr), (base,), None, 1.1),
-        ("train_quantize_rowcol, colwise Hadamard", rc(signs_=signs), (base,), None, None),
-        ("train_quantize_rowcol, stochastic + colwise Hadamard, swizzled, computed gs "
-         "(recipe: dy)", rc(given=False, signs_=signs, swizzle=True, **sr), (base,), None, None),
-    ]:
-        cases.append(Case(label, call, ins, vs, min_copy, max_vs))
+    name = "train_quantize_rowcol"
+    base = f"{name}, given gs"
+    cases += [
+        Case(base, *rc(), ("train_quantize axis -1, given gs", "train_quantize axis -2, given gs"),
+             min_copy=85.0, vs_name="axis -1 + axis -2 calls (given gs)"),
+        Case(f"{name}, computed gs", *rc(given=False), (base,)),
+        Case(f"{name}, block_2d", *rc(block_2d=True), (base,), max_vs=1.1),
+        Case(f"{name}, stochastic", *rc(rounding=sr), (base,), max_vs=1.1),
+        Case(f"{name}, colwise Hadamard", *rc(signs_=signs), (base,)),
+        Case(f"{name}, stochastic + colwise Hadamard, swizzled, computed gs (recipe: dy)",
+             *rc(given=False, signs_=signs, rounding=sr, swizzle=True), (base,)),
+    ]
     return cases
 
 
