@@ -21,7 +21,7 @@ tp=$!
 export CUDA_VISIBLE_DEVICES=0
 cd benchmarks
 for b in "bench_gemm.py --rep 30 --formats nvfp4,mxfp4,mxfp8 --ms 1,16,64,256,1024" "bench_decode.py --batches 1,16" \
-         "bench_nvfp4.py --no-compile" "bench_mx.py --compile none" "bench_search.py --no-reference" ${EXTRA_BENCH:-}; do
+         "bench_nvfp4.py --no-compile" "bench_mx.py --compile none" "bench_search.py --no-reference" "bench_training.py" ${EXTRA_BENCH:-}; do
   n=$(echo $b | cut -d. -f1)
   timeout 200 python $b --out $L/$n.md > $L/$n.log 2>&1; stamp "$n rc=$?"
 done

@@ -12,15 +12,22 @@ __device__ __forceinline__ uint4 ld16(const void* p) {
   return v;
 }
 
-// A: the current kernel's pattern. CTA = 128 rows (8 warps x 16), step = 256 bytes per row,
+// A: the GEMM kernel's pattern. CTA = 128 rows (8 warps x 16), step = 256 bytes per row,
 // thread (g, t) of a warp reads rows g, g+8, 4 x 16 bytes at 64 i + 16 t. DEPTH steps in flight.
-template <int DEPTH>
-__global__ void __launch_bounds__(256) pat_a(const uint8_t* w, int N, int rowbytes, int steps_per_split, uint32_t* sink) {
+// PREPACKED (C): a warp's 16 rows x 256 B step is one contiguous 4 KB tile, the tiles of a row
+// group in step order (the prepacked layout).
+template <int DEPTH, bool PREPACKED>
+__global__ void __launch_bounds__(256) pat_rows(const uint8_t* w, int N, int rowbytes, int steps_per_split, uint32_t* sink) {
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
   const int row0 = blockIdx.x * 128 + warp * 16 + g;
-  const int s0 = blockIdx.y * steps_per_split;
+  const int group = blockIdx.x * 8 + warp;
   const int steps = rowbytes / 256;
+  const int s0 = blockIdx.y * steps_per_split;
   const int s1 = min(steps, s0 + steps_per_split);
+  auto addr = [&](int s, int h, int i) {
+    return PREPACKED ? w + (int64_t(group) * steps + s) * 4096 + (g + 8 * h) * 256 + 64 * i + 16 * t
+                     : w + int64_t(row0 + 8 * h) * rowbytes + s * 256 + 64 * i + 16 * t;
+  };
   uint32_t acc = 0;
   uint4 buf[DEPTH][8];
 #pragma unroll
@@ -29,8 +36,7 @@ __global__ void __launch_bounds__(256) pat_a(const uint8_t* w, int N, int rowbyt
 #pragma unroll
       for (int h = 0; h < 2; ++h)
 #pragma unroll
-        for (int i = 0; i < 4; ++i)
-          buf[d][4 * h + i] = ld16(w + int64_t(row0 + 8 * h) * rowbytes + (s0 + d) * 256 + 64 * i + 16 * t);
+        for (int i = 0; i < 4; ++i) buf[d][4 * h + i] = ld16(addr(s0 + d, h, i));
   for (int s = s0; s < s1; s += DEPTH) {
 #pragma unroll
     for (int d = 0; d < DEPTH; ++d) {
@@ -43,8 +49,7 @@ __global__ void __launch_bounds__(256) pat_a(const uint8_t* w, int N, int rowbyt
 #pragma unroll
         for (int h = 0; h < 2; ++h)
 #pragma unroll
-          for (int i = 0; i < 4; ++i)
-            buf[d][4 * h + i] = ld16(w + int64_t(row0 + 8 * h) * rowbytes + sn * 256 + 64 * i + 16 * t);
+          for (int i = 0; i < 4; ++i) buf[d][4 * h + i] = ld16(addr(sn, h, i));
     }
   }
   if (acc == 0x12345678u) sink[0] = acc;
@@ -72,43 +77,6 @@ __global__ void __launch_bounds__(256) pat_lin(const uint8_t* w, int64_t bytes, 
     for (int u = 0; u < UNROLL; ++u) acc ^= v[u].x ^ v[u].y ^ v[u].z ^ v[u].w;
   }
   (void)nthreads; (void)tid;
-  if (acc == 0x12345678u) sink[0] = acc;
-}
-
-// C: like A but a warp's 16 rows x 256 B step is one contiguous 4 KB tile (the prepacked
-// layout), tiles of a row group in step order.
-template <int DEPTH>
-__global__ void __launch_bounds__(256) pat_c(const uint8_t* w, int N, int rowbytes, int steps_per_split, uint32_t* sink) {
-  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
-  const int group = blockIdx.x * 8 + warp;
-  const int steps = rowbytes / 256;
-  const int s0 = blockIdx.y * steps_per_split;
-  const int s1 = min(steps, s0 + steps_per_split);
-  uint32_t acc = 0;
-  uint4 buf[DEPTH][8];
-  auto addr = [&](int s, int h, int i) { return w + (int64_t(group) * steps + s) * 4096 + (g + 8 * h) * 256 + 64 * i + 16 * t; };
-#pragma unroll
-  for (int d = 0; d < DEPTH; ++d)
-    if (s0 + d < s1)
-#pragma unroll
-      for (int h = 0; h < 2; ++h)
-#pragma unroll
-        for (int i = 0; i < 4; ++i) buf[d][4 * h + i] = ld16(addr(s0 + d, h, i));
-  for (int s = s0; s < s1; s += DEPTH) {
-#pragma unroll
-    for (int d = 0; d < DEPTH; ++d) {
-      if (s + d < s1) {
-#pragma unroll
-        for (int j = 0; j < 8; ++j) acc ^= buf[d][j].x ^ buf[d][j].y ^ buf[d][j].z ^ buf[d][j].w;
-      }
-      const int sn = s + d + DEPTH;
-      if (sn < s1)
-#pragma unroll
-        for (int h = 0; h < 2; ++h)
-#pragma unroll
-          for (int i = 0; i < 4; ++i) buf[d][4 * h + i] = ld16(addr(sn, h, i));
-    }
-  }
   if (acc == 0x12345678u) sink[0] = acc;
 }
 
@@ -151,11 +119,11 @@ int main() {
       if (splits > steps) continue;
       const int sps = (steps + splits - 1) / splits;
       dim3 grid(N / 128, splits);
-      float a1 = timeit([&] { pat_a<1><<<grid, 256>>>(w, N, rowbytes, sps, sink); });
-      float a2 = timeit([&] { pat_a<2><<<grid, 256>>>(w, N, rowbytes, sps, sink); });
-      float a4 = timeit([&] { pat_a<4><<<grid, 256>>>(w, N, rowbytes, sps, sink); });
-      float c2 = timeit([&] { pat_c<2><<<grid, 256>>>(w, N, rowbytes, sps, sink); });
-      float c4 = timeit([&] { pat_c<4><<<grid, 256>>>(w, N, rowbytes, sps, sink); });
+      float a1 = timeit([&] { pat_rows<1, false><<<grid, 256>>>(w, N, rowbytes, sps, sink); });
+      float a2 = timeit([&] { pat_rows<2, false><<<grid, 256>>>(w, N, rowbytes, sps, sink); });
+      float a4 = timeit([&] { pat_rows<4, false><<<grid, 256>>>(w, N, rowbytes, sps, sink); });
+      float c2 = timeit([&] { pat_rows<2, true><<<grid, 256>>>(w, N, rowbytes, sps, sink); });
+      float c4 = timeit([&] { pat_rows<4, true><<<grid, 256>>>(w, N, rowbytes, sps, sink); });
       printf("  splits %2d (%5d CTAs): A d1 %.1f us  A d2 %.1f  A d4 %.1f  | C(prepacked) d2 %.1f  d4 %.1f   [GB/s A d2 %.0f, C d4 %.0f]\n",
              splits, grid.x * grid.y, a1, a2, a4, c2, c4, bytes / a2 / 1e3, bytes / c4 / 1e3);
     }

@@ -194,6 +194,20 @@ struct RowwiseParams {
 
 constexpr int kRowwiseUnroll = 4;  // independent 16-byte vectors in flight per thread
 
+// One 16-byte vector of x unpacked to fp32 into f, and the bits of the largest |f| over the
+// kLanes adjacent, aligned lanes that hold one block (every lane of the warp must call it).
+template <typename T, int kLanes>
+__device__ __forceinline__ uint32_t unpack_lanes_amax(const uint4& raw,
+                                                      float (&f)[Elem<T>::kPerVec]) {
+  unpack_vec<T>(raw, f);
+  uint32_t amax = 0;
+#pragma unroll
+  for (int j = 0; j < Elem<T>::kPerVec; ++j) amax = max(amax, abs_bits(f[j]));
+#pragma unroll
+  for (int o = 1; o < kLanes; o <<= 1) amax = max(amax, __shfl_xor_sync(0xFFFFFFFFu, amax, o));
+  return amax;
+}
+
 // The kRowwiseUnroll vectors raw[i] = vector base + i * kThreads of the rowwise kernel
 // (zeros past n): amax over each MX block's lanes, scale byte, codes, stores. kSwizzle ==
 // p.layout.swizzle: the kernel branches once per iteration into one of two copies, so the
@@ -213,14 +227,9 @@ __device__ __forceinline__ void rowwise_quantize_vectors(const uint4 (&raw)[kRow
   for (int i = 0; i < kRowwiseUnroll; ++i) {
     const int64_t v = base + i * kThreads;
     float f[V];
-    unpack_vec<T>(raw[i], f);
-    uint32_t amax = 0;
-#pragma unroll
-    for (int j = 0; j < V; ++j) amax = max(amax, abs_bits(f[j]));
     // The kLanes lanes of a block are adjacent and aligned (kThreads * kRowwiseUnroll and
     // the vector count per block are multiples of kLanes); all 32 lanes take part.
-#pragma unroll
-    for (int o = 1; o < kLanes; o <<= 1) amax = max(amax, __shfl_xor_sync(0xFFFFFFFFu, amax, o));
+    const uint32_t amax = unpack_lanes_amax<T, kLanes>(raw[i], f);
     const uint32_t b = block_scale<E2M1, R>(amax);
     const auto e = encode_elems<E2M1, V>(f, e8m0_inverse(b), b == kNanByte);
     if (v < n) {

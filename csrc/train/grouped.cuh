@@ -17,7 +17,7 @@
 #include "core/e8m0.h"
 #include "core/swizzle.h"
 #include "core/vec.cuh"
-#include "mx/quantize.cuh"  // mx::block_scale, mx::encode_elems, mx::store_bytes
+#include "mx/quantize.cuh"  // mx::block_scale, encode_elems, store_bytes, unpack_lanes_amax
 #include "nvfp4/block.h"
 #include "train/rng.h"  // e2m1_encode_nearest
 
@@ -137,12 +137,7 @@ __global__ void __launch_bounds__(kGroupedThreads)
       const int64_t v = base + i * kGroupedThreads;
       const bool valid = v < n;
       float f[V];
-      unpack_vec<T>(raw[i], f);
-      uint32_t amax = 0;
-#pragma unroll
-      for (int j = 0; j < V; ++j) amax = max(amax, abs_bits(f[j]));
-#pragma unroll
-      for (int o = 1; o < kLanes; o <<= 1) amax = max(amax, __shfl_xor_sync(0xFFFFFFFFu, amax, o));
+      const uint32_t amax = mx::unpack_lanes_amax<T, kLanes>(raw[i], f);
       if (!valid) continue;
       const int64_t row = p.fast ? int64_t(p.div_vpr.div(static_cast<uint32_t>(v)))
                                  : v / p.vec_per_row;
