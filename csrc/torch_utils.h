@@ -20,6 +20,7 @@
 #include <atomic>
 #include <cstdint>
 #include <initializer_list>
+#include <mutex>
 #include <stdexcept>
 #include <string>
 #include <string_view>
@@ -388,5 +389,40 @@ inline void check_cuda(const char* op, cudaError_t err, const char* what) {
 inline void check_launch(const char* op) {
   check_cuda(op, cudaGetLastError(), "CUDA kernel launch");
 }
+
+// Counters without a memset per call (split-K tickets, grid-wide reductions): per device, one
+// ring of int32 slots zeroed once (cudaMalloc + cudaMemset, never inside a CUDA-graph
+// capture). A kernel that takes slots must leave them zero when it ends (the last CTA resets
+// what it used). Consecutive calls take consecutive slots, so launches in flight at once on
+// different streams use different ones unless more than kRingSlots slots are in flight; a
+// graph captures the slots of its launches and replays them (each replay leaves them zero).
+// Returns nullptr when count > kRingSlots, or when the ring does not exist yet and the stream
+// is capturing: the caller then zeroes a buffer of its own.
+constexpr int64_t kRingSlots = int64_t(1) << 20;
+inline int* zeroed_slots(const char* op, int device, cudaStream_t stream, int64_t count) {
+  struct Ring {
+    std::mutex m;
+    int* base = nullptr;
+    int64_t next = 0;
+  };
+  static Ring rings[64];
+  if (count > kRingSlots || device < 0 || device >= 64) return nullptr;
+  Ring& r = rings[device];
+  std::lock_guard<std::mutex> lock(r.m);
+  if (r.base == nullptr) {
+    cudaStreamCaptureStatus status = cudaStreamCaptureStatusNone;
+    check_cuda(op, cudaStreamIsCapturing(stream, &status), "cudaStreamIsCapturing");
+    if (status != cudaStreamCaptureStatusNone) return nullptr;
+    int* base = nullptr;
+    check_cuda(op, cudaMalloc(&base, kRingSlots * sizeof(int)), "cudaMalloc");
+    check_cuda(op, cudaMemset(base, 0, kRingSlots * sizeof(int)), "cudaMemset");
+    r.base = base;
+  }
+  if (r.next + count > kRingSlots) r.next = 0;
+  int* slots = r.base + r.next;
+  r.next += count;
+  return slots;
+}
+
 
 }  // namespace nvfp4

@@ -9,7 +9,6 @@
 
 #include <algorithm>
 #include <climits>
-#include <mutex>
 #include <optional>
 
 namespace nvfp4 {
@@ -113,38 +112,6 @@ void check_prepacked_args(const Tensor& x, const Tensor& packed, const Tensor& s
   check_bias_devices(op, x, packed, scales, gs, bias, n);
 }
 
-// Split-K tickets without a memset per call: per device, one ring of int32 counters zeroed
-// once (cudaMalloc + cudaMemset, never inside a CUDA-graph capture). The last CTA of a tile
-// resets its counter, so a slot is zero again when its launch ends; consecutive launches take
-// consecutive slots, so launches in flight at once on different streams use different ones
-// unless more than kRingSlots tiles are in flight. A graph captures the slots of its
-// launches and replays them (each replay leaves them zero). Returns nullptr when the ring does
-// not exist yet and the stream is capturing (the caller then zeroes a workspace instead).
-constexpr int64_t kRingSlots = int64_t(1) << 20;
-int* ticket_slots(const char* op, int device, cudaStream_t stream, int64_t tiles) {
-  struct Ring {
-    std::mutex m;
-    int* base = nullptr;
-    int64_t next = 0;
-  };
-  static Ring rings[64];
-  Ring& r = rings[device];
-  std::lock_guard<std::mutex> lock(r.m);
-  if (r.base == nullptr) {
-    cudaStreamCaptureStatus status = cudaStreamCaptureStatusNone;
-    check_cuda(op, cudaStreamIsCapturing(stream, &status), "cudaStreamIsCapturing");
-    if (status != cudaStreamCaptureStatusNone) return nullptr;
-    int* base = nullptr;
-    check_cuda(op, cudaMalloc(&base, kRingSlots * sizeof(int)), "cudaMalloc");
-    check_cuda(op, cudaMemset(base, 0, kRingSlots * sizeof(int)), "cudaMemset");
-    r.base = base;
-  }
-  if (r.next + tiles > kRingSlots) r.next = 0;
-  int* slots = r.base + r.next;
-  r.next += tiles;
-  return slots;
-}
-
 template <typename T, int FMT, int NT, bool ALIGNED, bool PREPACKED>
 void launch(const char* op, Params p, int device, cudaStream_t stream, const Tensor& like) {
   using C = Config<NT>;
@@ -195,7 +162,7 @@ void launch(const char* op, Params p, int device, cudaStream_t stream, const Ten
   Tensor work = like;  // keeps the workspace alive until the launch is queued
   if (p.splits > 1) {
     const int64_t n_part = int64_t(p.splits) * p.M * p.N;
-    p.tickets = tiles <= kRingSlots ? ticket_slots(op, device, stream, tiles) : nullptr;
+    p.tickets = zeroed_slots(op, device, stream, tiles);
     work = empty_like_shape(like, {n_part + (p.tickets ? 0 : tiles)}, ScalarType::Float);
     p.partials = static_cast<float*>(work.mutable_data_ptr());
     if (!p.tickets) {

@@ -361,9 +361,9 @@ Tensor dequantize_cuda(Tensor packed, Tensor scales, Tensor global_scale, Scalar
   return out;
 }
 
-// Up to this many 16-byte chunks, one CTA of 1024 threads does global_scale in one launch
-// (256 KiB: a few microseconds on one SM, about the cost of the two extra launches of the
-// many-CTA path); above, memset + a reduction over at most 8 CTAs per SM + a finalize.
+// One launch (nvfp4_global_scale_kernel, up to 8 CTAs per SM, its two counters from the
+// zeroed ring). Only while a CUDA graph is being captured before the ring exists: small
+// tensors in one CTA of 1024 threads, larger ones memset + reduction + finalize.
 constexpr int64_t kSmallAmaxChunks = 16384;
 
 template <typename T>
@@ -372,6 +372,15 @@ void launch_global_scale(const Tensor& xc, float* out, int device, cudaStream_t 
   const int64_t n = xc.numel();
   const T* x = static_cast<const T*>(xc.const_data_ptr());
   const int64_t n_vec = n / Elem<T>::kPerVec;
+  const int64_t want = ceil_div(n_vec, int64_t(kMaxThreads) * 4);
+  const unsigned blocks =
+      static_cast<unsigned>(std::max<int64_t>(1, std::min<int64_t>(want, 8LL * sm_count(device))));
+  if (int* slot = zeroed_slots(op, device, stream, 2)) {
+    nvfp4_global_scale_kernel<T><<<blocks, kMaxThreads, 0, stream>>>(
+        x, n, out, reinterpret_cast<uint32_t*>(slot));
+    check_launch(op);
+    return;
+  }
   if (n_vec <= kSmallAmaxChunks) {
     nvfp4_global_scale_small_kernel<T><<<1, 1024, 0, stream>>>(x, n, out);
     check_launch(op);
@@ -380,9 +389,6 @@ void launch_global_scale(const Tensor& xc, float* out, int device, cudaStream_t 
   // out holds the running max of abs_bits (0 = no element yet), then the scale.
   NVFP4_CHECK(cudaMemsetAsync(out, 0, sizeof(float), stream) == cudaSuccess, op,
               ": cudaMemsetAsync failed: ", cudaGetErrorString(cudaGetLastError()));
-  const int64_t want = ceil_div(n_vec, int64_t(kMaxThreads) * 4);
-  const unsigned blocks =
-      static_cast<unsigned>(std::max<int64_t>(1, std::min<int64_t>(want, 8LL * sm_count(device))));
   nvfp4_amax_kernel<T><<<blocks, kMaxThreads, 0, stream>>>(x, n, reinterpret_cast<uint32_t*>(out));
   check_launch(op);
   nvfp4_global_scale_finalize_kernel<<<1, 1, 0, stream>>>(out);

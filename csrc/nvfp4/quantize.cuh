@@ -523,6 +523,25 @@ __global__ void __launch_bounds__(256) nvfp4_amax_kernel(const T* __restrict__ x
   if (threadIdx.x == 0 && m != 0) atomicMax(out, m);
 }
 
+// One launch for any size: each CTA folds its max into slot[0] (atomicMax), then takes a
+// ticket from slot[1]; the last CTA turns the max into the global scale and zeroes both
+// slots again (they come from the zeroed ring of csrc/torch_utils.h: no memset).
+template <typename T>
+__global__ void __launch_bounds__(256) nvfp4_global_scale_kernel(const T* __restrict__ x,
+                                                                  int64_t n,
+                                                                  float* __restrict__ out,
+                                                                  uint32_t* __restrict__ slot) {
+  const uint32_t m = cta_amax_bits<T>(x, n);
+  if (threadIdx.x != 0) return;
+  if (m != 0) atomicMax(slot, m);
+  __threadfence();  // the max is visible before the ticket
+  if (atomicAdd(slot + 1, 1u) != gridDim.x - 1) return;
+  __threadfence();
+  const uint32_t amax = atomicExch(slot, 0u);  // every CTA's max is in (they took tickets)
+  slot[1] = 0;
+  *out = nvfp4_global_scale_from_amax(amax);
+}
+
 // *out holds the bits of amax |x| (as written by nvfp4_amax_kernel); replace them by the
 // global scale.
 __global__ void nvfp4_global_scale_finalize_kernel(float* out) {
