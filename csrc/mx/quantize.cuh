@@ -12,6 +12,9 @@
 //    is the neighbouring lane) and writes 16 contiguous output bytes (E4M3) or 8 (E2M1):
 //    8 lanes cover 128 contiguous rows of x = one 128-byte run of an output row.
 //  * mx_dequantize_kernel: one thread per 16-byte output vector, 4 in flight per thread.
+// The columnwise kernel's tile helpers (ColTile, load_col_tile, store_tile_vector,
+// colwise_quantize_tile) and the rowwise lane-vector encode (quantize_lane_vector) also
+// serve mx_quantize_rowcol (mx/rowcol.cuh).
 // Every fp32 operation is an explicit _rn intrinsic (no FMA contraction can change a bit).
 #pragma once
 
