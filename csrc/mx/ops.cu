@@ -227,6 +227,8 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> mx_quantize_rowcol_cuda(Tensor x, std
     p.col.vec = true;
     p.row_mp = round_up(m, 128);
     p.row_kp = round_up(k / mx::kBlock, 4);
+    p.div_tiles_k = FastDiv::make(static_cast<uint32_t>(p.col.tiles_k));
+    p.div_tiles_m = FastDiv::make(static_cast<uint32_t>(p.col.tiles_m));
     auto go = [&](auto kernel) {
       // Persistent CTAs (no more than fit at once): each prefetches its next tile.
       const unsigned grid = grid_for(batches * p.col.tiles_m * p.col.tiles_k, 1,

@@ -332,6 +332,14 @@ struct ColTileCoord {
   int rows_valid, cols_valid;
 };
 
+// rows_valid, cols_valid of the tile at c.m0, c.k0.
+template <typename T>
+__device__ __forceinline__ void col_tile_extent(const ColwiseParams& p, ColTileCoord& c) {
+  c.rows_valid = static_cast<int>(p.m - c.m0 < ColTile<T>::TM ? p.m - c.m0 : ColTile<T>::TM);
+  c.cols_valid = static_cast<int>(p.k - c.k0 < ColTile<T>::TK ? p.k - c.k0 : ColTile<T>::TK);
+}
+
+// Tile t, numbered along k fastest, then m, then the batch.
 template <typename T>
 __device__ __forceinline__ ColTileCoord col_tile_coord(const ColwiseParams& p, int64_t t) {
   ColTileCoord c;
@@ -339,8 +347,7 @@ __device__ __forceinline__ ColTileCoord col_tile_coord(const ColwiseParams& p, i
   c.k0 = (t - t2 * p.tiles_k) * ColTile<T>::TK;
   c.batch = t2 / p.tiles_m;
   c.m0 = (t2 - c.batch * p.tiles_m) * ColTile<T>::TM;
-  c.rows_valid = static_cast<int>(p.m - c.m0 < ColTile<T>::TM ? p.m - c.m0 : ColTile<T>::TM);
-  c.cols_valid = static_cast<int>(p.k - c.k0 < ColTile<T>::TK ? p.k - c.k0 : ColTile<T>::TK);
+  col_tile_extent<T>(p, c);
   return c;
 }
 

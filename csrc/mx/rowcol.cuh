@@ -24,9 +24,26 @@ namespace mx {
 struct RowcolParams {
   ColwiseParams col;      // tiling of x, the columnwise outputs, col.swizzle for both
   int64_t row_mp, row_kp; // swizzled rowwise scale dims: roundup(m, 128), roundup(k / 32, 4)
+  // col.tiles_k, col.tiles_m as divisors. Tile indices fit 31 bits: every tile holds at least
+  // 32 x 32 elements of x (m, k multiples of 32), so 2^31 tiles would take 2^41 elements.
+  FastDiv div_tiles_k, div_tiles_m;
 };
 
-// Minimum CTAs per SM: 3 (at most 85 registers; 72-79 used, no spills, on sm_90, sm_100 and
+// Tile t of x (col_tile_coord with 32-bit multiplicative divisions: this runs twice per tile
+// and thread).
+template <typename T>
+__device__ __forceinline__ ColTileCoord rowcol_tile(const RowcolParams& p, uint32_t t) {
+  ColTileCoord c;
+  const uint32_t t2 = p.div_tiles_k.div(t);
+  const uint32_t batch = p.div_tiles_m.div(t2);
+  c.k0 = int64_t(t - t2 * uint32_t(p.col.tiles_k)) * ColTile<T>::TK;
+  c.batch = batch;
+  c.m0 = int64_t(t2 - batch * uint32_t(p.col.tiles_m)) * ColTile<T>::TM;
+  col_tile_extent<T>(p.col, c);
+  return c;
+}
+
+// Minimum CTAs per SM: 3 (at most 85 registers; 68-77 used, no spills, on sm_90, sm_100 and
 // sm_120). Before sm_89 the E4M3 encode is software and needs more registers: 2 there.
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ < 890
 constexpr int kRowcolMinBlocks = 2;
@@ -46,12 +63,12 @@ __global__ void __launch_bounds__(kThreads, kRowcolMinBlocks)
 
   const int tid = threadIdx.x;
   const ColwiseParams& cp = p.col;
-  const int64_t n_tiles = cp.batches * cp.tiles_m * cp.tiles_k;
-  int64_t t = blockIdx.x;
+  const uint32_t n_tiles = uint32_t(cp.batches * cp.tiles_m * cp.tiles_k);
+  uint32_t t = blockIdx.x;
   uint4 raw[G::kLoads];
-  if (t < n_tiles) load_col_tile<T>(x, cp, col_tile_coord<T>(cp, t), raw);
+  if (t < n_tiles) load_col_tile<T>(x, cp, rowcol_tile<T>(p, t), raw);
   for (; t < n_tiles; t += gridDim.x) {
-    const ColTileCoord c = col_tile_coord<T>(cp, t);
+    const ColTileCoord c = rowcol_tile<T>(p, t);
 #pragma unroll
     for (int i = 0; i < G::kLoads; ++i) {
       const int idx = i * kThreads + tid;
@@ -75,8 +92,7 @@ __global__ void __launch_bounds__(kThreads, kRowcolMinBlocks)
       store_tile_vector<T>(tile, row, q, f);
     }
     __syncthreads();
-    const int64_t next = t + gridDim.x;
-    if (next < n_tiles) load_col_tile<T>(x, cp, col_tile_coord<T>(cp, next), raw);
+    if (t + gridDim.x < n_tiles) load_col_tile<T>(x, cp, rowcol_tile<T>(p, t + gridDim.x), raw);
     colwise_quantize_tile<T, false, R>(tile, cp, c, col_data, col_scales);
     __syncthreads();  // the next tile overwrites the shared memory
   }
