@@ -199,7 +199,7 @@ constexpr int kRowwiseUnroll = 4;  // independent 16-byte vectors in flight per 
 
 // One 16-byte vector of x as fp32 f[V], part of an MX block spread over kBlock / V adjacent,
 // aligned lanes (4 for bf16 / fp16, 8 for fp32): the block's amax over those lanes (every
-// lane of the warp must call), its scale byte *b and this vector's element codes.
+// lane of the warp must call), its scale byte b and this vector's element codes.
 template <bool E2M1, MxRounding R, int V>
 __device__ __forceinline__ Encoded<E2M1, V> quantize_lane_vector(const float (&f)[V],
                                                                  uint32_t& b) {
