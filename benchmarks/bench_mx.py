@@ -6,7 +6,9 @@ CUDA-event time (benchmarks/_common.bench_ms: L2 flushed before each call) of:
 * MXFP8 quantize, axis -1: linear and swizzled scales, rceil and floor;
 * MXFP8 quantize, axis -2 (columnwise, transposed output), linear and swizzled;
 * MXFP4 quantize, axis -1 (linear rceil, swizzled floor) and axis -2;
-* MXFP8 / MXFP4 dequantize -> bf16 (linear and swizzled scales).
+* MXFP8 / MXFP4 dequantize -> bf16 (linear and swizzled scales);
+* MXFP8 quantize_rowcol (both axes from one read; linear rceil, swizzled floor), with the
+  time of the two single mx_quantize calls (axis -1 then -2) beside it.
 
 Bytes = each input read once + each output written once (scales: their padded size);
 GB/s and % of a device-to-device copy measured in the same run. Beside it, for the cases
@@ -52,6 +54,9 @@ CASES = [
     ("MXFP8 dequantize swizzled -> bf16", "dq", "e4m3", "rceil", True, -1, False),
     ("MXFP4 dequantize -> bf16", "dq", "e2m1", "rceil", False, -1, True),
     ("MXFP4 dequantize swizzled -> bf16", "dq", "e2m1", "rceil", True, -1, False),
+    # both axes (axis -2: skipped unless M % 32 == 0); the row also times the two single calls
+    ("MXFP8 quantize rowcol linear rceil", "rc", "e4m3", "rceil", False, -2, True),
+    ("MXFP8 quantize rowcol swizzled floor", "rc", "e4m3", "floor", True, -2, False),
 ]
 
 SMALL = 1 << 20  # elements: below this a shape is reported in microseconds
@@ -65,6 +70,14 @@ def _make(kind, x, elem, rounding, swz, axis):
 
         def ref_fn(x):
             return ref.mx_quantize(x, elem, rounding, swz, axis)
+
+        return fn, ref_fn, (x,)
+    if kind == "rc":
+        def fn():
+            return OPS.mx_quantize_rowcol(x, rounding, swz)
+
+        def ref_fn(x):
+            return ref.mx_quantize_rowcol(x, rounding, swz)
 
         return fn, ref_fn, (x,)
     d, s = OPS.mx_quantize(x, elem, rounding, swz, -1, "amax")
@@ -118,6 +131,14 @@ def main():
             }
             if small:
                 row["copy, same bytes"] = f"{copy_us(moved // 2):.1f} us"
+            if kind == "rc":
+                def two_calls():
+                    return (OPS.mx_quantize(x, elem, rounding, swz, -1, "amax"),
+                            OPS.mx_quantize(x, elem, rounding, swz, -2, "amax"))
+
+                two_ms = bench_ms(two_calls, rep=args.rep)
+                row["two single calls"] = _fmt_ms(two_ms, small)
+                row["vs two calls"] = f"{two_ms / ms:.2f}x"
             want_compile = (args.compile == "all" or (args.compile == "key" and key)) and (
                 args.compile_shapes == "all" or si == 0)
             if want_compile:
@@ -139,7 +160,7 @@ def main():
         torch.cuda.empty_cache()
 
     cols = ["shape", "op", "time (ms)", "GB/s", "% copy", "copy, same bytes",
-            "torch.compile(ref)", "speedup"]
+            "two single calls", "vs two calls", "torch.compile(ref)", "speedup"]
     lines.append(table(rows, cols))
     lines.append("")
     lines.append(f"(total {time.time() - t_start:.0f} s; bytes = input read once + outputs "

@@ -21,6 +21,8 @@ STABLE_TORCH_LIBRARY(nvfp4, m) {
   m.def("global_scale(Tensor x) -> Tensor");
   // MXFP8 (elem e4m3) / MXFP4 (elem e2m1) quantize with E8M0 scales per 32 along axis -1 or -2.
   m.def("mx_quantize(Tensor x, str elem=\"e4m3\", str rounding=\"rceil\", bool swizzle=False, int axis=-1, str scale_method=\"amax\") -> (Tensor, Tensor)");
+  // MXFP8 of x along both axes from one read: mx_quantize(x, "e4m3", rounding, swizzle, axis) for axis -1, then -2 -> (row data, row scales, col data, col scales).
+  m.def("mx_quantize_rowcol(Tensor x, str rounding=\"rceil\", bool swizzle=False) -> (Tensor, Tensor, Tensor, Tensor)");
   // MXFP8 / MXFP4 dequantize into out_dtype.
   m.def("mx_dequantize(Tensor data, Tensor scales, str elem, ScalarType out_dtype, bool swizzled=False) -> Tensor");
   // Linear block scales [M, Kb] / [B, M, Kb] -> 128x4 swizzled [Mp, Kp] / [B, Mp, Kp], zero padded.

@@ -27,6 +27,7 @@ OPS = {
     "quant_dequant": reference.quant_dequant,
     "global_scale": reference.global_scale,
     "mx_quantize": reference.mx_quantize,
+    "mx_quantize_rowcol": reference.mx_quantize_rowcol,
     "mx_dequantize": reference.mx_dequantize,
     "swizzle_scales": reference.swizzle_scales,
     "unswizzle_scales": reference.unswizzle_scales,

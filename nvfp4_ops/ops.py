@@ -295,6 +295,55 @@ def _mx_quantize_fake(x, elem="e4m3", rounding="rceil", swizzle=False, axis=-1,
 
 
 # --------------------------------------------------------------------------------------
+# mx_quantize_rowcol
+# --------------------------------------------------------------------------------------
+
+
+def mx_quantize_rowcol(
+    x: Tensor, *, rounding: str = "rceil", swizzle: bool = False
+) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
+    """Both MXFP8 operands of ``x`` from one read: rowwise (blocks along ``K``) and
+    columnwise (blocks along ``M``), as training needs for the forward and backward GEMMs.
+
+    Bit for bit ``(*mx_quantize(x, "e4m3", rounding=rounding, swizzle=swizzle, axis=-1),
+    *mx_quantize(x, "e4m3", rounding=rounding, swizzle=swizzle, axis=-2))``. Elements are
+    E4M3 only (MXFP8); the scale method is "amax".
+
+    Parameters
+    ----------
+    x : Tensor
+        ``[M, K]`` or ``[B, M, K]``, float32 / float16 / bfloat16, ``M`` and ``K``
+        multiples of 32, any strides.
+    rounding : {"rceil", "floor"}
+        E8M0 scale rounding, as in :func:`mx_quantize`.
+    swizzle : bool
+        Write both sets of scales in the 128x4 swizzled layout.
+
+    Returns
+    -------
+    row_data : Tensor
+        float8_e4m3fn ``[..., M, K]``.
+    row_scales : Tensor
+        uint8 E8M0 bytes ``[..., M, K/32]`` (swizzled: ``[..., roundup(M, 128),
+        roundup(K/32, 4)]``).
+    col_data : Tensor
+        float8_e4m3fn ``[..., K, M]``: the MXFP8 of ``x^T``.
+    col_scales : Tensor
+        uint8 E8M0 bytes ``[..., K, M/32]`` (swizzled: ``[..., roundup(K, 128),
+        roundup(M/32, 4)]``).
+    """
+    return _ops.mx_quantize_rowcol(x, rounding, swizzle)
+
+
+@_fake("mx_quantize_rowcol")
+def _mx_quantize_rowcol_fake(x, rounding="rceil", swizzle=False):
+    _checks.check_mx_quantize_rowcol_args(x, rounding, swizzle)
+    row = _mx_quantize_fake(x, "e4m3", rounding, swizzle, -1)
+    col = _mx_quantize_fake(x, "e4m3", rounding, swizzle, -2)
+    return (*row, *col)
+
+
+# --------------------------------------------------------------------------------------
 # mx_dequantize
 # --------------------------------------------------------------------------------------
 

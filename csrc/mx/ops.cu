@@ -1,7 +1,8 @@
 // mx_quantize / mx_dequantize on CUDA: MXFP8 (elem "e4m3") and MXFP4 (elem "e2m1") with
 // E8M0 scales per 32 elements (docs/spec.md sec. 3), rowwise (axis -1) and columnwise
-// (axis -2, output transposed, read once through shared-memory tiles). Kernels:
-// mx/quantize.cuh; scale_method "mse": the fused search of mx/search.cuh. Argument checks
+// (axis -2, output transposed, read once through shared-memory tiles); mx_quantize_rowcol:
+// both MXFP8 casts from one read. Kernels: mx/quantize.cuh, mx/rowcol.cuh; scale_method
+// "mse": the fused search of mx/search.cuh. Argument checks
 // reproduce, in the same order and with the same text, the Python checks of
 // nvfp4_ops/reference (torch_utils.h).
 
@@ -12,6 +13,7 @@
 #include <vector>
 
 #include "mx/quantize.cuh"
+#include "mx/rowcol.cuh"
 #include "mx/search.cuh"
 #include "torch_utils.h"
 
@@ -22,6 +24,7 @@ using mx::kThreads;
 
 constexpr const char* kQuantOp = "nvfp4.mx_quantize";
 constexpr const char* kDequantOp = "nvfp4.mx_dequantize";
+constexpr const char* kRowcolOp = "nvfp4.mx_quantize_rowcol";
 constexpr int kVecPerThread = 4;  // the U of the rowwise and dequantize kernels
 
 mx::ScaleLayout make_layout(int64_t batches, int64_t rows, int64_t kb, bool swizzle) {
@@ -52,6 +55,21 @@ void dispatch_elem_rounding(bool e2m1, bool use_floor, F&& f) {
   }
 }
 
+
+// The outputs of the MX cast of the [rows, cols] matrix of each batch of x, blocks of 32
+// along cols: data [.., rows, cols] E4M3 (or [.., rows, cols / 2] packed E2M1 uint8) and
+// uint8 scales [.., rows, cols / 32] (swizzled: [.., roundup(rows, 128), roundup(cols/32, 4)]).
+std::tuple<Tensor, Tensor> mx_outputs(const Tensor& x, int64_t rows, int64_t cols, bool e2m1,
+                                      bool swizzle) {
+  const int64_t kb = cols / mx::kBlock;
+  Tensor data = empty_like_shape(x, with_batch(x, {rows, e2m1 ? cols / 2 : cols}),
+                                 e2m1 ? ScalarType::Byte : ScalarType::Float8_e4m3fn);
+  Tensor scales = empty_like_shape(
+      x, with_batch(x, swizzle ? std::vector<int64_t>{round_up(rows, 128), round_up(kb, 4)}
+                               : std::vector<int64_t>{rows, kb}),
+      ScalarType::Byte);
+  return std::make_tuple(data, scales);
+}
 
 // The fused E8M0 scale search (scale_method "mse") + quantize, both element types.
 void launch_search(const search::MxSearchParams& p, ScalarType dtype, bool e2m1, bool use_floor,
@@ -104,12 +122,7 @@ std::tuple<Tensor, Tensor> mx_quantize_cuda(Tensor x, std::string elem, std::str
   // The quantized matrix: [rows, cols] with blocks of 32 along cols (x^T for axis -2).
   const int64_t rows = colwise ? k : m, cols = colwise ? m : k;
   const int64_t kb = cols / mx::kBlock;
-  Tensor data = empty_like_shape(x, with_batch(x, {rows, e2m1 ? cols / 2 : cols}),
-                                 e2m1 ? ScalarType::Byte : ScalarType::Float8_e4m3fn);
-  Tensor scales = empty_like_shape(
-      x, with_batch(x, swizzle ? std::vector<int64_t>{round_up(rows, 128), round_up(kb, 4)}
-                               : std::vector<int64_t>{rows, kb}),
-      ScalarType::Byte);
+  auto [data, scales] = mx_outputs(x, rows, cols, e2m1, swizzle);
   if (x.numel() == 0) return std::make_tuple(data, scales);  // no scale bytes either
   cudaStream_t stream = current_stream(x);
   uint8_t* data_ptr = static_cast<uint8_t*>(data.mutable_data_ptr());
@@ -180,6 +193,63 @@ std::tuple<Tensor, Tensor> mx_quantize_cuda(Tensor x, std::string elem, std::str
   return std::make_tuple(data, scales);
 }
 
+// Both MXFP8 casts of x (axis -1 and -2) from one read (mx/rowcol.cuh).
+std::tuple<Tensor, Tensor, Tensor, Tensor> mx_quantize_rowcol_cuda(Tensor x, std::string rounding,
+                                                                   bool swizzle) {
+  const char* op = kRowcolOp;
+  check_float_dtype(op, "x", x);
+  check_dim_2_or_3(op, "x", x);
+  check_choice(op, "rounding", rounding, {"rceil", "floor"});
+  check_multiple(op, "K (the last dim, quantized with axis=-1)", x.size(-1), mx::kBlock);
+  check_multiple(op, "M (dim -2, quantized with axis=-2)", x.size(-2), mx::kBlock);
+
+  torch::stable::accelerator::DeviceGuard guard(x.get_device_index());
+  const int64_t batches = x.dim() == 3 ? x.size(0) : 1;
+  const int64_t m = x.size(-2), k = x.size(-1);
+  const auto row = mx_outputs(x, m, k, false, swizzle);
+  const auto col = mx_outputs(x, k, m, false, swizzle);
+  const auto out = std::tuple_cat(row, col);
+  if (x.numel() == 0) return out;  // no scale bytes either
+  // m, k multiples of 32: every row is 16-byte aligned once the start is.
+  const Tensor xc = contiguous_aligned(x);
+  cudaStream_t stream = current_stream(x);
+  dispatch_float(x.scalar_type(), [&](auto tag) {
+    using T = decltype(tag);
+    mx::RowcolParams p;
+    p.col.batches = batches;
+    p.col.m = m;
+    p.col.k = k;
+    p.col.tiles_m = ceil_div(m, mx::ColTile<T>::TM);
+    p.col.tiles_k = ceil_div(k, mx::ColTile<T>::TK);
+    p.col.mp = round_up(k, 128);
+    p.col.kp = round_up(m / mx::kBlock, 4);
+    p.col.swizzle = swizzle;
+    p.col.vec = true;
+    p.row_mp = round_up(m, 128);
+    p.row_kp = round_up(k / mx::kBlock, 4);
+    p.div_tiles_k = FastDiv::make(static_cast<uint32_t>(p.col.tiles_k));
+    p.div_tiles_m = FastDiv::make(static_cast<uint32_t>(p.col.tiles_m));
+    auto go = [&](auto kernel) {
+      // Persistent CTAs (no more than fit at once): each prefetches its next tile.
+      const unsigned grid = grid_for(batches * p.col.tiles_m * p.col.tiles_k, 1,
+                                     resident_ctas(kernel, kThreads));
+      kernel<<<grid, kThreads, 0, stream>>>(
+          static_cast<const T*>(xc.const_data_ptr()),
+          static_cast<uint8_t*>(std::get<0>(row).mutable_data_ptr()),
+          static_cast<uint8_t*>(std::get<1>(row).mutable_data_ptr()),
+          static_cast<uint8_t*>(std::get<0>(col).mutable_data_ptr()),
+          static_cast<uint8_t*>(std::get<1>(col).mutable_data_ptr()), p);
+    };
+    if (rounding == "floor") {
+      go(mx::mx_quantize_rowcol_kernel<T, MxRounding::kFloor>);
+    } else {
+      go(mx::mx_quantize_rowcol_kernel<T, MxRounding::kRceil>);
+    }
+  });
+  check_launch(op);
+  return out;
+}
+
 Tensor mx_dequantize_cuda(Tensor data, Tensor scales, std::string elem, ScalarType out_dtype,
                           bool swizzled) {
   const char* op = kDequantOp;
@@ -247,4 +317,5 @@ Tensor mx_dequantize_cuda(Tensor data, Tensor scales, std::string elem, ScalarTy
 STABLE_TORCH_LIBRARY_IMPL(nvfp4, CUDA, m) {
   m.impl("mx_quantize", TORCH_BOX(&nvfp4::mx_quantize_cuda));
   m.impl("mx_dequantize", TORCH_BOX(&nvfp4::mx_dequantize_cuda));
+  m.impl("mx_quantize_rowcol", TORCH_BOX(&nvfp4::mx_quantize_rowcol_cuda));
 }

@@ -12,6 +12,9 @@
 //    is the neighbouring lane) and writes 16 contiguous output bytes (E4M3) or 8 (E2M1):
 //    8 lanes cover 128 contiguous rows of x = one 128-byte run of an output row.
 //  * mx_dequantize_kernel: one thread per 16-byte output vector, 4 in flight per thread.
+// The columnwise kernel's tile helpers (ColTile, load_col_tile, store_tile_vector,
+// colwise_quantize_tile) and the rowwise lane-vector encode (quantize_lane_vector) also
+// serve mx_quantize_rowcol (mx/rowcol.cuh).
 // Every fp32 operation is an explicit _rn intrinsic (no FMA contraction can change a bit).
 #pragma once
 
@@ -194,18 +197,26 @@ struct RowwiseParams {
 
 constexpr int kRowwiseUnroll = 4;  // independent 16-byte vectors in flight per thread
 
-// One 16-byte vector of x unpacked to fp32 into f, and the bits of the largest |f| over the
-// kLanes adjacent, aligned lanes that hold one block (every lane of the warp must call it).
-template <typename T, int kLanes>
-__device__ __forceinline__ uint32_t unpack_lanes_amax(const uint4& raw,
-                                                      float (&f)[Elem<T>::kPerVec]) {
-  unpack_vec<T>(raw, f);
+// The bits of the largest |f| over the kLanes adjacent, aligned lanes that hold one MX block
+// (every lane of the warp must call it).
+template <int kLanes, int V>
+__device__ __forceinline__ uint32_t lanes_amax(const float (&f)[V]) {
   uint32_t amax = 0;
 #pragma unroll
-  for (int j = 0; j < Elem<T>::kPerVec; ++j) amax = max(amax, abs_bits(f[j]));
+  for (int j = 0; j < V; ++j) amax = max(amax, abs_bits(f[j]));
 #pragma unroll
   for (int o = 1; o < kLanes; o <<= 1) amax = max(amax, __shfl_xor_sync(0xFFFFFFFFu, amax, o));
   return amax;
+}
+
+// One 16-byte vector of x as fp32 f[V], part of an MX block spread over kBlock / V adjacent,
+// aligned lanes (4 for bf16 / fp16, 8 for fp32): the block's amax over those lanes (every
+// lane of the warp must call), its scale byte b and this vector's element codes.
+template <bool E2M1, MxRounding R, int V>
+__device__ __forceinline__ Encoded<E2M1, V> quantize_lane_vector(const float (&f)[V],
+                                                                 uint32_t& b) {
+  b = block_scale<E2M1, R>(lanes_amax<kBlock / V>(f));
+  return encode_elems<E2M1, V>(f, e8m0_inverse(b), b == kNanByte);
 }
 
 // The kRowwiseUnroll vectors raw[i] = vector base + i * kThreads of the rowwise kernel
@@ -227,11 +238,11 @@ __device__ __forceinline__ void rowwise_quantize_vectors(const uint4 (&raw)[kRow
   for (int i = 0; i < kRowwiseUnroll; ++i) {
     const int64_t v = base + i * kThreads;
     float f[V];
+    unpack_vec<T>(raw[i], f);
     // The kLanes lanes of a block are adjacent and aligned (kThreads * kRowwiseUnroll and
     // the vector count per block are multiples of kLanes); all 32 lanes take part.
-    const uint32_t amax = unpack_lanes_amax<T, kLanes>(raw[i], f);
-    const uint32_t b = block_scale<E2M1, R>(amax);
-    const auto e = encode_elems<E2M1, V>(f, e8m0_inverse(b), b == kNanByte);
+    uint32_t b;
+    const auto e = quantize_lane_vector<E2M1, R>(f, b);
     if (v < n) {
       store_bytes<kOut>(data + v * kOut, e.w);
       if ((threadIdx.x & (kLanes - 1)) == 0) {
@@ -307,66 +318,152 @@ __device__ __forceinline__ int tile_word(int row, int col) {
   return row * TK + (((col >> 2) ^ ((row >> 4) & 7)) << 2) + (col & 3);
 }
 
+// The tile geometry of the columnwise kernels for input type T: TM rows x TK columns of x
+// (128 bytes of each row), read as kLoads 16-byte vectors per thread; vector
+// i * kThreads + tid is tile row idx / kVecPerRow, columns (idx % kVecPerRow) * V...
+template <typename T>
+struct ColTile {
+  static constexpr int TM = kColTileRows;
+  static constexpr int TK = kColTileBytes / sizeof(T);  // 64 (bf16/fp16) or 32 (fp32) columns
+  static constexpr int V = Elem<T>::kPerVec;
+  static constexpr int kVecPerRow = TK / V;              // 8
+  static constexpr int kLoads = TM * kVecPerRow / kThreads;  // 4 vectors per thread
+  static_assert(kVecPerRow == 8 && kLoads * kThreads == TM * kVecPerRow, "tile shape");
+};
+
+// Where tile t lies in x: batch, first row m0 and column k0, and how many of its rows
+// (a multiple of 32) and columns are inside x.
+struct ColTileCoord {
+  int64_t batch, m0, k0;
+  int rows_valid, cols_valid;
+};
+
+// rows_valid, cols_valid of the tile at c.m0, c.k0.
+template <typename T>
+__device__ __forceinline__ void col_tile_extent(const ColwiseParams& p, ColTileCoord& c) {
+  c.rows_valid = static_cast<int>(p.m - c.m0 < ColTile<T>::TM ? p.m - c.m0 : ColTile<T>::TM);
+  c.cols_valid = static_cast<int>(p.k - c.k0 < ColTile<T>::TK ? p.k - c.k0 : ColTile<T>::TK);
+}
+
+// Tile t, numbered along k fastest, then m, then the batch.
+template <typename T>
+__device__ __forceinline__ ColTileCoord col_tile_coord(const ColwiseParams& p, int64_t t) {
+  ColTileCoord c;
+  const int64_t t2 = t / p.tiles_k;
+  c.k0 = (t - t2 * p.tiles_k) * ColTile<T>::TK;
+  c.batch = t2 / p.tiles_m;
+  c.m0 = (t2 - c.batch * p.tiles_m) * ColTile<T>::TM;
+  col_tile_extent<T>(p, c);
+  return c;
+}
+
+// Issue this thread's kLoads 16-byte loads of tile c (p.vec: rows 16-byte aligned); zeros
+// outside x.
+template <typename T>
+__device__ __forceinline__ void load_col_tile(const T* __restrict__ x, const ColwiseParams& p,
+                                              const ColTileCoord& c,
+                                              uint4 (&raw)[ColTile<T>::kLoads]) {
+  using G = ColTile<T>;
+  const T* src = x + (c.batch * p.m + c.m0) * p.k + c.k0;
+#pragma unroll
+  for (int i = 0; i < G::kLoads; ++i) {
+    const int idx = i * kThreads + threadIdx.x;
+    const int row = idx / G::kVecPerRow, col = (idx % G::kVecPerRow) * G::V;
+    raw[i] = (row < c.rows_valid && col < c.cols_valid)
+                 ? load_stream(src + int64_t(row) * p.k + col)
+                 : make_uint4(0u, 0u, 0u, 0u);
+  }
+}
+
+// Vector q (columns q * V..) of tile row `row`, as fp32 f[V], into the shared tile.
+template <typename T>
+__device__ __forceinline__ void store_tile_vector(float* tile, int row, int q,
+                                                  const float (&f)[Elem<T>::kPerVec]) {
+  constexpr int TK = ColTile<T>::TK;
+  if constexpr (Elem<T>::kPerVec == 4) {
+    *reinterpret_cast<float4*>(&tile[tile_word<TK>(row, q * 4)]) =
+        make_float4(f[0], f[1], f[2], f[3]);
+  } else {
+    // Two 16-byte chunks; lanes q >= 4 store their upper chunk first so that the
+    // 8 lanes of a store phase hit 8 distinct 4-bank groups.
+    const int first = (q & 4) ? 1 : 0;
+    const float4 lo = make_float4(f[0], f[1], f[2], f[3]);
+    const float4 hi = make_float4(f[4], f[5], f[6], f[7]);
+    *reinterpret_cast<float4*>(&tile[tile_word<TK>(row, q * 8 + 4 * first)]) = first ? hi : lo;
+    *reinterpret_cast<float4*>(&tile[tile_word<TK>(row, q * 8 + 4 * (1 - first))]) =
+        first ? lo : hi;
+  }
+}
+
+// The columnwise quantization of the shared tile (tile c of x): each thread walks 16 rows of
+// one column (half an MX block; the other half is the neighbouring lane) and writes 16
+// output bytes (E4M3) or 8 (E2M1) of output row k0 + column, and the scale byte.
+template <typename T, bool E2M1, MxRounding R>
+__device__ __forceinline__ void colwise_quantize_tile(const float* tile, const ColwiseParams& p,
+                                                      const ColTileCoord& c,
+                                                      uint8_t* __restrict__ data,
+                                                      uint8_t* __restrict__ scales) {
+  constexpr int TM = ColTile<T>::TM;
+  constexpr int TK = ColTile<T>::TK;
+  constexpr int kPairs = TK * (TM / 16);  // (column, 16-row half block) pairs
+  constexpr int kOut = E2M1 ? 8 : 16;     // output bytes per pair
+  static_assert(kPairs % kThreads == 0, "pairs per thread");
+#pragma unroll 1
+  for (int it = 0; it < kPairs / kThreads; ++it) {
+    const int pi = it * kThreads + threadIdx.x;
+    const int h = pi & 7;   // 16-row half block: rows 16h..16h+15 of the tile
+    const int kk = pi >> 3; // tile column = output row k0 + kk
+    // tile_word(16h + s, kk) for s = 0..15: rows 16h.. all have XOR key h.
+    const float* col = tile + 16 * h * TK + ((((kk >> 2) ^ h) << 2) | (kk & 3));
+    float f[16];
+#pragma unroll
+    for (int s = 0; s < 16; ++s) f[s] = col[s * TK];
+    uint32_t amax = 0;
+#pragma unroll
+    for (int s = 0; s < 16; ++s) amax = max(amax, abs_bits(f[s]));
+    amax = max(amax, __shfl_xor_sync(0xFFFFFFFFu, amax, 1));  // the other half block
+    const uint32_t b = block_scale<E2M1, R>(amax);
+    const auto e = encode_elems<E2M1, 16>(f, e8m0_inverse(b), b == kNanByte);
+    if (kk < c.cols_valid && 16 * h < c.rows_valid) {
+      const int64_t orow = c.batch * p.k + c.k0 + kk;
+      const int64_t ocol = c.m0 + 16 * h;  // element index along the output row
+      store_bytes<kOut>(data + (E2M1 ? orow * (p.m / 2) + ocol / 2 : orow * p.m + ocol), e.w);
+      if ((h & 1) == 0) {
+        const int64_t sc = (c.m0 >> 5) + (h >> 1);
+        scales[p.swizzle ? c.batch * p.mp * p.kp + swizzle_offset(c.k0 + kk, sc, p.kp)
+                         : orow * (p.m / kBlock) + sc] = b;
+      }
+    }
+  }
+}
+
 template <typename T, bool E2M1, MxRounding R>
 __global__ void __launch_bounds__(kThreads, 4)
     mx_quantize_colwise_kernel(const T* __restrict__ x, uint8_t* __restrict__ data,
                                uint8_t* __restrict__ scales, ColwiseParams p) {
-  constexpr int TM = kColTileRows;
-  constexpr int TK = kColTileBytes / sizeof(T);  // 64 (bf16/fp16) or 32 (fp32) columns
-  constexpr int V = Elem<T>::kPerVec;
-  constexpr int kVecPerRow = TK / V;              // 8
-  constexpr int kLoads = TM * kVecPerRow / kThreads;  // 4 vectors per thread
-  constexpr int kPairs = TK * (TM / 16);          // (column, 16-row half block) pairs
-  constexpr int kOut = E2M1 ? 8 : 16;             // output bytes per pair
-  static_assert(kVecPerRow == 8 && kLoads * kThreads == TM * kVecPerRow, "tile shape");
-  static_assert(kPairs % kThreads == 0, "pairs per thread");
+  using G = ColTile<T>;
+  constexpr int TM = G::TM, TK = G::TK, V = G::V;
   __shared__ __align__(16) float tile[TM * TK];
 
   const int tid = threadIdx.x;
   const int64_t n_tiles = p.batches * p.tiles_m * p.tiles_k;
   for (int64_t t = blockIdx.x; t < n_tiles; t += gridDim.x) {
-    const int64_t t2 = t / p.tiles_k;
-    const int64_t k0 = (t - t2 * p.tiles_k) * TK;
-    const int64_t batch = t2 / p.tiles_m;
-    const int64_t m0 = (t2 - batch * p.tiles_m) * TM;
-    const int rows_valid = static_cast<int>(p.m - m0 < TM ? p.m - m0 : TM);  // multiple of 32
-    const int cols_valid = static_cast<int>(p.k - k0 < TK ? p.k - k0 : TK);
-    const T* src = x + (batch * p.m + m0) * p.k + k0;
+    const ColTileCoord c = col_tile_coord<T>(p, t);
 
     if (p.vec) {
-      uint4 raw[kLoads];
+      uint4 raw[G::kLoads];
+      load_col_tile<T>(x, p, c, raw);
 #pragma unroll
-      for (int i = 0; i < kLoads; ++i) {
+      for (int i = 0; i < G::kLoads; ++i) {
         const int idx = i * kThreads + tid;
-        const int row = idx / kVecPerRow, col = (idx % kVecPerRow) * V;
-        raw[i] = (row < rows_valid && col < cols_valid)
-                     ? load_stream(src + int64_t(row) * p.k + col)
-                     : make_uint4(0u, 0u, 0u, 0u);
-      }
-#pragma unroll
-      for (int i = 0; i < kLoads; ++i) {
-        const int idx = i * kThreads + tid;
-        const int row = idx / kVecPerRow, q = idx % kVecPerRow;
         float f[V];
         unpack_vec<T>(raw[i], f);
-        if constexpr (V == 4) {
-          *reinterpret_cast<float4*>(&tile[tile_word<TK>(row, q * 4)]) =
-              make_float4(f[0], f[1], f[2], f[3]);
-        } else {
-          // Two 16-byte chunks; lanes q >= 4 store their upper chunk first so that the
-          // 8 lanes of a store phase hit 8 distinct 4-bank groups.
-          const int first = (q & 4) ? 1 : 0;
-          const float4 lo = make_float4(f[0], f[1], f[2], f[3]);
-          const float4 hi = make_float4(f[4], f[5], f[6], f[7]);
-          *reinterpret_cast<float4*>(&tile[tile_word<TK>(row, q * 8 + 4 * first)]) =
-              first ? hi : lo;
-          *reinterpret_cast<float4*>(&tile[tile_word<TK>(row, q * 8 + 4 * (1 - first))]) =
-              first ? lo : hi;
-        }
+        store_tile_vector<T>(tile, idx / G::kVecPerRow, idx % G::kVecPerRow, f);
       }
     } else {
       // Unaligned rows (k * sizeof(T) not a multiple of 16): element loads, still
       // coalesced along the rows. 8 loads in flight per thread.
+      const T* src = x + (c.batch * p.m + c.m0) * p.k + c.k0;
       constexpr int kElems = TM * TK / kThreads;
 #pragma unroll 1
       for (int i0 = 0; i0 < kElems; i0 += 8) {
@@ -375,7 +472,7 @@ __global__ void __launch_bounds__(kThreads, 4)
         for (int j = 0; j < 8; ++j) {
           const int e = (i0 + j) * kThreads + tid;
           const int row = e / TK, col = e % TK;
-          f[j] = (row < rows_valid && col < cols_valid)
+          f[j] = (row < c.rows_valid && col < c.cols_valid)
                      ? Elem<T>::to_float(src[int64_t(row) * p.k + col])
                      : 0.0f;
         }
@@ -387,34 +484,7 @@ __global__ void __launch_bounds__(kThreads, 4)
       }
     }
     __syncthreads();
-
-#pragma unroll 1
-    for (int it = 0; it < kPairs / kThreads; ++it) {
-      const int pi = it * kThreads + tid;
-      const int h = pi & 7;   // 16-row half block: rows 16h..16h+15 of the tile
-      const int kk = pi >> 3; // tile column = output row k0 + kk
-      // tile_word(16h + s, kk) for s = 0..15: rows 16h.. all have XOR key h.
-      const float* col = tile + 16 * h * TK + ((((kk >> 2) ^ h) << 2) | (kk & 3));
-      float f[16];
-#pragma unroll
-      for (int s = 0; s < 16; ++s) f[s] = col[s * TK];
-      uint32_t amax = 0;
-#pragma unroll
-      for (int s = 0; s < 16; ++s) amax = max(amax, abs_bits(f[s]));
-      amax = max(amax, __shfl_xor_sync(0xFFFFFFFFu, amax, 1));  // the other half block
-      const uint32_t b = block_scale<E2M1, R>(amax);
-      const auto e = encode_elems<E2M1, 16>(f, e8m0_inverse(b), b == kNanByte);
-      if (kk < cols_valid && 16 * h < rows_valid) {
-        const int64_t orow = batch * p.k + k0 + kk;
-        const int64_t ocol = m0 + 16 * h;  // element index along the output row
-        store_bytes<kOut>(data + (E2M1 ? orow * (p.m / 2) + ocol / 2 : orow * p.m + ocol), e.w);
-        if ((h & 1) == 0) {
-          const int64_t c = (m0 >> 5) + (h >> 1);
-          scales[p.swizzle ? batch * p.mp * p.kp + swizzle_offset(k0 + kk, c, p.kp)
-                           : orow * (p.m / kBlock) + c] = b;
-        }
-      }
-    }
+    colwise_quantize_tile<T, E2M1, R>(tile, p, c, data, scales);
     __syncthreads();  // the next tile overwrites the shared memory
   }
   if (p.swizzle) write_scale_padding(scales, p.batches, p.k, p.m / kBlock, p.mp, p.kp);

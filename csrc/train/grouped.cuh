@@ -17,7 +17,7 @@
 #include "core/e8m0.h"
 #include "core/swizzle.h"
 #include "core/vec.cuh"
-#include "mx/quantize.cuh"  // mx::block_scale, encode_elems, store_bytes, unpack_lanes_amax
+#include "mx/quantize.cuh"  // mx::block_scale, encode_elems, store_bytes, lanes_amax
 #include "nvfp4/block.h"
 #include "train/rng.h"  // e2m1_encode_nearest
 
@@ -137,7 +137,8 @@ __global__ void __launch_bounds__(kGroupedThreads)
       const int64_t v = base + i * kGroupedThreads;
       const bool valid = v < n;
       float f[V];
-      const uint32_t amax = mx::unpack_lanes_amax<T, kLanes>(raw[i], f);
+      unpack_vec<T>(raw[i], f);
+      const uint32_t amax = mx::lanes_amax<kLanes>(f);
       if (!valid) continue;
       const int64_t row = p.fast ? int64_t(p.div_vpr.div(static_cast<uint32_t>(v)))
                                  : v / p.vec_per_row;

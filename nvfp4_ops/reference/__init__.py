@@ -47,6 +47,7 @@ from ._checks import (
     check_mx_dequantize_args,
     check_mx_grouped_quantize_args,
     check_mx_quantize_args,
+    check_mx_quantize_rowcol_args,
     check_pack_args,
     check_prepack_nvfp4_w4a16_args,
     check_quant_dequant_args,
@@ -66,7 +67,7 @@ from .gemm import (
     unprepack_nvfp4_w4a16,
 )
 from .layout import pack_e2m1, swizzle_scales, unpack_e2m1, unswizzle_scales
-from .mx import mx_dequantize, mx_quantize
+from .mx import mx_dequantize, mx_quantize, mx_quantize_rowcol
 from .nvfp4 import dequantize, global_scale, quant_dequant, quantize
 from .search import hessian_blocks, mx_block_objective, nvfp4_block_objective
 from .training import (
@@ -94,6 +95,7 @@ __all__ = [
     "dequantize",
     "quant_dequant",
     "mx_quantize",
+    "mx_quantize_rowcol",
     "mx_dequantize",
     "swizzle_scales",
     "unswizzle_scales",

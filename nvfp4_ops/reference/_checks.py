@@ -45,6 +45,7 @@ __all__ = [
     "check_quant_dequant_args",
     "check_dequantize_args",
     "check_mx_quantize_args",
+    "check_mx_quantize_rowcol_args",
     "check_mx_dequantize_args",
     "check_swizzle_args",
     "check_unswizzle_args",
@@ -177,6 +178,7 @@ CHOICES = {
     ("nvfp4.mx_quantize", "scale_method"): ("amax", "mse"),
     ("nvfp4.mx_quantize", "elem"): ("e4m3", "e2m1"),
     ("nvfp4.mx_quantize", "rounding"): ("rceil", "floor"),
+    ("nvfp4.mx_quantize_rowcol", "rounding"): ("rceil", "floor"),
     ("nvfp4.mx_dequantize", "elem"): ("e4m3", "e2m1"),
     ("nvfp4.nvfp4_block_objective", "method"): ("mse", "hessian"),
     ("nvfp4.gemm_mx_w16", "elem"): ("e4m3", "e2m1"),
@@ -406,6 +408,23 @@ def check_mx_quantize_args(
     _check_choice(op, "rounding", rounding)
     _check_choice(op, "scale_method", scale_method)
     _check_quantized_dim(op, x, axis, MX_BLOCK)
+
+
+def check_mx_quantize_rowcol_args(
+    x: Tensor, rounding: str = "rceil", swizzle: bool = False
+) -> None:
+    """Check the arguments of ``mx_quantize_rowcol``.
+
+    In order: ``x`` float32/float16/bfloat16, 2-D or 3-D; ``rounding`` "rceil" or "floor";
+    ``K`` (quantized by the rowwise cast) a multiple of 32, then ``M`` (the columnwise cast)
+    a multiple of 32, with the texts of ``mx_quantize`` for axis -1 and -2. ``swizzle``
+    takes any value.
+    """
+    op = "nvfp4.mx_quantize_rowcol"
+    _check_tensor(op, TENSOR_ARGS["x"], x)
+    _check_choice(op, "rounding", rounding)
+    _check_quantized_dim(op, x, -1, MX_BLOCK)
+    _check_quantized_dim(op, x, -2, MX_BLOCK)
 
 
 def check_mx_dequantize_args(

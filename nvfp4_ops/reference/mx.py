@@ -7,7 +7,11 @@ from typing import Tuple
 import torch
 from torch import Tensor
 
-from ._checks import check_mx_dequantize_args, check_mx_quantize_args
+from ._checks import (
+    check_mx_dequantize_args,
+    check_mx_quantize_args,
+    check_mx_quantize_rowcol_args,
+)
 from ._common import F32, MX_BLOCK, batched, unbatched
 from .elements import (
     _inv_pow2_from_e8m0,
@@ -65,6 +69,25 @@ def mx_quantize(
     data = data.view(torch.float8_e4m3fn) if elem == "e4m3" else pack_e2m1(data)
     data, b = unbatched(data, x), unbatched(b, x)
     return data, (swizzle_scales(b) if swizzle else b)
+
+
+def mx_quantize_rowcol(
+    x: Tensor, rounding: str = "rceil", swizzle: bool = False
+) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
+    """MXFP8 of ``x`` along both axes: ``(*mx_quantize(x, "e4m3", rounding, swizzle, -1),
+    *mx_quantize(x, "e4m3", rounding, swizzle, -2))`` (docs/spec.md section 3).
+
+    The rowwise operand (blocks of 32 along ``K``: ``data [..., M, K]``, scales
+    ``[..., M, K/32]``) and the columnwise one (blocks along ``M``, transposed: ``data
+    [..., K, M]``, scales ``[..., K, M/32]``), each set of scales linear or swizzled.
+    Elements are E4M3 only.
+
+    Arguments and outputs: see the op, :func:`nvfp4_ops.ops.mx_quantize_rowcol`.
+    """
+    check_mx_quantize_rowcol_args(x, rounding, swizzle)
+    row = mx_quantize(x, "e4m3", rounding, swizzle, -1)
+    col = mx_quantize(x, "e4m3", rounding, swizzle, -2)
+    return (*row, *col)
 
 
 def mx_dequantize(

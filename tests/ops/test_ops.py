@@ -55,6 +55,8 @@ def samples(device="cpu"):
         ("mx_quantize", (xm, "e2m1", "floor", True)),
         ("mx_quantize", (xm, "e4m3", "rceil", False, -2)),
         ("mx_quantize", (xm, "e2m1", "rceil", False, -1, "mse")),
+        ("mx_quantize_rowcol", (xm,)),
+        ("mx_quantize_rowcol", (x3[:, :32].contiguous(), "floor", True)),
         ("mx_dequantize", (d8, e8, "e4m3", torch.float16)),
         ("mx_dequantize", (d4, e4, "e2m1", torch.bfloat16, True)),
         ("swizzle_scales", (s2,)),
@@ -139,7 +141,9 @@ def test_compile_fullgraph_every_op(device):
         fq = OPS.quant_dequant(x, gs)
         d, e = OPS.mx_quantize(w, "e4m3", "rceil", False, -2)
         m = OPS.mx_dequantize(d, e, "e4m3", torch.float32)
-        return y, fq, m
+        rd, rs, cd, cs = OPS.mx_quantize_rowcol(w, "floor", True)
+        rc = OPS.mx_dequantize(cd, cs, "e4m3", torch.float32, True)
+        return y, fq, m, rc, rd.view(torch.uint8).float(), rs.float()
 
     torch._dynamo.reset()
     compiled = torch.compile(f, fullgraph=True)

@@ -214,6 +214,23 @@ CASES = [
     Case("mx_quantize", "axis 0 of 3-D", lambda m: mxq(m.t(2, 32, 32), axis=0)),
     Case("mx_quantize", "axis -3", lambda m: mxq(m.t(2, 32, 32), axis=-3)),
     Case("mx_quantize", "axis 2 of 2-D", lambda m: mxq(m.t(32, 32), axis=2)),
+    # ---- mx_quantize_rowcol
+    Case("mx_quantize_rowcol", "K not multiple of 32",
+         lambda m: OPS.mx_quantize_rowcol(m.t(64, 48)), match=r"K .* multiple of 32, got 48"),
+    Case("mx_quantize_rowcol", "M not multiple of 32",
+         lambda m: OPS.mx_quantize_rowcol(m.t(48, 64), "floor", True),
+         match=r"M \(dim -2, quantized with axis=-2\) must be a multiple of 32, got 48"),
+    Case("mx_quantize_rowcol", "M not multiple of 32 3-D",
+         lambda m: OPS.mx_quantize_rowcol(m.t(2, 40, 32))),
+    Case("mx_quantize_rowcol", "float64 x",
+         lambda m: OPS.mx_quantize_rowcol(m.t(32, 32, dtype=torch.float64))),
+    Case("mx_quantize_rowcol", "uint8 x", lambda m: OPS.mx_quantize_rowcol(m.u8(32, 32))),
+    Case("mx_quantize_rowcol", "1-D x", lambda m: OPS.mx_quantize_rowcol(m.t(32))),
+    Case("mx_quantize_rowcol", "4-D x", lambda m: OPS.mx_quantize_rowcol(m.t(1, 2, 32, 32))),
+    Case("mx_quantize_rowcol", "rounding",
+         lambda m: OPS.mx_quantize_rowcol(m.t(32, 32), "nearest"), match=r"'nearest'"),
+    Case("mx_quantize_rowcol", "rounding before shapes",
+         lambda m: OPS.mx_quantize_rowcol(m.t(40, 40), "it's")),
     # ---- mx_dequantize
     Case("mx_dequantize", "elem", lambda m: mxdq(m.sc(4, 32), m.u8(4, 1), "fp4")),
     Case("mx_dequantize", "e4m3 data uint8", lambda m: mxdq(m.u8(4, 32), m.u8(4, 1))),
@@ -423,6 +440,8 @@ def test_known_texts():
         "gemm_nvfp4_w4a16_prepacked: packed plain": "nvfp4.gemm_nvfp4_w4a16_prepacked: packed "
         "must be uint8 of shape [ceil(n/16), ceil(K/512), 16, 256] = [1, 1, 16, 256] "
         "(nvfp4.prepack_nvfp4_w4a16), got shape [8, 32] and dtype torch.uint8",
+        "mx_quantize_rowcol: 1-D x": "nvfp4.mx_quantize_rowcol: x must be 2-D or 3-D "
+        "([M, K] or [B, M, K]), got 1-D shape [32]",
         "gemm_mx_w16: data 3-D": "nvfp4.gemm_mx_w16: data must be 2-D [N, K], got 3-D shape "
         "[1, 8, 64]",
     }
