@@ -21,6 +21,14 @@ plain one-element global scale as replicated, with a warning, and refuses other 
 tensors mixed with DTensors. The sharding errors reach the caller as DTensor's
 ``RuntimeError("Sharding propagation failed ...")`` carrying the rule's message.
 
+The weight-only GEMM ops (``gemm_nvfp4_w4a16``, ``gemm_mx_w16``: ``y = x @ W^T + bias``) take
+a replicated weight, or the two tensor-parallel layouts: the weight's rows (N) sharded with
+``x`` replicated gives ``y`` sharded on its last dim (bias sharded like the rows); the
+weight's K sharded like ``x``'s last dim (each rank's K a multiple of the block) gives a
+``Partial`` (sum) ``y``, the bias split as DTensor splits a replicated value into a sum
+(``bias / ranks`` per rank). ``x`` sharded on a leading dim with the weight replicated
+passes through. The global scale is replicated.
+
 The global scale (``nvfp4.global_scale``) of a sharded DTensor is the GLOBAL one: the local
 ``amax`` is all-reduced with ``max`` over every mesh dim the input is sharded on, with
 functional collectives (so that it compiles and can be captured in a CUDA graph), then
@@ -254,6 +262,45 @@ def _mx_dequantize_rule(data, scales, elem, out_dtype, swizzled=False):
                         unit=", in packed bytes of 2 elements" if per_byte == 2 else "")
 
 
+def _gemm_rules(op: str, x: DTensorSpec, data: DTensorSpec, bias, block: int,
+                per_byte: int, scalar_args: List[object]) -> List[Rule]:
+    """Rules of a weight-only GEMM op ``(x, data, scales, <scalar_args>, bias)``:
+    ``scalar_args`` are the placements between the scales and the bias (the global scale:
+    replicated; a string argument: None). ``block`` elements per scale, ``per_byte``
+    elements per byte of ``data``."""
+    nd = len(x.shape)
+    b_none = bias is None
+
+    def rule(out, xp, wp, bp):
+        return ([out], [xp, wp, wp, *scalar_args, None if b_none else bp])
+
+    rules: List[Rule] = [rule(_R, _R, _R, _R)]
+    for d in _shard_dims(x):
+        if d == nd - 1:
+            _check_multiple(op, "dim -1 of x (K)", x, d, block,
+                            "the block size, so that no block straddles two ranks")
+            rules.append(rule(Partial(), Shard(d), Shard(1), Partial()))
+        else:
+            rules.append(rule(Shard(d), Shard(d), _R, _R))
+    if 0 in _shard_dims(data):
+        rules.append(rule(Shard(nd - 1), _R, Shard(0), Shard(0)))
+    if 1 in _shard_dims(data) and nd - 1 not in _shard_dims(x):
+        _check_multiple(op, f"dim 1 of the weight data (K/{per_byte})" if per_byte > 1 else
+                        "dim 1 of the weight data (K)", data, 1, block // per_byte,
+                        "the block size, so that no block straddles two ranks")
+        rules.append(rule(Partial(), Shard(nd - 1), Shard(1), Partial()))
+    return rules
+
+
+def _gemm_nvfp4_rule(x, packed, scales, gs, bias=None):
+    return _gemm_rules("nvfp4.gemm_nvfp4_w4a16", x, packed, bias, NVFP4_BLOCK, 2, [_R])
+
+
+def _gemm_mx_rule(x, data, scales, elem, bias=None):
+    return _gemm_rules("nvfp4.gemm_mx_w16", x, data, bias, MX_BLOCK,
+                       2 if elem == "e2m1" else 1, [None])
+
+
 def _swizzle_rule(scales):
     nd = len(scales.shape)
     rules: List[Rule] = [([_R], [_R])]
@@ -294,6 +341,8 @@ RULES: Dict[str, Callable[..., Sequence[Rule]]] = {
     "mx_dequantize": _mx_dequantize_rule,
     "swizzle_scales": _swizzle_rule,
     "unswizzle_scales": _unswizzle_rule,
+    "gemm_nvfp4_w4a16": _gemm_nvfp4_rule,
+    "gemm_mx_w16": _gemm_mx_rule,
 }
 
 

@@ -35,8 +35,13 @@ output dtype before the all-reduce, so the tests allow ``|got - want| <= 4 eps (
 max |want|)`` with ``eps`` of the output dtype (2**-7 for bf16, 2**-23 for fp32). A dynamic
 W4A4 activation scale under rowwise is the global one (the activation's amax all-reduced).
 
-The ``scaled_mm`` backend (Blackwell) prepares a padded, swizzled copy of the weight on the
-layer; under tensor parallelism the layers run the ``dequant`` / ``reference`` backends.
+Backends: ``fused`` (the weight-only GEMM ops, with their DTensor rules: colwise gives each
+rank the columns of its weight rows, rowwise a ``Partial`` sum with the bias split over the
+ranks), ``dequant`` and ``reference``. The fused kernel's split-K depends on N and K, so under
+tensor parallelism its sums run in another order than on one GPU: its colwise outputs equal
+the single-process layer's within the GEMM's tolerance (docs/spec.md section 6), not bit for
+bit as ``dequant`` / ``reference`` do. The ``scaled_mm`` backend (Blackwell) prepares a
+padded, swizzled copy of the weight on the layer and is refused under tensor parallelism.
 """
 
 from __future__ import annotations
@@ -63,7 +68,6 @@ from torch.distributed.tensor.parallel import (
 )
 
 from ..nn import MXFP8Linear, QuantizedLinear
-from ..nn.backends import requested_backend
 from .sharding import _chunks, global_scale
 
 __all__ = ["QuantizedColwiseParallel", "QuantizedRowwiseParallel", "SHARDING", "distribute",
@@ -79,7 +83,7 @@ SHARDING: Dict[str, Dict[str, Placement]] = {
                 "bias": Replicate()},
 }
 
-_TP_BACKENDS = ("dequant", "reference")
+_TP_BACKENDS = ("fused", "dequant", "reference")
 
 
 def distribute(t: Tensor, mesh: DeviceMesh, placement: Placement,
@@ -97,10 +101,6 @@ def _check_layer(layer: QuantizedLinear, style: str, mesh: DeviceMesh) -> None:
     if mesh.ndim != 1:
         raise ValueError(f"{type(layer).__name__}: tensor parallelism needs a 1-D mesh, got "
                          f"a {mesh.ndim}-D mesh {tuple(mesh.shape)}")
-    if layer.active_backend == "fused" and requested_backend(layer.backend)[0] is None:
-        # The fused weight-only GEMM has no DTensor rule yet; "dequant" gives the same result
-        # up to the GEMM's accumulation order (the tolerance of nvfp4_ops.nn.gemm).
-        layer.set_backend("dequant")
     if layer.active_backend not in _TP_BACKENDS:
         raise ValueError(f"{type(layer).__name__}: under tensor parallelism the backend must "
                          f"be one of {_TP_BACKENDS}, got {layer.active_backend!r} (set it "

@@ -244,6 +244,64 @@ def mx_rows_and_k(mesh, dev):
                                        axis=-2), "dim -2 (the blocked dim)", "multiple of 32")
 
 
+def _weight(fmt: str, w: Tensor):
+    """(op, data, scales, the op's arguments between the scales and the bias)."""
+    ops = torch.ops.nvfp4
+    if fmt == "nvfp4":
+        gs = n.global_scale(w)
+        packed, scales = ops.quantize(w, gs, False, "amax", None)
+        return ops.gemm_nvfp4_w4a16, packed, scales, [gs]
+    elem = "e2m1" if fmt == "mxfp4" else "e4m3"
+    d, s = ops.mx_quantize(w, elem, "rceil", False, -1, "amax")
+    return ops.gemm_mx_w16, d, s, [elem]
+
+
+def assert_gemm_close(got: Tensor, want: Tensor, what: str, exact: bool) -> None:
+    """The same bits (CPU: the reference on column slices), else the GEMM's tolerance."""
+    if exact:
+        assert_same(got, want, what)
+    else:
+        got = full(got)
+        err = ((got.double() - want.double()).norm() / want.double().norm()).item()
+        assert err < 4e-3, f"{what}: relative Frobenius error {err}"
+
+
+@scenario("dtensor")
+def gemm_ops_tensor_parallel(mesh, dev):
+    """The weight-only GEMM ops on the tensor-parallel layouts: weight rows sharded (x
+    replicated) -> output columns; K sharded like x -> a Partial sum (bias split over the
+    ranks); x rows sharded with the weight replicated; everything replicated."""
+    exact = dev == "cpu"  # the CUDA kernel's split-K depends on N and K
+    for fmt in ("nvfp4", "mxfp8", "mxfp4"):
+        w = data((48, 128), dtype=torch.float32, device=dev, seed=5)
+        x = data((6, 128), dtype=torch.bfloat16, device=dev, seed=6)
+        bias = data((48,), dtype=torch.bfloat16, device=dev, seed=7)
+        op, wd, ws, mid = _weight(fmt, w)
+        want = op(x, wd, ws, *mid, bias)
+        rep = [placed(t, mesh, Replicate()) if isinstance(t, Tensor) else t for t in mid]
+        y = op(placed(x, mesh, Replicate()), placed(wd, mesh, Shard(0)),
+               placed(ws, mesh, Shard(0)), *rep, placed(bias, mesh, Shard(0)))
+        assert y.placements == (Shard(1),), y.placements
+        assert_gemm_close(y, want, f"{fmt} colwise", exact)
+        y = op(placed(x, mesh, Shard(1)), placed(wd, mesh, Shard(1)),
+               placed(ws, mesh, Shard(1)), *rep, placed(bias, mesh, Replicate()))
+        assert y.placements == (Partial(),), y.placements
+        assert_rowwise_close(full(y), want, f"{fmt} rowwise")
+        y = op(placed(x, mesh, Shard(0)), placed(wd, mesh, Replicate()),
+               placed(ws, mesh, Replicate()), *rep, placed(bias, mesh, Replicate()))
+        assert y.placements == (Shard(0),), y.placements
+        assert_same(y, want, f"{fmt} rows of x")
+        y = op(placed(x, mesh, Replicate()), placed(wd, mesh, Replicate()),
+               placed(ws, mesh, Replicate()), *rep, None)
+        assert_same(y, op(x, wd, ws, *mid, None), f"{fmt} replicated, no bias")
+    # K = 96 over 2 ranks: 48 per rank, not a multiple of the MX block (32)
+    op, wd, ws, mid = _weight("mxfp8", data((16, 96), dtype=torch.float32, device=dev))
+    xk = data((4, 96), device=dev)
+    expect_error(lambda: op(placed(xk, mesh, Shard(1)), placed(wd, mesh, Shard(1)),
+                            placed(ws, mesh, Shard(1)), *mid, None),
+                 "nvfp4.gemm_mx_w16", "multiple of 32")
+
+
 @scenario("dtensor")
 def swizzled_scales_of_row_shards(mesh, dev):
     # Local M a multiple of 128: the ranks' tiles are the global swizzled scales.
@@ -403,6 +461,37 @@ def rowwise_within_tolerance(mesh, dev):
             want, got = _single_and_tp(cls, "rowwise", lin, x, mesh, **kw)
             assert not isinstance(got, DTensor) and got.shape == want.shape
             assert_rowwise_close(got, want, f"rowwise {cls.__name__} {kw} {dtype}")
+
+
+@scenario("tp")
+def fused_backend_under_tp(mesh, dev):
+    """The weight-only layers on the fused backend (on CPU the GEMM ops' reference, on CUDA
+    the kernel) under both styles, against the single-process layer."""
+    from nvfp4_ops.nn import MXFP4Linear
+
+    for cls in (NVFP4Linear, MXFP8Linear, MXFP4Linear):
+        lin = float_linear(128, 48, dev, dtype=torch.bfloat16)
+        x = data((5, 128), dtype=torch.bfloat16, device=dev, seed=4)
+        layers = []
+        for _ in range(2):
+            layer = cls.from_float(lin)
+            layer.set_backend("reference")
+            layer.active_backend = "fused"  # as chosen on sm_80..sm_90 (CPU: the op's reference)
+            layers.append(layer)
+        want = layers[0](x)
+        col = parallelize_module(layers[1], mesh, nd.QuantizedColwiseParallel())
+        cols = want.shape[-1] // mesh.size()
+        got = col(x)
+        assert col.active_backend == "fused"
+        assert_gemm_close(got, want[..., cols * mesh.get_rank():cols * (mesh.get_rank() + 1)],
+                          f"colwise fused {cls.__name__}", dev == "cpu")
+        layer = cls.from_float(lin)
+        layer.set_backend("reference")
+        layer.active_backend = "fused"
+        row = parallelize_module(layer, mesh, nd.QuantizedRowwiseParallel())
+        k = x.shape[-1] // mesh.size()
+        got = row(x[..., k * mesh.get_rank():k * (mesh.get_rank() + 1)])
+        assert_rowwise_close(got, want, f"rowwise fused {cls.__name__}")
 
 
 @scenario("tp")

@@ -23,23 +23,24 @@ def _layer(**kw):
     return NVFP4Linear.from_float(lin, **kw)
 
 
-def test_automatic_fused_falls_back_to_dequant(monkeypatch):
+@pytest.mark.parametrize("backend", ["fused", "dequant", "reference"])
+def test_gemm_backends_are_kept(monkeypatch, backend):
     monkeypatch.delenv(ENV_VAR, raising=False)
     layer = _layer()
-    layer.active_backend = "fused"  # what the automatic choice gives on sm_80..sm_90
+    layer.active_backend = backend  # "fused": what the automatic choice gives on sm_80..sm_90
     tp._check_layer(layer, "colwise", _Mesh())
-    assert layer.active_backend == "dequant"
+    assert layer.active_backend == backend
 
 
 @pytest.mark.parametrize("how", ["keyword", "env"])
-def test_fused_asked_for_is_refused(monkeypatch, how):
+def test_scaled_mm_asked_for_is_refused(monkeypatch, how):
     monkeypatch.delenv(ENV_VAR, raising=False)
     layer = _layer()
     if how == "keyword":
-        layer.backend = "fused"
+        layer.backend = "scaled_mm"
     else:
-        monkeypatch.setenv(ENV_VAR, "fused")
-    layer.active_backend = "fused"
+        monkeypatch.setenv(ENV_VAR, "scaled_mm")
+    layer.active_backend = "scaled_mm"
     with pytest.raises(ValueError, match=r"under tensor parallelism the backend must be one of"):
         tp._check_layer(layer, "colwise", _Mesh())
-    assert layer.active_backend == "fused"
+    assert layer.active_backend == "scaled_mm"
