@@ -1,30 +1,32 @@
-// Fused NVFP4-weight GEMM for sm_80+: y[M, N] = x[M, K] @ W^T, W [N, K] NVFP4 (E2M1 codes
-// packed two per byte, one E4M3 scale per 16 along K, fp32 encode global scale gs).
+// Fused weight-only GEMM for sm_80+: y[M, N] = x[M, K] @ W^T (+ bias), x fp16 / bf16, W [N, K]
+// in one of three formats (template argument FMT): NVFP4 (E2M1 codes two per byte, one E4M3
+// scale per 16 along K, fp32 encode global scale gs), MXFP4 (E2M1, one E8M0 per 32), MXFP8
+// (E4M3, one E8M0 per 32). Measurements and what limits it: NOTES.md.
 //
-// Why it is built this way (decode first: M <= 64 is bound by the weight bytes):
+// Why it is built this way (decode first: small M is bound by the weight bytes):
 // * Roles swapped: the WEIGHT is the mma A operand (16 rows of N per m16 tile) and the
 //   activation the B operand (8 tokens per n8 tile), so M = 1 wastes 7/8 of an n8 tile
 //   instead of 15/16 of an m16 tile.
-// * Weights go global -> registers with 16-byte loads, one register-double-buffered
-//   super-step (K = 512) ahead: each weight byte is used by exactly one thread, so staging it
-//   through shared memory would only add traffic. Each load instruction reads whole 32-byte
-//   sectors: the 4 threads of a row read 64 contiguous bytes (16 each), four times per
-//   super-step; the scales of a row (32 bytes a super-step) are read through L1. This is why
-//   the plain layout needs no prepack: the only mismatch, the nibble order inside a 32-bit
-//   code word, is absorbed once per activation element when a shared-memory stage lands
-//   (`permute_stage`), not per use.
-// * Activations go through a cp.async ring of shared-memory stages (shared by the 8 warps of a
-//   CTA, which own different rows of N over the same K range), padded so that the 16-byte
-//   fragment reads are free of bank conflicts.
-// * E2M1 -> fp16/bf16 by placing the code bits into the exponent/mantissa fields (exact),
-//   then one packed multiply by the block scale pre-multiplied by a power of two. The product
+// * Weights go global -> registers, one phase (a 512-wide step; MXFP8: half a step) ahead of
+//   their use: each weight byte is used by exactly one thread. NVFP4 reads whole 32-byte
+//   sectors (the 4 threads of a row read 64 contiguous bytes, four times per step); the
+//   nibble order inside a code word is absorbed once per activation element when the
+//   activations are stored in shared memory (`permute_for`), not per use.
+// * Activations: few tokens (kXPre, M <= 16 per tile) are loaded once per CTA for its whole
+//   K range (`preload_x`), so the main loop has no barrier; more tokens go through a cp.async
+//   ring of stages shared by the 8 warps. Both are padded so that the 16-byte fragment reads
+//   are free of bank conflicts.
+// * E2M1 / E4M3 -> fp16/bf16 by placing the code bits into the exponent/mantissa fields
+//   (exact). NVFP4: one packed multiply by the block scale times a power of two; the product
 //   e2m1 * sf * 2^-7 is EXACT in both fp16 and bf16 (at most 6 significant bits, magnitude in
-//   [2^-17, 21]), so no weight rounding happens at all, and nothing overflows in fp16; the
-//   factor 2^7 / gs is applied once to the fp32 sums. A NaN scale byte (0x7F) gives NaN
-//   operands, hence NaN outputs, as the reference.
+//   [2^-17, 21]), so nothing is rounded and nothing overflows in fp16; 2^7 / gs is applied
+//   once to the fp32 sums. MX: the operands are the exact code values and each 32-block's
+//   2^(e - 127) multiplies the fp32 result of its mma pair (`mma_phase_mx`), so no scale can
+//   overflow or underflow an operand. NaN scale bytes give NaN outputs, as the reference.
 // * Split-K for small M: each split writes fp32 partials; the last CTA of a tile to arrive
-//   (atomic ticket) sums the partials in split order 0..S-1, so the result does not depend on
-//   the arrival order: the same bits on every run for one shape on one device.
+//   (atomic ticket from the zeroed ring of torch_utils.h, reset by that CTA) sums the
+//   partials in split order 0..S-1, so the result does not depend on the arrival order: the
+//   same bits on every run for one shape on one device.
 #pragma once
 
 #include <cuda_bf16.h>
