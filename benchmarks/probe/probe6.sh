@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# GPU: build; GEMM tests; bench_gemm (NVFP4) with the weight ring (bulk copies) and without
+# GPU: build; GEMM tests; bench_gemm (NVFP4) with the shared-memory weight ring and without
 # (NVFP4_OPS_GEMM_NO_RING=1); ncu of the ring kernel at M = 1 (8192^2).
 set -uo pipefail
 cd "$(dirname "$0")/../.."

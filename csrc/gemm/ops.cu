@@ -183,8 +183,8 @@ void launch(const char* op, Params p, int device, cudaStream_t stream, const Ten
 // Tokens per CTA (8 * NT) by M. NVFP4: the prepacked weight, or the plain one with 16-byte
 // code loads (K % 128 == 0) or 8-byte ones. MX: whole-step scale loads when K % 512 == 0; no
 // 32-token tiles (M 17..32 takes the 64-token one: fewer instantiations to build).
-// Whether `device` runs the RING kernel of one token tile with two CTAs per SM (sm_90 / sm_100:
-// bulk copies and 228 KB of shared memory per SM; older or smaller parts keep the plain kernel).
+// Whether the RING kernel of one token tile keeps two CTAs per SM on `device` (sm_90: 228 KB of
+// shared memory per SM; sm_80 / sm_86 / sm_89 have less and keep the plain kernel).
 template <typename T, bool PREPACKED>
 bool ring_fits(const char* op, int device) {
   constexpr int kMaxDevices = 64;
@@ -192,11 +192,8 @@ bool ring_fits(const char* op, int device) {
   if (device < 0 || device >= kMaxDevices) return false;
   if (fits[device] == 0) {
     auto kernel = w16_gemm_kernel<T, kNvfp4, 1, true, PREPACKED, true>;
-    int per_sm = 0, major = 0;
+    int per_sm = 0;
     const bool ok =
-        cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device) ==
-            cudaSuccess &&
-        major >= 9 &&  // bulk copies (cp.async.bulk) and 2 x 113 KB of shared memory per SM
         cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
                              kRingMaxSmem) == cudaSuccess &&
         cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, kThreads,
@@ -214,8 +211,7 @@ void dispatch(const char* op, const Params& p, bool prepacked, int device, cudaS
   const bool aligned = p.K % (FMT == kNvfp4 ? 128 : kSuperK) == 0;
   const int m = std::min(p.M, 64);
   if constexpr (FMT == kNvfp4) {
-    if (m <= 8 && (prepacked || p.K % kSuperK == 0) &&
-        std::getenv("NVFP4_OPS_GEMM_NO_RING") == nullptr) {
+    if (m <= 8 && (aligned || prepacked) && std::getenv("NVFP4_OPS_GEMM_NO_RING") == nullptr) {
       if (prepacked && ring_fits<T, true>(op, device))
         return launch<T, FMT, 1, true, true, true>(op, p, device, stream, like);
       if (!prepacked && ring_fits<T, false>(op, device))

@@ -77,13 +77,11 @@ struct Config {
 // tokens * x_stride within it.
 constexpr int kXPreMaxSmem = 100 * 1024;
 
-// RING (sm_90+, NVFP4, at most 8 tokens, K % 512 == 0 or prepacked): the weights of each warp
-// stream through a ring of stages in shared memory, filled by bulk copies (the TMA engine,
-// cp.async.bulk), in front of the two register buffers: each warp has four 512-wide steps
-// requested at once instead of two, and the requests leave the load/store unit free (with
-// per-thread loads it throttles the issue of the math). A stage is one warp-step: the codes of
-// its 16 rows (row r at 256 r) and their scales (row r at 4096 + 32 r), the prepacked tile
-// layout.
+// RING (NVFP4, one token tile, K % 128 == 0 or prepacked): a per-warp ring of weight stages in
+// shared memory in front of the two register buffers, so that each warp has four 512-wide steps
+// requested at once instead of two (see the kernel's main loop). A stage is one warp-step: the
+// codes of its 16 rows (16 x 256 bytes; 16-byte pieces XOR-swizzled by the row parity so that
+// the fragment reads are free of bank conflicts) and their scales (16 x 32 bytes).
 constexpr int kRingStages = 2;
 constexpr int kRingCodeBytes = 16 * (kSuperK / 2);
 constexpr int kRingStageBytes = kRingCodeBytes + 16 * (kSuperK / 16);
@@ -188,6 +186,11 @@ __device__ __forceinline__ uint4 ld_stream16(const void* p) {
 __device__ __forceinline__ void cp_async16(uint32_t smem, const void* gmem, bool valid) {
   const int n = valid ? 16 : 0;  // 0: zero-fill, nothing read
   asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(smem), "l"(gmem),
+               "r"(n));
+}
+__device__ __forceinline__ void cp_async8(uint32_t smem, const void* gmem, bool valid) {
+  const int n = valid ? 8 : 0;
+  asm volatile("cp.async.ca.shared.global [%0], [%1], 8, %2;\n" ::"r"(smem), "l"(gmem),
                "r"(n));
 }
 __device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n"); }
@@ -333,70 +336,47 @@ __device__ __forceinline__ void load_w(WRegs& r, const Params& p, int row0, int 
   }
 }
 
-// RING primitives: an mbarrier per stage, completed by the bytes of its bulk copies.
-__device__ __forceinline__ void mbar_init(uint32_t bar) {
-#if __CUDA_ARCH__ >= 900
-  asm volatile("mbarrier.init.shared::cta.b64 [%0], 1;\n" ::"r"(bar));
-  asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
-#endif
-}
-__device__ __forceinline__ void mbar_expect(uint32_t bar, uint32_t bytes) {
-#if __CUDA_ARCH__ >= 900
-  asm volatile("{\n.reg .b64 st;\nmbarrier.arrive.expect_tx.shared::cta.b64 st, [%0], %1;\n}\n"
-               ::"r"(bar), "r"(bytes) : "memory");
-#endif
-}
-__device__ __forceinline__ void mbar_wait(uint32_t bar, uint32_t parity) {
-#if __CUDA_ARCH__ >= 900
-  asm volatile(
-      "{\n.reg .pred done;\nWAIT_%=:\n"
-      "mbarrier.try_wait.parity.shared::cta.b64 done, [%0], %1;\n"
-      "@!done bra WAIT_%=;\n}\n" ::"r"(bar), "r"(parity) : "memory");
-#endif
-}
-__device__ __forceinline__ void bulk_copy(uint32_t dst, const void* src, uint32_t bytes,
-                                          uint32_t bar) {
-#if __CUDA_ARCH__ >= 900
-  asm volatile(
-      "cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1], %2, [%3];\n"
-      ::"r"(dst), "l"(src), "r"(bytes), "r"(bar) : "memory");
-#endif
+// RING: lane `lane` of the warp whose rows start at row_base copies its part of step `step`
+// into the stage at smem address `stage`: codes piece c = 32j + lane (row c / 16, bytes
+// 16 (c % 16) of the row's 256), every copy instruction of the warp 512 contiguous bytes of the
+// plain layout; scales 8 bytes of rows lane / 4 and lane / 4 + 8 (plain) or 16 bytes of the
+// 512-byte tile (prepacked). Out-of-range pieces are zero-filled (K % 128 == 0: a piece of 32
+// codes and a quarter row of scales are wholly in or out).
+__device__ __forceinline__ int ring_code_offset(int row, int piece) {
+  return row * (kSuperK / 2) + 16 * (piece ^ ((row & 1) << 2));
 }
 
-// RING: the warp whose 16 rows start at row_base fills the stage at `stage` with step `step`
-// and arms its barrier: lane 0 announces the bytes, then one bulk copy per lane (plain: lane r
-// < 16 the 256 code bytes of row r, lane 16 + r its 32 scale bytes; prepacked: lane 0 the 4 KB
-// code tile, lane 1 the 512-byte scale tile). Rows past N are not copied: their stage bytes
-// are stale, and so are only their own (unstored) outputs; every code is finite and K has no
-// partial step here, so nothing else reads them. The caller has made every lane finish reading
-// the stage (__syncwarp).
 template <bool PREPACKED>
-__device__ __forceinline__ void ring_issue(uint32_t stage, uint32_t bar, const Params& p,
-                                           int row_base, int lane, int step) {
-#if __CUDA_ARCH__ >= 900
-  asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");  // reads before the refill
-#endif
+__device__ __forceinline__ void ring_issue(uint32_t stage, const Params& p, int row_base,
+                                           int lane, int step) {
   if constexpr (PREPACKED) {
     const int group = row_base / 16;
     const bool ok = group < p.row_groups;
-    if (lane == 0) mbar_expect(bar, ok ? kRingStageBytes : 0);
-    __syncwarp();
-    const int64_t tile = int64_t(group) * p.steps + step;
-    if (ok && lane == 0) bulk_copy(stage, p.w + tile * kRingCodeBytes, kRingCodeBytes, bar);
-    if (ok && lane == 1)
-      bulk_copy(stage + kRingCodeBytes, p.sf + tile * 512, kRingStageBytes - kRingCodeBytes, bar);
+    const int64_t tile = int64_t(ok ? group : 0) * p.steps + step;
+    const uint8_t* codes = p.w + tile * kRingCodeBytes + 16 * lane;
+    const uint32_t dst = stage + ring_code_offset(lane / 16, lane % 16);
+#pragma unroll
+    for (int j = 0; j < 8; ++j) cp_async16(dst + 512 * j, codes + 512 * j, ok);
+    cp_async16(stage + kRingCodeBytes + 16 * lane, p.sf + tile * 512 + 16 * lane, ok);
   } else {
-    const int rows = max(0, min(16, p.N - row_base));
-    if (lane == 0) mbar_expect(bar, rows * (kRingStageBytes / 16));
-    __syncwarp();
-    const int r = lane % 16, n = row_base + r;
-    if (r < rows) {
-      if (lane < 16)
-        bulk_copy(stage + r * (kSuperK / 2), p.w + int64_t(n) * (p.K / 2) + step * (kSuperK / 2),
-                  kSuperK / 2, bar);
-      else
-        bulk_copy(stage + kRingCodeBytes + r * (kSuperK / 16),
-                  p.sf + int64_t(n) * (p.K / 16) + step * (kSuperK / 16), kSuperK / 16, bar);
+    // Lane: rows row_base + lane / 16 + 2j (j = 0..7), piece lane % 16 of each.
+    const int c = lane % 16, k = step * kSuperK + 32 * c;
+    const int n0 = row_base + lane / 16;
+    const uint8_t* src = p.w + int64_t(n0) * (p.K / 2) + k / 2;
+    const int64_t two_rows = p.K;  // bytes of two rows of codes
+    const uint32_t dst = stage + ring_code_offset(lane / 16, c);  // row parity = lane / 16
+#pragma unroll
+    for (int j = 0; j < 8; ++j) {
+      const bool ok = n0 + 2 * j < p.N && k < p.K;
+      cp_async16(dst + j * 2 * (kSuperK / 2), ok ? src + j * two_rows : p.w, ok);
+    }
+    const int q = lane % 4, kq = step * kSuperK + 128 * q, n1 = row_base + lane / 4;
+    const uint8_t* ssrc = p.sf + int64_t(n1) * (p.K / 16) + kq / 16;
+#pragma unroll
+    for (int hh = 0; hh < 2; ++hh) {
+      const bool ok = n1 + 8 * hh < p.N && kq < p.K;
+      cp_async8(stage + kRingCodeBytes + (lane / 4 + 8 * hh) * 32 + 8 * q,
+                ok ? ssrc + int64_t(8 * hh) * (p.K / 16) : p.sf, ok);
     }
   }
 }
@@ -409,7 +389,7 @@ __device__ __forceinline__ void ring_read(WRegs& r, const unsigned char* stage, 
     const int row = g + 8 * h;
 #pragma unroll
     for (int i = 0; i < 4; ++i) {
-      const uint4 v = *reinterpret_cast<const uint4*>(stage + row * (kSuperK / 2) + 64 * i + 16 * t);
+      const uint4 v = *reinterpret_cast<const uint4*>(stage + ring_code_offset(row, 4 * i + t));
       r.w[h][4 * i + 0] = v.x;
       r.w[h][4 * i + 1] = v.y;
       r.w[h][4 * i + 2] = v.z;
@@ -631,7 +611,7 @@ template <typename T, int FMT, int NT, bool ALIGNED, bool PREPACKED, bool RING>
 __global__ void __launch_bounds__(kThreads, Config<NT>::kMinBlocks)
     w16_gemm_kernel(const Params p) {
   static_assert(!RING || (FMT == kNvfp4 && Config<NT>::kXPre && ALIGNED),
-                "the weight ring is for NVFP4 with K % 512 == 0 (or prepacked) and few tokens");
+                "the weight ring is for NVFP4 with K % 128 == 0 and few tokens");
   extern __shared__ __align__(16) unsigned char smem[];
   using C = Config<NT>;
   constexpr int P = kPhases<FMT>;
@@ -661,45 +641,48 @@ __global__ void __launch_bounds__(kThreads, Config<NT>::kMinBlocks)
     if (n_phases > 1) load_w<FMT, ALIGNED, PREPACKED>(r1, p, row0, t, ph_begin + 1);
     unsigned char* xsm = smem;
     if constexpr (RING) {
-      // Steps 2 and 3 go to the warp's ring stages 0 and 1; step i + 2 moves from its stage
-      // into the register buffer of step i once step i has been used, and the stage takes step
-      // i + 4: four steps are in flight or landed at any time, and each refill is requested as
-      // soon as its stage is emptied, not after a step's math.
-      __shared__ __align__(8) uint64_t bars[kThreads / 32][kRingStages];
+      // Steps 2 and 3 go to the warp's ring stages 0 and 1 (one cp.async group each); step
+      // i + 2 moves from its stage into the register buffer of step i once step i has been
+      // used, and the stage takes step i + 4: four steps are in flight or landed at any time,
+      // and each refill is requested as soon as its stage is emptied, not after a step's math.
       const int row_base = n_tile * kRowsPerCta + warp * 16;
       const uint32_t ring = smem_base + warp * (kRingStages * kRingStageBytes);
-      const uint32_t bar0 = static_cast<uint32_t>(__cvta_generic_to_shared(&bars[warp][0]));
-      const uint32_t bar1 = bar0 + 8;
-      if (lane == 0) mbar_init(bar0), mbar_init(bar1);
-      __syncwarp();
-      if (2 < n_phases) ring_issue<PREPACKED>(ring, bar0, p, row_base, lane, ph_begin + 2);
-      if (3 < n_phases)
-        ring_issue<PREPACKED>(ring + kRingStageBytes, bar1, p, row_base, lane, ph_begin + 3);
+      for (int s = 0; s < kRingStages; ++s) {
+        if (2 + s < n_phases)
+          ring_issue<PREPACKED>(ring + s * kRingStageBytes, p, row_base, lane, ph_begin + 2 + s);
+        cp_async_commit();
+      }
       xsm = smem + kRingBytes;
       preload_x<FMT>(xsm, p, m0, mt, s_begin, n_steps, tid);
       const unsigned char* xs = xsm + t * kSegBytes;
       const unsigned char* stage0 = smem + warp * (kRingStages * kRingStageBytes);
       const unsigned char* stage1 = stage0 + kRingStageBytes;
-      uint32_t parity = 0;  // of both stages' current fill (they are refilled in turn)
+      // A stage is refilled by: wait for its group (the other stage's may still be in
+      // flight), make the lanes' copies visible to the warp, read, let every lane finish
+      // reading, then copy the step after next into it.
       for (int i = 0; i < n_phases; i += 2) {
         mma_phase<T, FMT, NT>(acc, r0, xs + i * kTokenBytes, tok_off, i);
         if (i + 1 >= n_phases) break;
         if (i + 2 < n_phases) {
-          mbar_wait(bar0, parity);
+          cp_async_wait<1>();
+          __syncwarp();
           ring_read(r0, stage0, g, t);
           __syncwarp();
-          if (i + 4 < n_phases) ring_issue<PREPACKED>(ring, bar0, p, row_base, lane, ph_begin + i + 4);
+          if (i + 4 < n_phases) ring_issue<PREPACKED>(ring, p, row_base, lane, ph_begin + i + 4);
         }
+        cp_async_commit();
         mma_phase<T, FMT, NT>(acc, r1, xs + (i + 1) * kTokenBytes, tok_off, i + 1);
         if (i + 3 < n_phases) {
-          mbar_wait(bar1, parity);
+          cp_async_wait<1>();
+          __syncwarp();
           ring_read(r1, stage1, g, t);
           __syncwarp();
           if (i + 5 < n_phases)
-            ring_issue<PREPACKED>(ring + kRingStageBytes, bar1, p, row_base, lane, ph_begin + i + 5);
+            ring_issue<PREPACKED>(ring + kRingStageBytes, p, row_base, lane, ph_begin + i + 5);
         }
-        parity ^= 1;
+        cp_async_commit();
       }
+      cp_async_wait<0>();
     }
     if constexpr (!RING) preload_x<FMT>(xsm, p, m0, mt, s_begin, n_steps, tid);
     const unsigned char* xs = xsm + t * kSegBytes;
