@@ -8,7 +8,6 @@
 #include "torch_utils.h"
 
 #include <algorithm>
-#include <cstdlib>
 #include <climits>
 #include <optional>
 
@@ -113,10 +112,10 @@ void check_prepacked_args(const Tensor& x, const Tensor& packed, const Tensor& s
   check_bias_devices(op, x, packed, scales, gs, bias, n);
 }
 
-template <typename T, int FMT, int NT, bool ALIGNED, bool PREPACKED, bool RING = false>
+template <typename T, int FMT, int NT, bool ALIGNED, bool PREPACKED>
 void launch(const char* op, Params p, int device, cudaStream_t stream, const Tensor& like) {
   using C = Config<NT>;
-  auto kernel = w16_gemm_kernel<T, FMT, NT, ALIGNED, PREPACKED, RING>;
+  auto kernel = w16_gemm_kernel<T, FMT, NT, ALIGNED, PREPACKED>;
   // Per device and instantiation, once (so that a call inside a CUDA-graph capture makes no
   // such query): the shared-memory opt-in and the CTA slots of one wave.
   constexpr int kMaxDevices = 64;
@@ -124,8 +123,7 @@ void launch(const char* op, Params p, int device, cudaStream_t stream, const Ten
   NVFP4_CHECK(device >= 0 && device < kMaxDevices, op, ": device index ", device,
               " out of range");
   // XPRE reserves its largest size here; a launch uses tokens * x_stride of it.
-  constexpr int kSmemMax = RING ? kRingMaxSmem : C::kXPre ? kXPreMaxSmem : C::kSmemBytes;
-  constexpr int kXMax = RING ? kRingMaxSmem - kRingBytes : kXPreMaxSmem;
+  constexpr int kSmemMax = C::kXPre ? kXPreMaxSmem : C::kSmemBytes;
   if (slots[device] == 0) {
     check_cuda(op,
                cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
@@ -152,7 +150,7 @@ void launch(const char* op, Params p, int device, cudaStream_t stream, const Ten
   for (int64_t s = 1; s <= p.steps; ++s) {
     const int64_t sps = ceil_div(p.steps, s);
     if (s > 1 && sps == ceil_div(p.steps, s - 1)) continue;  // the same split as s - 1
-    if (C::kXPre && tokens * x_stride(sps) > kXMax) continue;
+    if (C::kXPre && tokens * x_stride(sps) > kXPreMaxSmem) continue;
     const int64_t waves = ceil_div(tiles * ceil_div(p.steps, sps), slots[device]);
     const int64_t cost = waves * (sps + 1);
     if (cost < best_cost) best_cost = cost, best_sps = sps;
@@ -160,8 +158,7 @@ void launch(const char* op, Params p, int device, cudaStream_t stream, const Ten
   p.steps_per_split = static_cast<int>(best_sps);
   p.splits = static_cast<int>(ceil_div(p.steps, best_sps));
   p.x_stride = static_cast<int>(x_stride(best_sps));
-  const int smem = C::kXPre ? static_cast<int>((RING ? kRingBytes : 0) + tokens * p.x_stride)
-                            : C::kSmemBytes;
+  const int smem = C::kXPre ? static_cast<int>(tokens * p.x_stride) : C::kSmemBytes;
   Tensor work = like;  // keeps the workspace alive until the launch is queued
   if (p.splits > 1) {
     const int64_t n_part = int64_t(p.splits) * p.M * p.N;
@@ -183,41 +180,11 @@ void launch(const char* op, Params p, int device, cudaStream_t stream, const Ten
 // Tokens per CTA (8 * NT) by M. NVFP4: the prepacked weight, or the plain one with 16-byte
 // code loads (K % 128 == 0) or 8-byte ones. MX: whole-step scale loads when K % 512 == 0; no
 // 32-token tiles (M 17..32 takes the 64-token one: fewer instantiations to build).
-// Whether the RING kernel of one token tile keeps two CTAs per SM on `device` (sm_90: 228 KB of
-// shared memory per SM; sm_80 / sm_86 / sm_89 have less and keep the plain kernel).
-template <typename T, bool PREPACKED>
-bool ring_fits(const char* op, int device) {
-  constexpr int kMaxDevices = 64;
-  static signed char fits[kMaxDevices] = {};  // 0: not asked yet, 1: yes, -1: no
-  if (device < 0 || device >= kMaxDevices) return false;
-  if (fits[device] == 0) {
-    auto kernel = w16_gemm_kernel<T, kNvfp4, 1, true, PREPACKED, true>;
-    int per_sm = 0;
-    const bool ok =
-        cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                             kRingMaxSmem) == cudaSuccess &&
-        cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, kThreads,
-                                                      kRingMaxSmem) == cudaSuccess;
-    if (!ok) (void)cudaGetLastError();  // the plain kernel then; clear the sticky-free error
-    fits[device] = ok && per_sm >= 2 ? 1 : -1;
-  }
-  (void)op;
-  return fits[device] > 0;
-}
-
 template <typename T, int FMT>
 void dispatch(const char* op, const Params& p, bool prepacked, int device, cudaStream_t stream,
               const Tensor& like) {
   const bool aligned = p.K % (FMT == kNvfp4 ? 128 : kSuperK) == 0;
   const int m = std::min(p.M, 64);
-  if constexpr (FMT == kNvfp4) {
-    if (m <= 8 && (aligned || prepacked) && std::getenv("NVFP4_OPS_GEMM_NO_RING") == nullptr) {
-      if (prepacked && ring_fits<T, true>(op, device))
-        return launch<T, FMT, 1, true, true, true>(op, p, device, stream, like);
-      if (!prepacked && ring_fits<T, false>(op, device))
-        return launch<T, FMT, 1, true, false, true>(op, p, device, stream, like);
-    }
-  }
 #define NVFP4_GEMM_CASE(NT)                                                                  \
   if (FMT == kNvfp4 && prepacked) launch<T, FMT, NT, true, FMT == kNvfp4>(op, p, device, stream, like); \
   else if (aligned) launch<T, FMT, NT, true, false>(op, p, device, stream, like);             \

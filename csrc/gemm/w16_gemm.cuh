@@ -77,18 +77,6 @@ struct Config {
 // tokens * x_stride within it.
 constexpr int kXPreMaxSmem = 100 * 1024;
 
-// RING (NVFP4, one token tile, K % 128 == 0 or prepacked): a per-warp ring of weight stages in
-// shared memory in front of the two register buffers, so that each warp has four 512-wide steps
-// requested at once instead of two (see the kernel's main loop). A stage is one warp-step: the
-// codes of its 16 rows (16 x 256 bytes; 16-byte pieces XOR-swizzled by the row parity so that
-// the fragment reads are free of bank conflicts) and their scales (16 x 32 bytes).
-constexpr int kRingStages = 2;
-constexpr int kRingCodeBytes = 16 * (kSuperK / 2);
-constexpr int kRingStageBytes = kRingCodeBytes + 16 * (kSuperK / 16);
-constexpr int kRingBytes = (kThreads / 32) * kRingStages * kRingStageBytes;  // 72 KB
-// Dynamic shared memory of a RING CTA at most: two CTAs per SM on sm_90 (228 KB per SM).
-constexpr int kRingMaxSmem = 112 * 1024;
-
 struct Params {
   const void* x;          // [M, K] fp16/bf16, contiguous, 16-byte aligned
   const uint8_t* w;       // [N, K/2] (E2M1) or [N, K] (E4M3)
@@ -186,11 +174,6 @@ __device__ __forceinline__ uint4 ld_stream16(const void* p) {
 __device__ __forceinline__ void cp_async16(uint32_t smem, const void* gmem, bool valid) {
   const int n = valid ? 16 : 0;  // 0: zero-fill, nothing read
   asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(smem), "l"(gmem),
-               "r"(n));
-}
-__device__ __forceinline__ void cp_async8(uint32_t smem, const void* gmem, bool valid) {
-  const int n = valid ? 8 : 0;
-  asm volatile("cp.async.ca.shared.global [%0], [%1], 8, %2;\n" ::"r"(smem), "l"(gmem),
                "r"(n));
 }
 __device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n"); }
@@ -333,70 +316,6 @@ __device__ __forceinline__ void load_w(WRegs& r, const Params& p, int row0, int 
     }
   } else {
     load_w_plain<ALIGNED>(r, p, row0, t, step);
-  }
-}
-
-// RING: lane `lane` of the warp whose rows start at row_base copies its part of step `step`
-// into the stage at smem address `stage`: codes piece c = 32j + lane (row c / 16, bytes
-// 16 (c % 16) of the row's 256), every copy instruction of the warp 512 contiguous bytes of the
-// plain layout; scales 8 bytes of rows lane / 4 and lane / 4 + 8 (plain) or 16 bytes of the
-// 512-byte tile (prepacked). Out-of-range pieces are zero-filled (K % 128 == 0: a piece of 32
-// codes and a quarter row of scales are wholly in or out).
-__device__ __forceinline__ int ring_code_offset(int row, int piece) {
-  return row * (kSuperK / 2) + 16 * (piece ^ ((row & 1) << 2));
-}
-
-template <bool PREPACKED>
-__device__ __forceinline__ void ring_issue(uint32_t stage, const Params& p, int row_base,
-                                           int lane, int step) {
-  if constexpr (PREPACKED) {
-    const int group = row_base / 16;
-    const bool ok = group < p.row_groups;
-    const int64_t tile = int64_t(ok ? group : 0) * p.steps + step;
-    const uint8_t* codes = p.w + tile * kRingCodeBytes + 16 * lane;
-    const uint32_t dst = stage + ring_code_offset(lane / 16, lane % 16);
-#pragma unroll
-    for (int j = 0; j < 8; ++j) cp_async16(dst + 512 * j, codes + 512 * j, ok);
-    cp_async16(stage + kRingCodeBytes + 16 * lane, p.sf + tile * 512 + 16 * lane, ok);
-  } else {
-    // Lane: rows row_base + lane / 16 + 2j (j = 0..7), piece lane % 16 of each.
-    const int c = lane % 16, k = step * kSuperK + 32 * c;
-    const int n0 = row_base + lane / 16;
-    const uint8_t* src = p.w + int64_t(n0) * (p.K / 2) + k / 2;
-    const int64_t two_rows = p.K;  // bytes of two rows of codes
-    const uint32_t dst = stage + ring_code_offset(lane / 16, c);  // row parity = lane / 16
-#pragma unroll
-    for (int j = 0; j < 8; ++j) {
-      const bool ok = n0 + 2 * j < p.N && k < p.K;
-      cp_async16(dst + j * 2 * (kSuperK / 2), ok ? src + j * two_rows : p.w, ok);
-    }
-    const int q = lane % 4, kq = step * kSuperK + 128 * q, n1 = row_base + lane / 4;
-    const uint8_t* ssrc = p.sf + int64_t(n1) * (p.K / 16) + kq / 16;
-#pragma unroll
-    for (int hh = 0; hh < 2; ++hh) {
-      const bool ok = n1 + 8 * hh < p.N && kq < p.K;
-      cp_async8(stage + kRingCodeBytes + (lane / 4 + 8 * hh) * 32 + 8 * q,
-                ok ? ssrc + int64_t(8 * hh) * (p.K / 16) : p.sf, ok);
-    }
-  }
-}
-
-// RING: thread (g, t) takes its words of a landed stage (the same words and scale halfwords as
-// load_w would load from global memory).
-__device__ __forceinline__ void ring_read(WRegs& r, const unsigned char* stage, int g, int t) {
-#pragma unroll
-  for (int h = 0; h < 2; ++h) {
-    const int row = g + 8 * h;
-#pragma unroll
-    for (int i = 0; i < 4; ++i) {
-      const uint4 v = *reinterpret_cast<const uint4*>(stage + ring_code_offset(row, 4 * i + t));
-      r.w[h][4 * i + 0] = v.x;
-      r.w[h][4 * i + 1] = v.y;
-      r.w[h][4 * i + 2] = v.z;
-      r.w[h][4 * i + 3] = v.w;
-      r.s[h][i] = *reinterpret_cast<const unsigned short*>(stage + kRingCodeBytes + row * 32 +
-                                                            8 * i + 2 * t);
-    }
   }
 }
 
@@ -607,11 +526,9 @@ __device__ __forceinline__ void mma_phase(float (&acc)[NT][4], const WRegs& r,
     mma_phase_mx<T, FMT, NT>(acc, r, xs + (phase % kPhases<FMT>) * kUnits<FMT> * 16, tok_off);
 }
 
-template <typename T, int FMT, int NT, bool ALIGNED, bool PREPACKED, bool RING>
+template <typename T, int FMT, int NT, bool ALIGNED, bool PREPACKED>
 __global__ void __launch_bounds__(kThreads, Config<NT>::kMinBlocks)
     w16_gemm_kernel(const Params p) {
-  static_assert(!RING || (FMT == kNvfp4 && Config<NT>::kXPre && ALIGNED),
-                "the weight ring is for NVFP4 with K % 128 == 0 and few tokens");
   extern __shared__ __align__(16) unsigned char smem[];
   using C = Config<NT>;
   constexpr int P = kPhases<FMT>;
@@ -639,54 +556,9 @@ __global__ void __launch_bounds__(kThreads, Config<NT>::kMinBlocks)
     WRegs r0, r1;  // ping-pong: the next phase's weights load while this one's are used
     if (n_phases > 0) load_w<FMT, ALIGNED, PREPACKED>(r0, p, row0, t, ph_begin);
     if (n_phases > 1) load_w<FMT, ALIGNED, PREPACKED>(r1, p, row0, t, ph_begin + 1);
-    unsigned char* xsm = smem;
-    if constexpr (RING) {
-      // Steps 2 and 3 go to the warp's ring stages 0 and 1 (one cp.async group each); step
-      // i + 2 moves from its stage into the register buffer of step i once step i has been
-      // used, and the stage takes step i + 4: four steps are in flight or landed at any time,
-      // and each refill is requested as soon as its stage is emptied, not after a step's math.
-      const int row_base = n_tile * kRowsPerCta + warp * 16;
-      const uint32_t ring = smem_base + warp * (kRingStages * kRingStageBytes);
-      for (int s = 0; s < kRingStages; ++s) {
-        if (2 + s < n_phases)
-          ring_issue<PREPACKED>(ring + s * kRingStageBytes, p, row_base, lane, ph_begin + 2 + s);
-        cp_async_commit();
-      }
-      xsm = smem + kRingBytes;
-      preload_x<FMT>(xsm, p, m0, mt, s_begin, n_steps, tid);
-      const unsigned char* xs = xsm + t * kSegBytes;
-      const unsigned char* stage0 = smem + warp * (kRingStages * kRingStageBytes);
-      const unsigned char* stage1 = stage0 + kRingStageBytes;
-      // A stage is refilled by: wait for its group (the other stage's may still be in
-      // flight), make the lanes' copies visible to the warp, read, let every lane finish
-      // reading, then copy the step after next into it.
-      for (int i = 0; i < n_phases; i += 2) {
-        mma_phase<T, FMT, NT>(acc, r0, xs + i * kTokenBytes, tok_off, i);
-        if (i + 1 >= n_phases) break;
-        if (i + 2 < n_phases) {
-          cp_async_wait<1>();
-          __syncwarp();
-          ring_read(r0, stage0, g, t);
-          __syncwarp();
-          if (i + 4 < n_phases) ring_issue<PREPACKED>(ring, p, row_base, lane, ph_begin + i + 4);
-        }
-        cp_async_commit();
-        mma_phase<T, FMT, NT>(acc, r1, xs + (i + 1) * kTokenBytes, tok_off, i + 1);
-        if (i + 3 < n_phases) {
-          cp_async_wait<1>();
-          __syncwarp();
-          ring_read(r1, stage1, g, t);
-          __syncwarp();
-          if (i + 5 < n_phases)
-            ring_issue<PREPACKED>(ring + kRingStageBytes, p, row_base, lane, ph_begin + i + 5);
-        }
-        cp_async_commit();
-      }
-      cp_async_wait<0>();
-    }
-    if constexpr (!RING) preload_x<FMT>(xsm, p, m0, mt, s_begin, n_steps, tid);
-    const unsigned char* xs = xsm + t * kSegBytes;
-    for (int i = 0; !RING && i < n_phases; i += 2) {
+    preload_x<FMT>(smem, p, m0, mt, s_begin, n_steps, tid);
+    const unsigned char* xs = smem + t * kSegBytes;
+    for (int i = 0; i < n_phases; i += 2) {
       mma_phase<T, FMT, NT>(acc, r0, xs + (i / P) * kTokenBytes, tok_off, i);
       if (i + 1 >= n_phases) break;
       if (i + 2 < n_phases) load_w<FMT, ALIGNED, PREPACKED>(r0, p, row0, t, ph_begin + i + 2);
