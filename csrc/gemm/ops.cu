@@ -8,7 +8,6 @@
 #include "torch_utils.h"
 
 #include <algorithm>
-#include <cstdlib>
 #include <climits>
 #include <optional>
 
@@ -233,7 +232,6 @@ Tensor run(const char* op, const Tensor& x, const Tensor& packed, const Tensor& 
   p.K = static_cast<int>(K);
   p.steps = static_cast<int>(ceil_div(K, kSuperK));
   p.row_groups = static_cast<int>(ceil_div(N, 16));
-  p.flags = std::getenv("NVFP4_OPS_GEMM_XFIRST") ? 1 : 0;
   const int device = x.get_device_index();
   const cudaStream_t stream = current_stream(x);
   if (x.scalar_type() == ScalarType::Half)

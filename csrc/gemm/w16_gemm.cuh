@@ -92,7 +92,6 @@ struct Params {
   int splits;
   int row_groups;         // PREPACKED: ceil(N / 16)
   int x_stride;           // XPRE: bytes per token of the preloaded activations
-  int flags;              // experiment: bit 0 = XPRE loads the activations before the weights
 };
 
 template <typename T> struct Ops;
@@ -164,12 +163,9 @@ __device__ __forceinline__ void mma16816(float (&d)[4], const uint32_t (&a)[4], 
   }
 }
 
-#ifndef NVFP4_GEMM_L2_HINT
-#define NVFP4_GEMM_L2_HINT ""
-#endif
 __device__ __forceinline__ uint4 ld_stream16(const void* p) {
   uint4 v;
-  asm volatile("ld.global.nc.L1::no_allocate" NVFP4_GEMM_L2_HINT ".v4.u32 {%0,%1,%2,%3}, [%4];\n"
+  asm volatile("ld.global.nc.L1::no_allocate.v4.u32 {%0,%1,%2,%3}, [%4];\n"
                : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
                : "l"(p));
   return v;
@@ -469,12 +465,9 @@ __device__ __forceinline__ T finish(float sum, float inv, const T* bias, int n) 
 
 // The mma work of one super-step: the weights of `r` against the activation stage at `xs`
 // (thread t's segment; token g of tile nt at xs + tok(nt) * tstride).
-// Two accumulator sets (the two mmas of a code word), so that consecutive mmas do not wait
-// for each other's sums; added in the epilogue.
 template <typename T, int NT>
-__device__ __forceinline__ void mma_step(float (&acc)[NT][4], float (&acc2)[NT][4],
-                                         const WRegs& r, const unsigned char* xs,
-                                         const int (&tok_off)[NT]) {
+__device__ __forceinline__ void mma_step(float (&acc)[NT][4], const WRegs& r,
+                                         const unsigned char* xs, const int (&tok_off)[NT]) {
 #pragma unroll
   for (int sw = 0; sw < 2; ++sw) {  // 2 scale words of 4 blocks: chunks 2sw, 2sw + 1
     uint32_t sg[4], sh[4];
@@ -493,7 +486,7 @@ __device__ __forceinline__ void mma_step(float (&acc)[NT][4], float (&acc2)[NT][
       for (int nt = 0; nt < NT; ++nt) {
         const uint4 xv = *reinterpret_cast<const uint4*>(xs + tok_off[nt] + 16 * u);
         mma16816<T>(acc[nt], a0, xv.x, xv.y);
-        mma16816<T>(acc2[nt], a1, xv.z, xv.w);
+        mma16816<T>(acc[nt], a1, xv.z, xv.w);
       }
     }
   }
@@ -524,11 +517,11 @@ __device__ __forceinline__ void preload_x(unsigned char* smem, const Params& p, 
 
 // The mma work of phase `phase` (of one super-step) against the stage at xs.
 template <typename T, int FMT, int NT>
-__device__ __forceinline__ void mma_phase(float (&acc)[NT][4], float (&acc2)[NT][4],
-                                          const WRegs& r, const unsigned char* xs,
-                                          const int (&tok_off)[NT], int phase) {
+__device__ __forceinline__ void mma_phase(float (&acc)[NT][4], const WRegs& r,
+                                          const unsigned char* xs, const int (&tok_off)[NT],
+                                          int phase) {
   if constexpr (FMT == kNvfp4)
-    mma_step<T, NT>(acc, acc2, r, xs, tok_off);
+    mma_step<T, NT>(acc, r, xs, tok_off);
   else
     mma_phase_mx<T, FMT, NT>(acc, r, xs + (phase % kPhases<FMT>) * kUnits<FMT> * 16, tok_off);
 }
@@ -551,11 +544,9 @@ __global__ void __launch_bounds__(kThreads, Config<NT>::kMinBlocks)
   const int ph_begin = s_begin * P, n_phases = n_steps * P;  // weight phases
   const uint32_t smem_base = static_cast<uint32_t>(__cvta_generic_to_shared(smem));
 
-  float acc[NT][4], acc2[NT][4];
+  float acc[NT][4];
 #pragma unroll
-  for (int i = 0; i < NT; ++i)
-#pragma unroll
-    for (int e = 0; e < 4; ++e) acc[i][e] = acc2[i][e] = 0.f;
+  for (int i = 0; i < NT; ++i) acc[i][0] = acc[i][1] = acc[i][2] = acc[i][3] = 0.f;
 
   if constexpr (C::kXPre) {
     const int mt = min(C::kTokens, p.M - m0);
@@ -563,17 +554,15 @@ __global__ void __launch_bounds__(kThreads, Config<NT>::kMinBlocks)
 #pragma unroll
     for (int nt = 0; nt < NT; ++nt) tok_off[nt] = min(nt * 8 + g, mt - 1) * p.x_stride;
     WRegs r0, r1;  // ping-pong: the next phase's weights load while this one's are used
-    const bool x_first = p.flags & 1;
-    if (x_first) preload_x<FMT>(smem, p, m0, mt, s_begin, n_steps, tid);
     if (n_phases > 0) load_w<FMT, ALIGNED, PREPACKED>(r0, p, row0, t, ph_begin);
     if (n_phases > 1) load_w<FMT, ALIGNED, PREPACKED>(r1, p, row0, t, ph_begin + 1);
-    if (!x_first) preload_x<FMT>(smem, p, m0, mt, s_begin, n_steps, tid);
+    preload_x<FMT>(smem, p, m0, mt, s_begin, n_steps, tid);
     const unsigned char* xs = smem + t * kSegBytes;
     for (int i = 0; i < n_phases; i += 2) {
-      mma_phase<T, FMT, NT>(acc, acc2, r0, xs + (i / P) * kTokenBytes, tok_off, i);
+      mma_phase<T, FMT, NT>(acc, r0, xs + (i / P) * kTokenBytes, tok_off, i);
       if (i + 1 >= n_phases) break;
       if (i + 2 < n_phases) load_w<FMT, ALIGNED, PREPACKED>(r0, p, row0, t, ph_begin + i + 2);
-      mma_phase<T, FMT, NT>(acc, acc2, r1, xs + ((i + 1) / P) * kTokenBytes, tok_off, i + 1);
+      mma_phase<T, FMT, NT>(acc, r1, xs + ((i + 1) / P) * kTokenBytes, tok_off, i + 1);
       if (i + 3 < n_phases) load_w<FMT, ALIGNED, PREPACKED>(r1, p, row0, t, ph_begin + i + 3);
     }
   } else {
@@ -606,7 +595,7 @@ __global__ void __launch_bounds__(kThreads, Config<NT>::kMinBlocks)
         permute_stage<FMT, NT>(smem + (st % C::kStages) * C::kStageBytes, tid);
         __syncthreads();
       }
-      mma_phase<T, FMT, NT>(acc, acc2, cur, smem + (st % C::kStages) * C::kStageBytes + t * kSegBytes,
+      mma_phase<T, FMT, NT>(acc, cur, smem + (st % C::kStages) * C::kStageBytes + t * kSegBytes,
                             tok_off, i);
       if (i % P == P - 1) __syncthreads();
       if (i + 1 < n_phases) cur = nxt;
@@ -615,12 +604,6 @@ __global__ void __launch_bounds__(kThreads, Config<NT>::kMinBlocks)
   }
 
   // Epilogue. acc[nt]: (row g, tokens 2t, 2t+1), (row g+8, tokens 2t, 2t+1) of tile nt.
-  if constexpr (FMT == kNvfp4) {
-#pragma unroll
-    for (int i = 0; i < NT; ++i)
-#pragma unroll
-      for (int e = 0; e < 4; ++e) acc[i][e] += acc2[i][e];
-  }
   const float inv = FMT == kNvfp4 ? 128.0f / __ldg(p.gs) : 1.0f;
   const T* bias = static_cast<const T*>(p.bias);
   T* y = static_cast<T*>(p.y);
