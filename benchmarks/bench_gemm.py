@@ -11,14 +11,15 @@ scales) of the fused op as GB/s and as a percentage of a device-to-device copy m
 the same run; the peak memory of one call above the inputs (fused / dequant).
 
 Times: the median CUDA-event time of one call (``benchmarks/_common.bench_ms``: the L2 is
-flushed before each call). After the table: per format and shape, the crossover, the first M
+flushed before each call, by default by writing a buffer, which leaves it full of dirty lines
+that the timed call must write back; ``--flush read`` leaves it clean). After the table: per format and shape, the crossover, the first M
 from which dequantize + F.linear beats the fused op (what ``FUSED_MAX_M`` should follow),
 beside the value the code uses now. The header says which implementation serves each op:
 a "reference" there means that this build has no kernel for it and its fused numbers are
 the reference's, not a kernel's.
 
     python benchmarks/bench_gemm.py [--formats nvfp4,mxfp4,mxfp8] [--rep 50]
-        [--shapes 8192x8192,...] [--ms 1,16,...] [--out FILE]
+        [--shapes 8192x8192,...] [--ms 1,16,...] [--flush write|read] [--out FILE]
 
 Needs a CUDA GPU (exits with status 2 and a message otherwise).
 """
@@ -118,6 +119,9 @@ def main(argv=None) -> int:
     ap.add_argument("--rep", type=int, default=50)
     ap.add_argument("--shapes", default=SHAPES, help="N x K weight shapes, comma-separated")
     ap.add_argument("--ms", default=MS, help="rows M of the activation, comma-separated")
+    ap.add_argument("--flush", default="write", choices=("write", "read"),
+                    help="how the L2 is flushed before each timed call (benchmarks/_common."
+                         "bench_ms): write leaves it dirty, read leaves it clean")
     ap.add_argument("--out", default=None, help="also write the Markdown report to this file")
     args = ap.parse_args(argv)
     formats = _parse_formats(ap, args.formats)
@@ -154,7 +158,8 @@ def main(argv=None) -> int:
                 calls = {"fused": lambda x=x: wt.fused(x), "dequant": lambda x=x: wt.dequant(x),
                          "backend": backend, "bf16": lambda x=x: F.linear(x, w)}
                 calls.update({name: (lambda x=x, g=g: g(x)) for name, g in wt.extra.items()})
-                t = {name: bench_ms(fn, rep=args.rep) for name, fn in calls.items()}
+                t = {name: bench_ms(fn, rep=args.rep, flush=args.flush)
+                     for name, fn in calls.items()}
                 fused_best = min(t["fused"], t.get("prepacked", float("inf")))
                 if cross is None and t["dequant"] < fused_best:
                     cross = m

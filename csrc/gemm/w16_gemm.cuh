@@ -47,10 +47,11 @@ enum : int {
   kMxfp4 = 1,  // E2M1 + E8M0 per 32 (nvfp4.gemm_mx_w16, elem "e2m1")
   kMxfp8 = 2,  // E4M3 + E8M0 per 32 (nvfp4.gemm_mx_w16, elem "e4m3")
 };
-// Weight phases per 512-wide step: MXFP8 loads its 512 bytes per row in two halves, so that a
-// thread's weight registers stay 2 rows x 16 words in every format.
+// Weight phases per 512-wide step: MX loads a step in two 256-wide halves (MXFP8: 2 rows x 16
+// words per thread, as NVFP4's whole step; MXFP4: 2 x 8 words, which keeps its post-scaling
+// chain within 128 registers: with whole steps it spilled 224 bytes per thread).
 template <int FMT>
-constexpr int kPhases = FMT == kMxfp8 ? 2 : 1;
+constexpr int kPhases = FMT == kNvfp4 ? 1 : 2;
 // 8-code units (one 16-byte activation chunk each) per phase of a thread-row.
 template <int FMT>
 constexpr int kUnits = 16 / kPhases<FMT>;
