@@ -193,7 +193,7 @@ void dispatch(const char* op, const Params& p, bool prepacked, int device, cudaS
     NVFP4_GEMM_CASE(1)
   } else if (m <= 16) {
     NVFP4_GEMM_CASE(2)
-  } else if (FMT == kNvfp4 && m <= 32) {
+  } else if (kE2m1<FMT> && m <= 32) {
     NVFP4_GEMM_CASE(4)
   } else {
     NVFP4_GEMM_CASE(8)

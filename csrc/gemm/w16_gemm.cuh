@@ -20,8 +20,10 @@
 //   (exact). NVFP4: one packed multiply by the block scale times a power of two; the product
 //   e2m1 * sf * 2^-7 is EXACT in both fp16 and bf16 (at most 6 significant bits, magnitude in
 //   [2^-17, 21]), so nothing is rounded and nothing overflows in fp16; 2^7 / gs is applied
-//   once to the fp32 sums. MX: the operands are the exact code values and each 32-block's
-//   2^(e - 127) multiplies the fp32 result of its mma pair (`mma_phase_mx`), so no scale can
+//   once to the fp32 sums. MXFP4: the same, each block's 2^e taken relative to a running
+//   per-row base (`MxBase`), so that no operand overflows. MXFP8: the operands are the exact
+//   code values and each 32-block's
+//   2^(e - 127) multiplies the fp32 result of its mma pair (`mma_phase_mxfp8`), so no scale can
 //   overflow or underflow an operand. NaN scale bytes give NaN outputs, as the reference.
 // * Split-K for small M: each split writes fp32 partials; the last CTA of a tile to arrive
 //   (atomic ticket from the zeroed ring of torch_utils.h, reset by that CTA) sums the
@@ -47,11 +49,15 @@ enum : int {
   kMxfp4 = 1,  // E2M1 + E8M0 per 32 (nvfp4.gemm_mx_w16, elem "e2m1")
   kMxfp8 = 2,  // E4M3 + E8M0 per 32 (nvfp4.gemm_mx_w16, elem "e4m3")
 };
-// Weight phases per 512-wide step: MX loads a step in two 256-wide halves (MXFP8: 2 rows x 16
-// words per thread, as NVFP4's whole step; MXFP4: 2 x 8 words, which keeps its post-scaling
-// chain within 128 registers: with whole steps it spilled 224 bytes per thread).
+// Weight phases per 512-wide step: MXFP8 loads its 512 bytes per row in two halves, so that a
+// thread's weight registers stay 2 rows x 16 words in every format.
 template <int FMT>
-constexpr int kPhases = FMT == kNvfp4 ? 1 : 2;
+constexpr int kPhases = FMT == kMxfp8 ? 2 : 1;
+// E2M1 formats (NVFP4, MXFP4) share the thread layout of the codes (thread t of a row holds
+// k = 128 i + 32 t + [0, 32) of chunk i), the activation layout and the operand-scaled mma
+// step; MXFP8 has its own (each 32-block spread over the 4 threads of a row, post-scaled).
+template <int FMT>
+constexpr bool kE2m1 = FMT != kMxfp8;
 // 8-code units (one 16-byte activation chunk each) per phase of a thread-row.
 template <int FMT>
 constexpr int kUnits = 16 / kPhases<FMT>;
@@ -184,12 +190,14 @@ __device__ __forceinline__ void cp_async_wait() {
 }
 
 // One thread's weights for one phase: rows g and g+8 of its warp, 16 words each.
-// NVFP4: code word u = 4i + w (chunk i = 0..3, w = 0..3) holds k = step*512 + 128i + 32t +
-// 8w + [0, 8); byte hh of s[h][i] is the scale of the block of k = step*512 + 128i + 32t +
-// 16hh. The scale halfwords stay as loaded until they are used (nvfp4_scale_word): combining
-// them at load time would make the thread wait for the load there, undoing the prefetch. MX: the 8 codes of unit u are k = step*512 + 256*phase + 32u + 8t + [0, 8) (word u
-// for E2M1, words 2u, 2u+1 for E4M3), so that the 4 threads of a row hold one 32-block
-// together and each mma pair covers exactly one block; s[h] holds the unit scale bytes.
+// E2M1 (NVFP4, MXFP4): code word u = 4i + w (chunk i = 0..3, w = 0..3) holds k = step*512 +
+// 128i + 32t + 8w + [0, 8). NVFP4: byte hh of s[h][i] is the scale of the block of k =
+// step*512 + 128i + 32t + 16hh; the scale halfwords stay as loaded until they are used
+// (nvfp4_scale_word): combining them at load time would make the thread wait for the load
+// there, undoing the prefetch. MXFP4: chunk i is one 32-block, its E8M0 byte is byte t of
+// s[h][i]. MXFP8: the 8 codes of unit u are k = step*512 + 256*phase + 32u + 8t + [0, 8)
+// (words 2u, 2u+1), so that the 4 threads of a row hold one 32-block together and each mma
+// pair covers exactly one block; s[h] holds the unit scale bytes.
 struct WRegs {
   uint32_t w[2][16];
   uint32_t s[2][4];
@@ -245,40 +253,31 @@ __device__ __forceinline__ void load_w_plain(WRegs& r, const Params& p, int row0
   }
 }
 
-// MX weights of one phase (see WRegs). ALIGNED: K % 512 == 0 (whole-step scale loads);
+// MXFP8 weights of one phase (see WRegs). ALIGNED: K % 512 == 0 (whole-phase scale loads);
 // otherwise every unit and scale byte is guarded (K % 32 == 0: a block is in or out).
-template <int FMT, bool ALIGNED>
-__device__ __forceinline__ void load_w_mx(WRegs& r, const Params& p, int row0, int t,
-                                          int phase) {
-  constexpr int P = kPhases<FMT>, U = kUnits<FMT>;
+template <bool ALIGNED>
+__device__ __forceinline__ void load_w_mxfp8(WRegs& r, const Params& p, int row0, int t,
+                                             int phase) {
+  constexpr int P = kPhases<kMxfp8>, U = kUnits<kMxfp8>;
   const int step = phase / P, half = phase % P;
   const int k0 = step * kSuperK + half * (kSuperK / P);
 #pragma unroll
   for (int h = 0; h < 2; ++h) {
     const int n = row0 + h * 8;
     const bool row_ok = n < p.N;
-    const uint8_t* wrow = p.w + int64_t(n) * (FMT == kMxfp8 ? p.K : p.K / 2);
+    const uint8_t* wrow = p.w + int64_t(n) * p.K;
     const uint8_t* srow = p.sf + int64_t(n) * (p.K / 32) + k0 / 32;
 #pragma unroll
     for (int u = 0; u < U; ++u) {
       const int k = k0 + 32 * u + 8 * t;
       const bool ok = row_ok && k < p.K;
-      if constexpr (FMT == kMxfp8) {
-        const uint2 v = ok ? __ldg(reinterpret_cast<const uint2*>(wrow + k)) : make_uint2(0, 0);
-        r.w[h][2 * u] = v.x;
-        r.w[h][2 * u + 1] = v.y;
-      } else {
-        r.w[h][u] = ok ? __ldg(reinterpret_cast<const uint32_t*>(wrow + k / 2)) : 0u;
-      }
+      const uint2 v = ok ? __ldg(reinterpret_cast<const uint2*>(wrow + k)) : make_uint2(0, 0);
+      r.w[h][2 * u] = v.x;
+      r.w[h][2 * u + 1] = v.y;
     }
     if constexpr (ALIGNED) {
-      if constexpr (U == 16) {
-        const uint4 v = row_ok ? __ldg(reinterpret_cast<const uint4*>(srow)) : make_uint4(0, 0, 0, 0);
-        r.s[h][0] = v.x, r.s[h][1] = v.y, r.s[h][2] = v.z, r.s[h][3] = v.w;
-      } else {
-        const uint2 v = row_ok ? __ldg(reinterpret_cast<const uint2*>(srow)) : make_uint2(0, 0);
-        r.s[h][0] = v.x, r.s[h][1] = v.y;
-      }
+      const uint2 v = row_ok ? __ldg(reinterpret_cast<const uint2*>(srow)) : make_uint2(0, 0);
+      r.s[h][0] = v.x, r.s[h][1] = v.y;
     } else {
 #pragma unroll
       for (int w = 0; w < U / 4; ++w) {
@@ -294,6 +293,41 @@ __device__ __forceinline__ void load_w_mx(WRegs& r, const Params& p, int row0, i
   }
 }
 
+// MXFP4 weights of one step in the E2M1 thread layout (see WRegs): chunk i of a thread-row is
+// one 32-block (16 bytes; K % 32 == 0, so it is wholly in or out) and its E8M0 byte is byte t
+// of s[h][i] (the step's 16 scale bytes of the row, whole-word loads when ALIGNED, K % 512
+// == 0; guarded bytes otherwise).
+template <bool ALIGNED>
+__device__ __forceinline__ void load_w_mxfp4(WRegs& r, const Params& p, int row0, int t,
+                                             int step) {
+#pragma unroll
+  for (int h = 0; h < 2; ++h) {
+    const int n = row0 + h * 8;
+    const bool row_ok = n < p.N;
+    const uint8_t* wrow = p.w + int64_t(n) * (p.K / 2);
+    const uint8_t* srow = p.sf + int64_t(n) * (p.K / 32) + step * (kSuperK / 32);
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+      const int k = step * kSuperK + 128 * i + 32 * t;
+      const uint4 v = row_ok && k < p.K ? ld_stream16(wrow + k / 2) : make_uint4(0, 0, 0, 0);
+      r.w[h][4 * i + 0] = v.x;
+      r.w[h][4 * i + 1] = v.y;
+      r.w[h][4 * i + 2] = v.z;
+      r.w[h][4 * i + 3] = v.w;
+    }
+    if constexpr (ALIGNED) {
+      const uint4 v = row_ok ? __ldg(reinterpret_cast<const uint4*>(srow)) : make_uint4(0, 0, 0, 0);
+      r.s[h][0] = v.x, r.s[h][1] = v.y, r.s[h][2] = v.z, r.s[h][3] = v.w;
+    } else {
+#pragma unroll
+      for (int i = 0; i < 4; ++i) {
+        const bool ok = row_ok && step * kSuperK + 128 * i + 32 * t < p.K;
+        r.s[h][i] = (ok ? uint32_t(srow[4 * i + t]) : 0u) << (8 * t);
+      }
+    }
+  }
+}
+
 // PREPACKED (nvfp4.prepack_nvfp4_w4a16): the 16 rows x 512 k of one warp-step are one
 // contiguous 4 KB tile of codes (row r at 256 r) and one 512-byte tile of scales (row r at
 // 32 r), and the steps of a row group follow each other: each warp streams its weight in
@@ -301,8 +335,10 @@ __device__ __forceinline__ void load_w_mx(WRegs& r, const Params& p, int row0, i
 // zero padding makes every chunk of a present row group valid.
 template <int FMT, bool ALIGNED, bool PREPACKED>
 __device__ __forceinline__ void load_w(WRegs& r, const Params& p, int row0, int t, int step) {
-  if constexpr (FMT != kNvfp4) {
-    load_w_mx<FMT, ALIGNED>(r, p, row0, t, step);  // `step` counts phases here
+  if constexpr (FMT == kMxfp4) {
+    load_w_mxfp4<ALIGNED>(r, p, row0, t, step);
+  } else if constexpr (FMT == kMxfp8) {
+    load_w_mxfp8<ALIGNED>(r, p, row0, t, step);  // `step` counts phases here
   } else if constexpr (PREPACKED) {
     const int group = row0 / 16;  // the warp's 16 rows; row0 % 16 == g
     const bool ok = group < p.row_groups;
@@ -330,7 +366,7 @@ __device__ __forceinline__ uint4 permute_chunk(uint4 v) {
 // thread that holds those k, at the 16 bytes of its unit.
 template <int FMT>
 __device__ __forceinline__ int chunk_slot(int j) {
-  if constexpr (FMT == kNvfp4) return ((j % 16) / 4) * kSegBytes + (4 * (j / 16) + j % 4) * 16;
+  if constexpr (kE2m1<FMT>) return ((j % 16) / 4) * kSegBytes + (4 * (j / 16) + j % 4) * 16;
   else return (j % 4) * kSegBytes + (j / 4) * 16;
 }
 
@@ -415,29 +451,22 @@ __device__ __forceinline__ void e4m3_pairs(uint32_t w, uint32_t (&out)[2]) {
   }
 }
 
-// The mma work of one MX phase: per unit, the two mmas of its block into a zeroed fragment,
-// then acc += fragment * 2^(e - 127) per row in fp32 (exact operands, any E8M0 byte; 0xFF
-// gives NaN).
-template <typename T, int FMT, int NT>
-__device__ __forceinline__ void mma_phase_mx(float (&acc)[NT][4], const WRegs& r,
-                                             const unsigned char* xs, const int (&tok_off)[NT]) {
-  // E2M1 through the exponent trick (e2m1 * 2^-14 / 2^-126) times 2^14 / 2^126: exact codes
-  constexpr uint32_t kE2m1Unbias = std::is_same_v<T, __half> ? 0x74007400u : 0x7E807E80u;
+// The mma work of one MXFP8 phase: per unit, the two mmas of its block into a zeroed
+// fragment, then acc += fragment * 2^(e - 127) per row in fp32 (exact operands, any E8M0 byte;
+// 0xFF gives NaN).
+template <typename T, int NT>
+__device__ __forceinline__ void mma_phase_mxfp8(float (&acc)[NT][4], const WRegs& r,
+                                                const unsigned char* xs,
+                                                const int (&tok_off)[NT]) {
 #pragma unroll
-  for (int u = 0; u < kUnits<FMT>; ++u) {
-    uint32_t pg[4], ph[4];
-    if constexpr (FMT == kMxfp8) {
-      uint32_t lo[2], hi[2];
-      e4m3_pairs<T>(r.w[0][2 * u], lo);
-      e4m3_pairs<T>(r.w[0][2 * u + 1], hi);
-      pg[0] = lo[0], pg[1] = lo[1], pg[2] = hi[0], pg[3] = hi[1];
-      e4m3_pairs<T>(r.w[1][2 * u], lo);
-      e4m3_pairs<T>(r.w[1][2 * u + 1], hi);
-      ph[0] = lo[0], ph[1] = lo[1], ph[2] = hi[0], ph[3] = hi[1];
-    } else {
-      a_pairs<T>(r.w[0][u], kE2m1Unbias, pg);
-      a_pairs<T>(r.w[1][u], kE2m1Unbias, ph);
-    }
+  for (int u = 0; u < kUnits<kMxfp8>; ++u) {
+    uint32_t pg[4], ph[4], lo[2], hi[2];
+    e4m3_pairs<T>(r.w[0][2 * u], lo);
+    e4m3_pairs<T>(r.w[0][2 * u + 1], hi);
+    pg[0] = lo[0], pg[1] = lo[1], pg[2] = hi[0], pg[3] = hi[1];
+    e4m3_pairs<T>(r.w[1][2 * u], lo);
+    e4m3_pairs<T>(r.w[1][2 * u + 1], hi);
+    ph[0] = lo[0], ph[1] = lo[1], ph[2] = hi[0], ph[3] = hi[1];
     const float sg = e8m0_decode((r.s[0][u / 4] >> (8 * (u % 4))) & 0xFFu);
     const float sh = e8m0_decode((r.s[1][u / 4] >> (8 * (u % 4))) & 0xFFu);
     const uint32_t a0[4] = {pg[0], ph[0], pg[1], ph[1]};
@@ -464,19 +493,84 @@ __device__ __forceinline__ T finish(float sum, float inv, const T* bias, int n) 
   return Ops<T>::from_float(v);
 }
 
-// The mma work of one super-step: the weights of `r` against the activation stage at `xs`
-// (thread t's segment; token g of tile nt at xs + tok(nt) * tstride).
+// MXFP4 in the E2M1 layout: the operands are scaled per block like NVFP4's, relative to a
+// running exponent base per row (`MxBase`: the largest E8M0 byte of the row seen so far), so
+// that no operand overflows: operand = e2m1 * 2^(e - base) (bf16; fp16: * 2^(e - base + 1),
+// which keeps 6 * 2 below the fp16 maximum), exact down to blocks 2^-132 (bf16) / 2^-24 (fp16)
+// below the row's largest, whose contribution is below the fp32 rounding of the sums anyway;
+// blocks further down read as 0. When the base of a row grows, its sums are rescaled by the
+// (exact) power of two; the epilogue multiplies them by 2^(base - 127) (fp16: 2^(base - 128)).
+// An E8M0 byte 255 (NaN) gives a NaN operand pair, as the reference's NaN block.
+struct MxBase {
+  int e[2] = {0, 0};  // rows g and g + 8 of the thread
+};
+
+template <typename T>
+__device__ __forceinline__ uint32_t mx_scale_pair(uint32_t e, int base) {
+  constexpr bool kHalf = std::is_same_v<T, __half>;
+  // bf16: 2^(e - base + 126) has the exponent field e - base + 253; fp16: 2^(e - base + 15),
+  // field e - base + 30. Fields below 1 (blocks far below the row's largest): 0.
+  const int field = int(e) - base + (kHalf ? 30 : 253);
+  const uint32_t bits = field > 0 ? uint32_t(field) << (kHalf ? 10 : 7) : 0u;
+  return e == 255u ? 0x7FFF7FFFu : bits | (bits << 16);
+}
+
+// The step's scale pairs of MXFP4 chunk pairs (2 sw, 2 sw + 1) in the slots the mma step reads
+// (sg[uu / 2] for code word 8 sw + uu), after updating the row bases for the step (sw == 0).
 template <typename T, int NT>
-__device__ __forceinline__ void mma_step(float (&acc)[NT][4], const WRegs& r,
-                                         const unsigned char* xs, const int (&tok_off)[NT]) {
+__device__ __forceinline__ void mxfp4_step_base(float (&acc)[NT][4], const WRegs& r, int t,
+                                                MxBase& base) {
 #pragma unroll
-  for (int sw = 0; sw < 2; ++sw) {  // 2 scale words of 4 blocks: chunks 2sw, 2sw + 1
+  for (int h = 0; h < 2; ++h) {
+    uint32_t m = 0;  // the row's largest finite E8M0 byte of the step (255 = NaN: left out)
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+      const uint32_t e = (r.s[h][i] >> (8 * t)) & 0xFFu;
+      m = max(m, e == 255u ? 0u : e);
+    }
+    m = max(m, __shfl_xor_sync(0xFFFFFFFFu, m, 1));
+    m = max(m, __shfl_xor_sync(0xFFFFFFFFu, m, 2));  // the 4 threads of the row
+    const int nb = max(base.e[h], int(m));
+    // 2^(old - new) >= 2^-254: 0 below the fp32 range, where the old sums no longer matter
+    const int f = base.e[h] - nb + 127;
+    const float factor = __uint_as_float(f > 0 ? uint32_t(f) << 23 : 0u);
+    base.e[h] = nb;
+#pragma unroll
+    for (int nt = 0; nt < NT; ++nt) {
+      acc[nt][2 * h] *= factor;
+      acc[nt][2 * h + 1] *= factor;
+    }
+  }
+}
+
+template <typename T, int FMT>
+__device__ __forceinline__ void step_scale_pairs(const WRegs& r, int h, int sw, int t,
+                                                 const MxBase& base, uint32_t (&out)[4]) {
+  if constexpr (FMT == kNvfp4) {
+    scale_pairs<T>(nvfp4_scale_word(r, h, sw), out);
+  } else {
+    const uint32_t lo = mx_scale_pair<T>((r.s[h][2 * sw] >> (8 * t)) & 0xFFu, base.e[h]);
+    const uint32_t hi = mx_scale_pair<T>((r.s[h][2 * sw + 1] >> (8 * t)) & 0xFFu, base.e[h]);
+    out[0] = out[1] = lo;
+    out[2] = out[3] = hi;
+  }
+}
+
+// The mma work of one super-step (E2M1 formats): the weights of `r` against the activation
+// stage at `xs` (thread t's segment; token g of tile nt at xs + tok(nt) * tstride).
+template <typename T, int FMT, int NT>
+__device__ __forceinline__ void mma_step(float (&acc)[NT][4], const WRegs& r,
+                                         const unsigned char* xs, const int (&tok_off)[NT],
+                                         int t, MxBase& base) {
+  if constexpr (FMT == kMxfp4) mxfp4_step_base<T, NT>(acc, r, t, base);
+#pragma unroll
+  for (int sw = 0; sw < 2; ++sw) {  // chunks 2sw, 2sw + 1 (NVFP4: 2 scale words of 4 blocks)
     uint32_t sg[4], sh[4];
-    scale_pairs<T>(nvfp4_scale_word(r, 0, sw), sg);
-    scale_pairs<T>(nvfp4_scale_word(r, 1, sw), sh);
+    step_scale_pairs<T, FMT>(r, 0, sw, t, base, sg);
+    step_scale_pairs<T, FMT>(r, 1, sw, t, base, sh);
 #pragma unroll
     for (int uu = 0; uu < 8; ++uu) {
-      const int u = 8 * sw + uu;  // code word: chunk u / 4, block byte (u % 8) / 2
+      const int u = 8 * sw + uu;  // code word: chunk u / 4, NVFP4 block byte (u % 8) / 2
       uint32_t pg[4], ph[4];
       a_pairs<T>(r.w[0][u], sg[uu / 2], pg);
       a_pairs<T>(r.w[1][u], sh[uu / 2], ph);
@@ -520,11 +614,11 @@ __device__ __forceinline__ void preload_x(unsigned char* smem, const Params& p, 
 template <typename T, int FMT, int NT>
 __device__ __forceinline__ void mma_phase(float (&acc)[NT][4], const WRegs& r,
                                           const unsigned char* xs, const int (&tok_off)[NT],
-                                          int phase) {
-  if constexpr (FMT == kNvfp4)
-    mma_step<T, NT>(acc, r, xs, tok_off);
+                                          int phase, int t, MxBase& base) {
+  if constexpr (kE2m1<FMT>)
+    mma_step<T, FMT, NT>(acc, r, xs, tok_off, t, base);
   else
-    mma_phase_mx<T, FMT, NT>(acc, r, xs + (phase % kPhases<FMT>) * kUnits<FMT> * 16, tok_off);
+    mma_phase_mxfp8<T, NT>(acc, r, xs + (phase % kPhases<FMT>) * kUnits<FMT> * 16, tok_off);
 }
 
 template <typename T, int FMT, int NT, bool ALIGNED, bool PREPACKED>
@@ -548,6 +642,7 @@ __global__ void __launch_bounds__(kThreads, Config<NT>::kMinBlocks)
   float acc[NT][4];
 #pragma unroll
   for (int i = 0; i < NT; ++i) acc[i][0] = acc[i][1] = acc[i][2] = acc[i][3] = 0.f;
+  MxBase base;  // MXFP4 only
 
   if constexpr (C::kXPre) {
     const int mt = min(C::kTokens, p.M - m0);
@@ -560,10 +655,10 @@ __global__ void __launch_bounds__(kThreads, Config<NT>::kMinBlocks)
     preload_x<FMT>(smem, p, m0, mt, s_begin, n_steps, tid);
     const unsigned char* xs = smem + t * kSegBytes;
     for (int i = 0; i < n_phases; i += 2) {
-      mma_phase<T, FMT, NT>(acc, r0, xs + (i / P) * kTokenBytes, tok_off, i);
+      mma_phase<T, FMT, NT>(acc, r0, xs + (i / P) * kTokenBytes, tok_off, i, t, base);
       if (i + 1 >= n_phases) break;
       if (i + 2 < n_phases) load_w<FMT, ALIGNED, PREPACKED>(r0, p, row0, t, ph_begin + i + 2);
-      mma_phase<T, FMT, NT>(acc, r1, xs + ((i + 1) / P) * kTokenBytes, tok_off, i + 1);
+      mma_phase<T, FMT, NT>(acc, r1, xs + ((i + 1) / P) * kTokenBytes, tok_off, i + 1, t, base);
       if (i + 3 < n_phases) load_w<FMT, ALIGNED, PREPACKED>(r1, p, row0, t, ph_begin + i + 3);
     }
   } else {
@@ -597,7 +692,7 @@ __global__ void __launch_bounds__(kThreads, Config<NT>::kMinBlocks)
         __syncthreads();
       }
       mma_phase<T, FMT, NT>(acc, cur, smem + (st % C::kStages) * C::kStageBytes + t * kSegBytes,
-                            tok_off, i);
+                            tok_off, i, t, base);
       if (i % P == P - 1) __syncthreads();
       if (i + 1 < n_phases) cur = nxt;
     }
@@ -605,6 +700,15 @@ __global__ void __launch_bounds__(kThreads, Config<NT>::kMinBlocks)
   }
 
   // Epilogue. acc[nt]: (row g, tokens 2t, 2t+1), (row g+8, tokens 2t, 2t+1) of tile nt.
+  if constexpr (FMT == kMxfp4) {  // the sums in units of 2^(base - 127) (fp16: - 128)
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+      const float f = std::is_same_v<T, __half> ? 0.5f * e8m0_decode(base.e[h])
+                                                : e8m0_decode(base.e[h]);
+#pragma unroll
+      for (int nt = 0; nt < NT; ++nt) acc[nt][2 * h] *= f, acc[nt][2 * h + 1] *= f;
+    }
+  }
   const float inv = FMT == kNvfp4 ? 128.0f / __ldg(p.gs) : 1.0f;
   const T* bias = static_cast<const T*>(p.bias);
   T* y = static_cast<T*>(p.y);
