@@ -184,7 +184,20 @@ def _scaled_mm(layer, x2: Tensor, bias: Optional[Tensor]) -> Tensor:
 #:
 #: fused wins at M <= 16, dequantize + F.linear at M = 64; the MX dispatch takes M = 17..64
 #: with one 64-token tile (it has no 32-token one), which costs what M = 64 does: cut at 16.
-FUSED_MAX_M: Dict[str, int] = {"NVFP4": 64, "MXFP8": 16, "MXFP4": 16}
+#:
+#: MXFP4 = 64 (since MXFP4 runs in NVFP4's E2M1 layout, with its 32-token tile):
+#: bench_gemm.py --formats mxfp4,nvfp4 --ms 1,16,32,64,128 on an H200 (torch 2.11, bf16;
+#: MXFP4 fused / dequantize + F.linear, microseconds; benchmarks/probe/probe9.sh):
+#:
+#: N x K      | M=1         | M=16        | M=32        | M=64         | M=128
+#: 8192x8192  | 24.8 / 96.4 | 33.3 / 95.8 | 49.0 / 96.1 | 72.3 / 96.8  | 100.7 / 98.5
+#: 14336x4096 | 24.0 / 87.8 | 33.1 / 87.5 | 39.7 / 85.4 | 54.5 / 86.3  | 103.7 / 87.8
+#: 4096x14336 | 24.7 / 86.8 | 36.3 / 87.8 | 43.7 / 87.9 | 62.3 / 89.2  | 105.0 / 91.9
+#: 28672x8192 | 61.0 / 305  | 88.0 / 300  | 135.7 / 302 | 192.8 / 307  | 404.1 / 315
+#:
+#: fused wins up to M = 64 on all four shapes, dequantize + F.linear at M = 128: cut at 64,
+#: as NVFP4.
+FUSED_MAX_M: Dict[str, int] = {"NVFP4": 64, "MXFP8": 16, "MXFP4": 64}
 
 #: Per format: the measurement behind its :data:`FUSED_MAX_M` value, as the reasons of
 #: :func:`fused_path` quote it.
