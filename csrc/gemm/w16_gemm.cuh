@@ -428,76 +428,20 @@ __device__ __forceinline__ void a_pairs(uint32_t q, uint32_t scale, uint32_t (&o
   }
 }
 
-// MX operands are scaled per block like NVFP4's, relative to a running exponent base per row
-// (`MxBase`: the largest E8M0 byte of the row seen so far), so that no operand overflows:
-// operand = code * 2^(e - base) * 2^c, c = 0 for bf16, and for fp16 c = 1 (E2M1) / 7 (E4M3),
-// which keeps 6 * 2 / 448 * 2^7 below the fp16 maximum. Exact down to blocks 2^-120 (bf16) /
-// 2^-24 (fp16) below the row's largest, whose contribution is below the fp32 rounding of the
-// sums anyway; blocks further down read as 0. When the base of a row grows, its sums are
-// rescaled by the (exact) power of two; the epilogue multiplies them by 2^(base - 127 - c).
-// An E8M0 byte 255 (NaN) gives a NaN operand pair, as the reference's NaN block.
-struct MxBase {
-  int e[2] = {0, 0};  // rows g and g + 8 of the thread
-};
-
-template <typename T, int FMT>
-constexpr int kMxShift = std::is_same_v<T, __half> ? (FMT == kMxfp4 ? 1 : 7) : 0;  // c above
-
-// The operand multiplier pair of a block: the code bits placed in the exponent/mantissa
-// fields read as E2M1 * 2^-126 / E4M3 * 2^-120 (bf16), E2M1 * 2^-14 / E4M3 * 2^-8 (fp16), so
-// the multiplier is 2^(e - base + c + 126 / 120 / 14 / 8): exponent field e - base + 253 /
-// 247 (bf16), e - base + 30 (fp16, both). Fields below 1 (blocks far below the row's
-// largest): 0.
-template <typename T, int FMT>
-__device__ __forceinline__ uint32_t mx_scale_pair(uint32_t e, int base) {
-  constexpr bool kHalf = std::is_same_v<T, __half>;
-  const int field = int(e) - base + (kHalf ? 30 : FMT == kMxfp4 ? 253 : 247);
-  const uint32_t bits = field > 0 ? uint32_t(field) << (kHalf ? 10 : 7) : 0u;
-  return e == 255u ? 0x7FFF7FFFu : bits | (bits << 16);
-}
-
-
-// Raises the base of row h to `m` (the row's largest finite byte of a step or phase) and
-// rescales its sums by 2^(old - new) (exact; below 2^-126 the old sums no longer matter and
-// the factor may flush to 0).
-template <int NT>
-__device__ __forceinline__ void mx_raise_base(float (&acc)[NT][4], MxBase& base, int h,
-                                              uint32_t m) {
-  const int nb = max(base.e[h], int(m));
-  const int f = base.e[h] - nb + 127;
-  const float factor = __uint_as_float(f > 0 ? uint32_t(f) << 23 : 0u);
-  base.e[h] = nb;
-#pragma unroll
-  for (int nt = 0; nt < NT; ++nt) {
-    acc[nt][2 * h] *= factor;
-    acc[nt][2 * h + 1] *= factor;
-  }
-}
-
-// The sums of MX rows in true units: * 2^(base - 127 - c).
-template <typename T, int FMT, int NT>
-__device__ __forceinline__ void mx_unbase(float (&acc)[NT][4], const MxBase& base) {
-#pragma unroll
-  for (int h = 0; h < 2; ++h) {
-    const float f = e8m0_decode(base.e[h]) * (1.0f / float(1 << kMxShift<T, FMT>));
-#pragma unroll
-    for (int nt = 0; nt < NT; ++nt) acc[nt][2 * h] *= f, acc[nt][2 * h + 1] *= f;
-  }
-}
-
-// E4M3 word (bytes c0..c3) -> the pairs (c0, c2), (c1, c3) as fp16/bf16 operands: the code
-// bits placed into the exponent/mantissa fields read as e4m3 * 2^-8 (fp16) or e4m3 * 2^-120
-// (bf16), subnormals included; one packed multiply by `scale` (mx_scale_pair) makes them the
-// block's operands. NaN bytes (0x7F, 0xFF) become NaN halves.
+// E4M3 word (bytes c0..c3) -> the pairs (c0, c2), (c1, c3) as exact fp16/bf16 values: the
+// code bits placed into the exponent/mantissa fields read as e4m3 * 2^-8 (fp16) or
+// e4m3 * 2^-120 (bf16), subnormals included; one packed multiply makes them exact codes.
+// NaN bytes (0x7F, 0xFF) become NaN halves.
 template <typename T>
-__device__ __forceinline__ void e4m3_pairs(uint32_t w, uint32_t scale, uint32_t (&out)[2]) {
+__device__ __forceinline__ void e4m3_pairs(uint32_t w, uint32_t (&out)[2]) {
   constexpr bool kHalf = std::is_same_v<T, __half>;
   const uint32_t even = kHalf ? ((w & 0x007F007Fu) << 7) | ((w & 0x00800080u) << 8)
                               : ((w & 0x007F007Fu) << 4) | ((w & 0x00800080u) << 8);
   const uint32_t odd = kHalf ? ((w & 0x7F007F00u) >> 1) | (w & 0x80008000u)
                              : ((w & 0x7F007F00u) >> 4) | (w & 0x80008000u);
-  out[0] = Ops<T>::mul2(even, scale);
-  out[1] = Ops<T>::mul2(odd, scale);
+  constexpr uint32_t kUnbias = kHalf ? 0x5C005C00u : 0x7B807B80u;  // 2^8 / 2^120 pairs
+  out[0] = Ops<T>::mul2(even, kUnbias);
+  out[1] = Ops<T>::mul2(odd, kUnbias);
   const uint32_t v = ~w & 0x7F7F7F7Fu;  // a zero byte <=> a NaN code byte
   if ((v - 0x01010101u) & ~v & 0x80808080u) {
 #pragma unroll
@@ -507,41 +451,36 @@ __device__ __forceinline__ void e4m3_pairs(uint32_t w, uint32_t scale, uint32_t 
   }
 }
 
-// The mma work of one MXFP8 phase: the row bases raised to the phase's largest scale bytes
-// (the 4 threads of a row hold the same 8 unit bytes), then per unit (one 32-block) its two
-// mmas on operands scaled by mx_scale_pair.
+// The mma work of one MXFP8 phase: per unit, the two mmas of its block into a zeroed
+// fragment, then acc += fragment * 2^(e - 127) per row in fp32 (exact operands, any E8M0 byte;
+// 0xFF gives NaN).
 template <typename T, int NT>
 __device__ __forceinline__ void mma_phase_mxfp8(float (&acc)[NT][4], const WRegs& r,
                                                 const unsigned char* xs,
-                                                const int (&tok_off)[NT], MxBase& base) {
-#pragma unroll
-  for (int h = 0; h < 2; ++h) {
-    // the largest byte of s[h][0..1] with 255 (NaN) read as 0
-    const uint32_t w0 = r.s[h][0] & ~__vcmpeq4(r.s[h][0], 0xFFFFFFFFu);
-    const uint32_t w1 = r.s[h][1] & ~__vcmpeq4(r.s[h][1], 0xFFFFFFFFu);
-    uint32_t m = __vmaxu4(w0, w1);
-    m = __vmaxu4(m, m >> 16);
-    m = max(m & 0xFFu, (m >> 8) & 0xFFu);
-    mx_raise_base<NT>(acc, base, h, m);
-  }
+                                                const int (&tok_off)[NT]) {
 #pragma unroll
   for (int u = 0; u < kUnits<kMxfp8>; ++u) {
-    const uint32_t sg = mx_scale_pair<T, kMxfp8>((r.s[0][u / 4] >> (8 * (u % 4))) & 0xFFu, base.e[0]);
-    const uint32_t sh = mx_scale_pair<T, kMxfp8>((r.s[1][u / 4] >> (8 * (u % 4))) & 0xFFu, base.e[1]);
     uint32_t pg[4], ph[4], lo[2], hi[2];
-    e4m3_pairs<T>(r.w[0][2 * u], sg, lo);
-    e4m3_pairs<T>(r.w[0][2 * u + 1], sg, hi);
+    e4m3_pairs<T>(r.w[0][2 * u], lo);
+    e4m3_pairs<T>(r.w[0][2 * u + 1], hi);
     pg[0] = lo[0], pg[1] = lo[1], pg[2] = hi[0], pg[3] = hi[1];
-    e4m3_pairs<T>(r.w[1][2 * u], sh, lo);
-    e4m3_pairs<T>(r.w[1][2 * u + 1], sh, hi);
+    e4m3_pairs<T>(r.w[1][2 * u], lo);
+    e4m3_pairs<T>(r.w[1][2 * u + 1], hi);
     ph[0] = lo[0], ph[1] = lo[1], ph[2] = hi[0], ph[3] = hi[1];
+    const float sg = e8m0_decode((r.s[0][u / 4] >> (8 * (u % 4))) & 0xFFu);
+    const float sh = e8m0_decode((r.s[1][u / 4] >> (8 * (u % 4))) & 0xFFu);
     const uint32_t a0[4] = {pg[0], ph[0], pg[1], ph[1]};
     const uint32_t a1[4] = {pg[2], ph[2], pg[3], ph[3]};
 #pragma unroll
     for (int nt = 0; nt < NT; ++nt) {
       const uint4 xv = *reinterpret_cast<const uint4*>(xs + tok_off[nt] + 16 * u);
-      mma16816<T>(acc[nt], a0, xv.x, xv.y);
-      mma16816<T>(acc[nt], a1, xv.z, xv.w);
+      float d[4] = {0.f, 0.f, 0.f, 0.f};
+      mma16816<T>(d, a0, xv.x, xv.y);
+      mma16816<T>(d, a1, xv.z, xv.w);
+      acc[nt][0] = fmaf(d[0], sg, acc[nt][0]);
+      acc[nt][1] = fmaf(d[1], sg, acc[nt][1]);
+      acc[nt][2] = fmaf(d[2], sh, acc[nt][2]);
+      acc[nt][3] = fmaf(d[3], sh, acc[nt][3]);
     }
   }
 }
@@ -552,6 +491,28 @@ __device__ __forceinline__ T finish(float sum, float inv, const T* bias, int n) 
   float v = sum * inv;
   if (bias) v += Elem<T>::to_float(bias[n]);
   return Ops<T>::from_float(v);
+}
+
+// MXFP4 in the E2M1 layout: the operands are scaled per block like NVFP4's, relative to a
+// running exponent base per row (`MxBase`: the largest E8M0 byte of the row seen so far), so
+// that no operand overflows: operand = e2m1 * 2^(e - base) (bf16; fp16: * 2^(e - base + 1),
+// which keeps 6 * 2 below the fp16 maximum), exact down to blocks 2^-132 (bf16) / 2^-24 (fp16)
+// below the row's largest, whose contribution is below the fp32 rounding of the sums anyway;
+// blocks further down read as 0. When the base of a row grows, its sums are rescaled by the
+// (exact) power of two; the epilogue multiplies them by 2^(base - 127) (fp16: 2^(base - 128)).
+// An E8M0 byte 255 (NaN) gives a NaN operand pair, as the reference's NaN block.
+struct MxBase {
+  int e[2] = {0, 0};  // rows g and g + 8 of the thread
+};
+
+template <typename T>
+__device__ __forceinline__ uint32_t mx_scale_pair(uint32_t e, int base) {
+  constexpr bool kHalf = std::is_same_v<T, __half>;
+  // bf16: 2^(e - base + 126) has the exponent field e - base + 253; fp16: 2^(e - base + 15),
+  // field e - base + 30. Fields below 1 (blocks far below the row's largest): 0.
+  const int field = int(e) - base + (kHalf ? 30 : 253);
+  const uint32_t bits = field > 0 ? uint32_t(field) << (kHalf ? 10 : 7) : 0u;
+  return e == 255u ? 0x7FFF7FFFu : bits | (bits << 16);
 }
 
 // The step's scale pairs of MXFP4 chunk pairs (2 sw, 2 sw + 1) in the slots the mma step reads
@@ -569,7 +530,16 @@ __device__ __forceinline__ void mxfp4_step_base(float (&acc)[NT][4], const WRegs
     }
     m = max(m, __shfl_xor_sync(0xFFFFFFFFu, m, 1));
     m = max(m, __shfl_xor_sync(0xFFFFFFFFu, m, 2));  // the 4 threads of the row
-    mx_raise_base<NT>(acc, base, h, m);
+    const int nb = max(base.e[h], int(m));
+    // 2^(old - new) >= 2^-254: 0 below the fp32 range, where the old sums no longer matter
+    const int f = base.e[h] - nb + 127;
+    const float factor = __uint_as_float(f > 0 ? uint32_t(f) << 23 : 0u);
+    base.e[h] = nb;
+#pragma unroll
+    for (int nt = 0; nt < NT; ++nt) {
+      acc[nt][2 * h] *= factor;
+      acc[nt][2 * h + 1] *= factor;
+    }
   }
 }
 
@@ -579,8 +549,8 @@ __device__ __forceinline__ void step_scale_pairs(const WRegs& r, int h, int sw, 
   if constexpr (FMT == kNvfp4) {
     scale_pairs<T>(nvfp4_scale_word(r, h, sw), out);
   } else {
-    const uint32_t lo = mx_scale_pair<T, FMT>((r.s[h][2 * sw] >> (8 * t)) & 0xFFu, base.e[h]);
-    const uint32_t hi = mx_scale_pair<T, FMT>((r.s[h][2 * sw + 1] >> (8 * t)) & 0xFFu, base.e[h]);
+    const uint32_t lo = mx_scale_pair<T>((r.s[h][2 * sw] >> (8 * t)) & 0xFFu, base.e[h]);
+    const uint32_t hi = mx_scale_pair<T>((r.s[h][2 * sw + 1] >> (8 * t)) & 0xFFu, base.e[h]);
     out[0] = out[1] = lo;
     out[2] = out[3] = hi;
   }
@@ -648,8 +618,7 @@ __device__ __forceinline__ void mma_phase(float (&acc)[NT][4], const WRegs& r,
   if constexpr (kE2m1<FMT>)
     mma_step<T, FMT, NT>(acc, r, xs, tok_off, t, base);
   else
-    mma_phase_mxfp8<T, NT>(acc, r, xs + (phase % kPhases<FMT>) * kUnits<FMT> * 16, tok_off,
-                           base);
+    mma_phase_mxfp8<T, NT>(acc, r, xs + (phase % kPhases<FMT>) * kUnits<FMT> * 16, tok_off);
 }
 
 template <typename T, int FMT, int NT, bool ALIGNED, bool PREPACKED>
@@ -673,7 +642,7 @@ __global__ void __launch_bounds__(kThreads, Config<NT>::kMinBlocks)
   float acc[NT][4];
 #pragma unroll
   for (int i = 0; i < NT; ++i) acc[i][0] = acc[i][1] = acc[i][2] = acc[i][3] = 0.f;
-  MxBase base;  // MX only
+  MxBase base;  // MXFP4 only
 
   if constexpr (C::kXPre) {
     const int mt = min(C::kTokens, p.M - m0);
@@ -731,7 +700,15 @@ __global__ void __launch_bounds__(kThreads, Config<NT>::kMinBlocks)
   }
 
   // Epilogue. acc[nt]: (row g, tokens 2t, 2t+1), (row g+8, tokens 2t, 2t+1) of tile nt.
-  if constexpr (FMT != kNvfp4) mx_unbase<T, FMT, NT>(acc, base);
+  if constexpr (FMT == kMxfp4) {  // the sums in units of 2^(base - 127) (fp16: - 128)
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+      const float f = std::is_same_v<T, __half> ? 0.5f * e8m0_decode(base.e[h])
+                                                : e8m0_decode(base.e[h]);
+#pragma unroll
+      for (int nt = 0; nt < NT; ++nt) acc[nt][2 * h] *= f, acc[nt][2 * h + 1] *= f;
+    }
+  }
   const float inv = FMT == kNvfp4 ? 128.0f / __ldg(p.gs) : 1.0f;
   const T* bias = static_cast<const T*>(p.bias);
   T* y = static_cast<T*>(p.y);

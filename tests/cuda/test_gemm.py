@@ -311,10 +311,11 @@ def test_mx_fp16_no_overflow_with_large_scales(elem):
 @pytest.mark.parametrize("m", [1, 16, 40])
 @pytest.mark.parametrize("elem", ELEMS)
 def test_mx_row_base_rescaling(elem, m, dtype):
-    """MX operands are scaled per block relative to a running per-row base (the largest E8M0
-    byte of the row so far; csrc/gemm MxBase): block scales that grow along K (the sums
-    rescaled at every step), a row spanning 2^-120 .. 2^100 (bf16) / 2^-40 .. 2^12 (fp16),
-    a row of zero bytes (2^-127; bf16), and one NaN byte (its row NaN, the others finite)."""
+    """Wide E8M0 ranges: MXFP4 scales its operands per block relative to a running per-row
+    base (the largest E8M0 byte of the row so far; csrc/gemm MxBase), MXFP8 post-scales each
+    block's fp32 sums; both against block scales that grow along K (MXFP4: the sums rescaled at
+    every step), a row spanning 2^-120 .. 2^100 (bf16) / 2^-40 .. 2^12 (fp16), a row of zero
+    bytes (2^-127; bf16), and one NaN byte (its row NaN, the others finite)."""
     n, k = 72, 4096
     g = torch.Generator(device="cuda").manual_seed(11)
     if elem == "e2m1":
