@@ -5,11 +5,9 @@ MXFP8 W8A16 with ``elem="e4m3"``, MXFP4 W4A16 with ``"e2m1"``).
 Bound (issue 12): relative Frobenius error against the reference's fp32 result (weight
 dequantized to fp32, fp32 matmul, bias in fp32, before its one cast) below 4e-3 for bf16
 and 6e-4 for fp16 outputs; never NaN where the reference is finite; the same bits on every
-run. At commit ecf22bd of branch h-gemm (the kernel of csrc/gemm) the plain-kernel tests of
-this file passed on an H200 (63 tests); the prepacked op, the fused layer backend and the
-move into this layout have not run on a GPU yet. The MX tests (``test_mx_*``) have not run
-on a GPU yet; ``test_mx_kernel_is_built`` fails when a CUDA build serves gemm_mx_w16 with
-the reference instead of a kernel.
+run. The whole file ran on an H200 on 2026-11-30 (benchmarks/RESULTS.md, "third part": the
+final kernels of csrc/gemm); ``test_mx_kernel_is_built`` fails when a CUDA build serves
+gemm_mx_w16 with the reference instead of a kernel.
 """
 
 import pytest
