@@ -22,9 +22,9 @@
 //   [2^-17, 21]), so nothing is rounded and nothing overflows in fp16; 2^7 / gs is applied
 //   once to the fp32 sums. MXFP4: the same, each block's 2^e taken relative to a running
 //   per-row base (`MxBase`), so that no operand overflows. MXFP8: the operands are the exact
-//   code values and each 32-block's
-//   2^(e - 127) multiplies the fp32 result of its mma pair (`mma_phase_mxfp8`), so no scale can
-//   overflow or underflow an operand. NaN scale bytes give NaN outputs, as the reference.
+//   code values and each 32-block's 2^(e - 127) multiplies the fp32 result of its mma pair
+//   (`mma_phase_mxfp8`), so no scale can overflow or underflow an operand. NaN scale bytes
+//   give NaN outputs, as the reference.
 // * Split-K for small M: each split writes fp32 partials; the last CTA of a tile to arrive
 //   (atomic ticket from the zeroed ring of torch_utils.h, reset by that CTA) sums the
 //   partials in split order 0..S-1, so the result does not depend on the arrival order: the
