@@ -203,14 +203,20 @@ struct WRegs {
   uint32_t s[2][4];
 };
 
-// Chunk i of row h of a thread: 32 codes (16 bytes) and their 2 scale bytes.
-__device__ __forceinline__ void load_chunk16(WRegs& r, int h, int i, const uint8_t* codes,
-                                             const uint8_t* sc, bool ok) {
-  uint4 v = ok ? ld_stream16(codes) : make_uint4(0, 0, 0, 0);
+// The 32 E2M1 codes (16 bytes) of chunk i of row h of a thread, zeros when !ok.
+__device__ __forceinline__ void load_codes16(WRegs& r, int h, int i, const uint8_t* codes,
+                                             bool ok) {
+  const uint4 v = ok ? ld_stream16(codes) : make_uint4(0, 0, 0, 0);
   r.w[h][4 * i + 0] = v.x;
   r.w[h][4 * i + 1] = v.y;
   r.w[h][4 * i + 2] = v.z;
   r.w[h][4 * i + 3] = v.w;
+}
+
+// NVFP4 chunk i of row h: its codes and their 2 scale bytes.
+__device__ __forceinline__ void load_chunk16(WRegs& r, int h, int i, const uint8_t* codes,
+                                             const uint8_t* sc, bool ok) {
+  load_codes16(r, h, i, codes, ok);
   r.s[h][i] = ok ? __ldg(reinterpret_cast<const unsigned short*>(sc)) : 0u;
 }
 
@@ -309,11 +315,7 @@ __device__ __forceinline__ void load_w_mxfp4(WRegs& r, const Params& p, int row0
 #pragma unroll
     for (int i = 0; i < 4; ++i) {
       const int k = step * kSuperK + 128 * i + 32 * t;
-      const uint4 v = row_ok && k < p.K ? ld_stream16(wrow + k / 2) : make_uint4(0, 0, 0, 0);
-      r.w[h][4 * i + 0] = v.x;
-      r.w[h][4 * i + 1] = v.y;
-      r.w[h][4 * i + 2] = v.z;
-      r.w[h][4 * i + 3] = v.w;
+      load_codes16(r, h, i, wrow + k / 2, row_ok && k < p.K);
     }
     if constexpr (ALIGNED) {
       const uint4 v = row_ok ? __ldg(reinterpret_cast<const uint4*>(srow)) : make_uint4(0, 0, 0, 0);
@@ -515,9 +517,9 @@ __device__ __forceinline__ uint32_t mx_scale_pair(uint32_t e, int base) {
   return e == 255u ? 0x7FFF7FFFu : bits | (bits << 16);
 }
 
-// The step's scale pairs of MXFP4 chunk pairs (2 sw, 2 sw + 1) in the slots the mma step reads
-// (sg[uu / 2] for code word 8 sw + uu), after updating the row bases for the step (sw == 0).
-template <typename T, int NT>
+// MXFP4, at the start of each step: raises each row's base to the step's largest finite
+// E8M0 byte (over the 4 threads of the row) and rescales that row's sums to the new base.
+template <int NT>
 __device__ __forceinline__ void mxfp4_step_base(float (&acc)[NT][4], const WRegs& r, int t,
                                                 MxBase& base) {
 #pragma unroll
@@ -543,6 +545,8 @@ __device__ __forceinline__ void mxfp4_step_base(float (&acc)[NT][4], const WRegs
   }
 }
 
+// The operand multipliers of chunks 2 sw, 2 sw + 1 of row h in the slots the mma step reads
+// (out[uu / 2] for code word 8 sw + uu): NVFP4 one per 16-block, MXFP4 one per chunk.
 template <typename T, int FMT>
 __device__ __forceinline__ void step_scale_pairs(const WRegs& r, int h, int sw, int t,
                                                  const MxBase& base, uint32_t (&out)[4]) {
@@ -562,7 +566,7 @@ template <typename T, int FMT, int NT>
 __device__ __forceinline__ void mma_step(float (&acc)[NT][4], const WRegs& r,
                                          const unsigned char* xs, const int (&tok_off)[NT],
                                          int t, MxBase& base) {
-  if constexpr (FMT == kMxfp4) mxfp4_step_base<T, NT>(acc, r, t, base);
+  if constexpr (FMT == kMxfp4) mxfp4_step_base<NT>(acc, r, t, base);
 #pragma unroll
   for (int sw = 0; sw < 2; ++sw) {  // chunks 2sw, 2sw + 1 (NVFP4: 2 scale words of 4 blocks)
     uint32_t sg[4], sh[4];
