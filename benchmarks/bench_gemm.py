@@ -12,9 +12,9 @@ the same run; the peak memory of one call above the inputs (fused / dequant).
 
 Times: the median CUDA-event time of one call (``benchmarks/_common.bench_ms``: the L2 is
 flushed before each call, by default by writing a buffer, which leaves it full of dirty lines
-that the timed call must write back; ``--flush read`` leaves it clean). After the table: per format and shape, the crossover, the first M
-from which dequantize + F.linear beats the fused op (what ``FUSED_MAX_M`` should follow),
-beside the value the code uses now. The header says which implementation serves each op:
+that the timed call must write back; ``--flush read`` leaves it clean). After the table: per
+format and shape, the crossover, the first M from which dequantize + F.linear beats the fused
+op (what ``FUSED_MAX_M`` should follow), beside the value the code uses now. The header says which implementation serves each op:
 a "reference" there means that this build has no kernel for it and its fused numbers are
 the reference's, not a kernel's.
 
