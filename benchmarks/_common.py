@@ -16,15 +16,17 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
-def bench_ms(fn, warmup: int = 20, rep: int = 200, flush: str = "write") -> float:
+def bench_ms(fn, warmup: int = 20, rep: int = 200, flush: str | None = None) -> float:
     """Median milliseconds of ``fn()`` on the current stream, timed with CUDA events.
 
     The L2 is flushed before each timed call so that repeated calls on one input don't
     measure the cache: by writing a 256 MiB buffer (``flush="write"``, the default; the L2
     is then full of dirty lines, which the timed call writes back to DRAM as it evicts them)
     or by reading one (``"read"``: the L2 holds clean lines, as after a layer that only read
-    its weights).
+    its weights). The default is ``$NVFP4_OPS_BENCH_FLUSH``, else ``"write"``.
     """
+    if flush is None:
+        flush = os.environ.get("NVFP4_OPS_BENCH_FLUSH", "write")
     if flush not in ("write", "read"):
         raise ValueError(f"flush must be 'write' or 'read', got {flush!r}")
     buf = torch.zeros(256 * 2**20, dtype=torch.uint8, device="cuda")
