@@ -430,6 +430,31 @@ __device__ __forceinline__ void a_pairs(uint32_t q, uint32_t scale, uint32_t (&o
   }
 }
 
+// PREPACKED code words: prepack_nvfp4_w4a16 permutes the 32 bits of each word (the table in
+// nvfp4_ops/reference/gemm.py, PREPACK_BITS) so that the pairs (n3 n7), (n2 n6), (n1 n5),
+// (n0 n4) come out of the word with funnel rotations and masks only: bf16 9 instructions per
+// word (the plain layout: 15), fp16 17, then the same packed multiply by the scale.
+template <typename T>
+__device__ __forceinline__ void a_pairs_pp(uint32_t q, uint32_t scale, uint32_t (&out)[4]) {
+  const auto rot = [q](int n) { return __funnelshift_l(q, q, n); };
+  uint32_t v[4];
+  if constexpr (std::is_same_v<T, __half>) {  // s -> 15, em -> 11..9 of each half
+    constexpr uint32_t S = 0x80008000u, E = 0x0E000E00u;
+    v[0] = (q & S) | (rot(3) & E);
+    v[1] = (rot(4) & S) | (rot(7) & E);
+    v[2] = (rot(10) & S) | (rot(13) & E);
+    v[3] = (rot(6) & S) | (rot(9) & 0x06000600u) | (rot(17) & 0x08000800u);
+  } else {  // s -> 15, em -> 8..6 of each half
+    constexpr uint32_t M = 0x81C081C0u;
+    v[0] = q & M;
+    v[1] = rot(4) & M;
+    v[2] = rot(10) & M;
+    v[3] = (rot(6) & 0x80C080C0u) | (rot(14) & 0x01000100u);
+  }
+#pragma unroll
+  for (int j = 0; j < 4; ++j) out[j] = Ops<T>::mul2(v[j], scale);
+}
+
 // E4M3 word (bytes c0..c3) -> the pairs (c0, c2), (c1, c3) as exact fp16/bf16 values: the
 // code bits placed into the exponent/mantissa fields read as e4m3 * 2^-8 (fp16) or
 // e4m3 * 2^-120 (bf16), subnormals included; one packed multiply makes them exact codes.
@@ -562,7 +587,7 @@ __device__ __forceinline__ void step_scale_pairs(const WRegs& r, int h, int sw, 
 
 // The mma work of one super-step (E2M1 formats): the weights of `r` against the activation
 // stage at `xs` (thread t's segment; token g of tile nt at xs + tok(nt) * tstride).
-template <typename T, int FMT, int NT>
+template <typename T, int FMT, int NT, bool PREPACKED = false>
 __device__ __forceinline__ void mma_step(float (&acc)[NT][4], const WRegs& r,
                                          const unsigned char* xs, const int (&tok_off)[NT],
                                          int t, MxBase& base) {
@@ -576,8 +601,13 @@ __device__ __forceinline__ void mma_step(float (&acc)[NT][4], const WRegs& r,
     for (int uu = 0; uu < 8; ++uu) {
       const int u = 8 * sw + uu;  // code word: chunk u / 4, NVFP4 block byte (u % 8) / 2
       uint32_t pg[4], ph[4];
-      a_pairs<T>(r.w[0][u], sg[uu / 2], pg);
-      a_pairs<T>(r.w[1][u], sh[uu / 2], ph);
+      if constexpr (PREPACKED) {
+        a_pairs_pp<T>(r.w[0][u], sg[uu / 2], pg);
+        a_pairs_pp<T>(r.w[1][u], sh[uu / 2], ph);
+      } else {
+        a_pairs<T>(r.w[0][u], sg[uu / 2], pg);
+        a_pairs<T>(r.w[1][u], sh[uu / 2], ph);
+      }
       // step 2u: A = {(g, n3 n7), (g+8, n3 n7), (g, n2 n6), (g+8, n2 n6)}; step 2u+1 likewise
       const uint32_t a0[4] = {pg[0], ph[0], pg[1], ph[1]};
       const uint32_t a1[4] = {pg[2], ph[2], pg[3], ph[3]};
@@ -615,12 +645,12 @@ __device__ __forceinline__ void preload_x(unsigned char* smem, const Params& p, 
 }
 
 // The mma work of phase `phase` (of one super-step) against the stage at xs.
-template <typename T, int FMT, int NT>
+template <typename T, int FMT, int NT, bool PREPACKED>
 __device__ __forceinline__ void mma_phase(float (&acc)[NT][4], const WRegs& r,
                                           const unsigned char* xs, const int (&tok_off)[NT],
                                           int phase, int t, MxBase& base) {
   if constexpr (kE2m1<FMT>)
-    mma_step<T, FMT, NT>(acc, r, xs, tok_off, t, base);
+    mma_step<T, FMT, NT, PREPACKED>(acc, r, xs, tok_off, t, base);
   else
     mma_phase_mxfp8<T, NT>(acc, r, xs + (phase % kPhases<FMT>) * kUnits<FMT> * 16, tok_off);
 }
@@ -659,10 +689,10 @@ __global__ void __launch_bounds__(kThreads, Config<NT>::kMinBlocks)
     preload_x<FMT>(smem, p, m0, mt, s_begin, n_steps, tid);
     const unsigned char* xs = smem + t * kSegBytes;
     for (int i = 0; i < n_phases; i += 2) {
-      mma_phase<T, FMT, NT>(acc, r0, xs + (i / P) * kTokenBytes, tok_off, i, t, base);
+      mma_phase<T, FMT, NT, PREPACKED>(acc, r0, xs + (i / P) * kTokenBytes, tok_off, i, t, base);
       if (i + 1 >= n_phases) break;
       if (i + 2 < n_phases) load_w<FMT, ALIGNED, PREPACKED>(r0, p, row0, t, ph_begin + i + 2);
-      mma_phase<T, FMT, NT>(acc, r1, xs + ((i + 1) / P) * kTokenBytes, tok_off, i + 1, t, base);
+      mma_phase<T, FMT, NT, PREPACKED>(acc, r1, xs + ((i + 1) / P) * kTokenBytes, tok_off, i + 1, t, base);
       if (i + 3 < n_phases) load_w<FMT, ALIGNED, PREPACKED>(r1, p, row0, t, ph_begin + i + 3);
     }
   } else {
@@ -695,7 +725,7 @@ __global__ void __launch_bounds__(kThreads, Config<NT>::kMinBlocks)
         permute_stage<FMT, NT>(smem + (st % C::kStages) * C::kStageBytes, tid);
         __syncthreads();
       }
-      mma_phase<T, FMT, NT>(acc, cur, smem + (st % C::kStages) * C::kStageBytes + t * kSegBytes,
+      mma_phase<T, FMT, NT, PREPACKED>(acc, cur, smem + (st % C::kStages) * C::kStageBytes + t * kSegBytes,
                             tok_off, i, t, base);
       if (i % P == P - 1) __syncthreads();
       if (i + 1 < n_phases) cur = nxt;

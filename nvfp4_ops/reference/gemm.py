@@ -65,12 +65,42 @@ def gemm_nvfp4_w4a16(
     return gemm_nvfp4_w4a16_fp32(x, packed, scales, global_scale, bias).to(x.dtype)
 
 
+#: Where prepack_nvfp4_w4a16 puts the bits of the 8 codes of each little-endian 32-bit code
+#: word (code c = element c of the word, its bits m, e0, e1, s = bit 4c + 0..3 of the plain
+#: word): PREPACK_BITS[c] = the destination bits of (m, e0, e1, s). The kernel then gets the
+#: pairs (c3, c7), (c2, c6), (c1, c5), (c0, c4) in the bf16 / fp16 exponent-field positions
+#: with funnel rotations by 0 / 4 / 10 / (6 and 14) and masks (csrc/gemm a_pairs_pp).
+PREPACK_BITS = (
+    (0, 1, 26, 9),     # c0 (low half of the 4th pair)
+    (28, 29, 30, 5),   # c1
+    (2, 3, 4, 11),     # c2
+    (6, 7, 8, 15),     # c3
+    (16, 17, 10, 25),  # c4
+    (12, 13, 14, 21),  # c5
+    (18, 19, 20, 27),  # c6
+    (22, 23, 24, 31),  # c7
+)
+
+
+def _permute_code_bits(t: Tensor, inverse: bool) -> Tensor:
+    """The bits of each 4-byte code word of ``t`` (uint8, last dim a multiple of 4) moved as
+    :data:`PREPACK_BITS` says (``inverse``: back)."""
+    w = t.contiguous().view(torch.int32)
+    out = torch.zeros_like(w)
+    for c, dests in enumerate(PREPACK_BITS):
+        for i, d in enumerate(dests):
+            src, dst = (d, 4 * c + i) if inverse else (4 * c + i, d)
+            out |= ((w >> src) & 1) << dst
+    return out.view(torch.uint8)
+
+
 def prepack_nvfp4_w4a16(packed: Tensor, scales: Tensor) -> Tuple[Tensor, Tensor]:
     """Reorder an NVFP4 weight for ``gemm_nvfp4_w4a16_prepacked`` (exact, invertible).
 
     ``packed`` uint8 ``[N, K/2]`` -> ``[ceil(N/16), ceil(K/512), 16, 256]`` and ``scales``
-    float8_e4m3fn ``[N, K/16]`` -> ``[ceil(N/16), ceil(K/512), 16, 32]``, zero padded.
-    Bytes are moved, never changed: :func:`unprepack_nvfp4_w4a16` gives them back.
+    float8_e4m3fn ``[N, K/16]`` -> ``[ceil(N/16), ceil(K/512), 16, 32]``, zero padded; the
+    bits of each 32-bit word of codes permuted as :data:`PREPACK_BITS` says. Nothing is lost:
+    :func:`unprepack_nvfp4_w4a16` gives the bytes back.
     """
     _checks.check_prepack_nvfp4_w4a16_args(packed, scales)
     N, K = packed.shape[0], 2 * packed.shape[1]
@@ -84,7 +114,7 @@ def prepack_nvfp4_w4a16(packed: Tensor, scales: Tensor) -> Tuple[Tensor, Tensor]
         return out.copy_(t.reshape(g, PREPACK_ROWS, s, width).permute(0, 2, 1, 3))
 
     sb = tile(scales.view(torch.uint8), PREPACK_K // 16)
-    return tile(packed, PREPACK_K // 2), sb.view(torch.float8_e4m3fn)
+    return _permute_code_bits(tile(packed, PREPACK_K // 2), False), sb.view(torch.float8_e4m3fn)
 
 
 def unprepack_nvfp4_w4a16(packed: Tensor, scales: Tensor, n: int, k: int) -> Tuple[Tensor, Tensor]:
@@ -97,7 +127,7 @@ def unprepack_nvfp4_w4a16(packed: Tensor, scales: Tensor, n: int, k: int) -> Tup
         return flat[:n, : k // (PREPACK_K // width)].contiguous()
 
     sb = untile(scales.view(torch.uint8), PREPACK_K // 16)
-    return untile(packed, PREPACK_K // 2), sb.view(torch.float8_e4m3fn)
+    return untile(_permute_code_bits(packed, True), PREPACK_K // 2), sb.view(torch.float8_e4m3fn)
 
 
 def gemm_nvfp4_w4a16_prepacked(

@@ -89,11 +89,18 @@ def test_prepack_round_trip_and_layout(n, k):
     gn, gk = -(-n // 16), -(-k // 512)
     assert pp.shape == (gn, gk, 16, 256) and ss.shape == (gn, gk, 16, 32)
     assert ss.dtype == torch.float8_e4m3fn and pp.is_contiguous() and ss.is_contiguous()
-    # the tile of rows 16a.. and columns 512b.. holds row 16a + r, bytes 256b + c
-    a, b, r, c = gn - 1, gk - 1, (n - 1) % 16, ((k // 2) - 1) % 256
-    assert pp[a, b, r, c] == packed[16 * a + r, 256 * b + c]
+    # the tile of rows 16a.. and columns 512b.. holds row 16a + r, code words 64b + w with
+    # their bits moved as PREPACK_BITS says
+    a, b, r, w = gn - 1, gk - 1, (n - 1) % 16, ((k // 8) - 1) % 64
+    plain = int(packed[16 * a + r, 4 * (64 * b + w): 4 * (64 * b + w) + 4]
+                .contiguous().view(torch.int32)) & 0xFFFFFFFF
+    moved = int(pp[a, b, r, 4 * w: 4 * w + 4].contiguous().view(torch.int32)) & 0xFFFFFFFF
+    for c, dests in enumerate(ref_gemm.PREPACK_BITS):
+        for i, d in enumerate(dests):
+            assert (plain >> (4 * c + i)) & 1 == (moved >> d) & 1
     assert ss[a, b, r, ((k // 16) - 1) % 32].view(torch.uint8) == scales[16 * a + r, -1]
-    assert int(pp.view(-1).sum()) == int(packed.sum())  # the padding is zeros
+    ones = lambda t: int(sum(bin(v).count("1") for v in t.view(-1).tolist()))  # noqa: E731
+    assert ones(pp) == ones(packed)  # the padding is zeros
     assert int(ss.view(torch.uint8).sum()) == int(scales.sum())
     p2, s2 = nvfp4_ops.unprepack_nvfp4_w4a16(pp, ss, n, k)
     assert torch.equal(p2, packed) and torch.equal(s2.view(torch.uint8), scales)
