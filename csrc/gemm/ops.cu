@@ -123,7 +123,7 @@ void launch(const char* op, Params p, int device, cudaStream_t stream, const Ten
   NVFP4_CHECK(device >= 0 && device < kMaxDevices, op, ": device index ", device,
               " out of range");
   // XPRE reserves its largest size here; a launch uses tokens * x_stride of it.
-  constexpr int kSmemMax = C::kXPre ? kXPreMaxSmem : C::kSmemBytes;
+  constexpr int kSmemMax = C::kXPre ? kXPreSmem<FMT, NT> : C::kSmemBytes;
   if (slots[device] == 0) {
     check_cuda(op,
                cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
@@ -150,7 +150,7 @@ void launch(const char* op, Params p, int device, cudaStream_t stream, const Ten
   for (int64_t s = 1; s <= p.steps; ++s) {
     const int64_t sps = ceil_div(p.steps, s);
     if (s > 1 && sps == ceil_div(p.steps, s - 1)) continue;  // the same split as s - 1
-    if (C::kXPre && tokens * x_stride(sps) > kXPreMaxSmem) continue;
+    if (C::kXPre && tokens * x_stride(sps) > kXPreSmem<FMT, NT>) continue;
     const int64_t waves = ceil_div(tiles * ceil_div(p.steps, sps), slots[device]);
     const int64_t cost = waves * (sps + 1);
     if (cost < best_cost) best_cost = cost, best_sps = sps;

@@ -51,8 +51,10 @@ enum : int {
 };
 // Weight phases per 512-wide step: MXFP8 loads its 512 bytes per row in two halves, so that a
 // thread's weight registers stay 2 rows x 16 words in every format.
+// E2M1 formats: two 256-wide phases per step as well (half the weight registers, so that
+// three CTAs fit per SM at one token tile).
 template <int FMT>
-constexpr int kPhases = FMT == kMxfp8 ? 2 : 1;
+constexpr int kPhases = 2;
 // E2M1 formats (NVFP4, MXFP4) share the thread layout of the codes (thread t of a row holds
 // k = 128 i + 32 t + [0, 32) of chunk i), the activation layout and the operand-scaled mma
 // step; MXFP8 has its own (each 32-block spread over the 4 threads of a row, post-scaled).
@@ -83,6 +85,12 @@ struct Config {
 // XPRE: shared memory of one CTA at most (2 CTAs per SM); the split-K rule keeps
 // tokens * x_stride within it.
 constexpr int kXPreMaxSmem = 100 * 1024;
+// ... and 72 KB with three CTAs per SM.
+// E2M1 at one token tile: 3 CTAs/SM (at most 80 registers).
+template <int FMT, int NT>
+constexpr int kMinBlocksOf = FMT != kMxfp8 && NT == 1 ? 3 : Config<NT>::kMinBlocks;
+template <int FMT, int NT>
+constexpr int kXPreSmem = kMinBlocksOf<FMT, NT> == 3 ? 72 * 1024 : kXPreMaxSmem;
 
 struct Params {
   const void* x;          // [M, K] fp16/bf16, contiguous, 16-byte aligned
@@ -230,7 +238,9 @@ __device__ __forceinline__ uint32_t nvfp4_scale_word(const WRegs& r, int h, int 
 // every block wholly in or out).
 template <bool ALIGNED>
 __device__ __forceinline__ void load_w_plain(WRegs& r, const Params& p, int row0, int t,
-                                             int step) {
+                                             int phase) {
+  constexpr int P = kPhases<kNvfp4>, C = 4 / P;  // chunks per phase
+  const int step = phase / P, half = phase % P;
 #pragma unroll
   for (int h = 0; h < 2; ++h) {
     const int n = row0 + h * 8;
@@ -238,8 +248,8 @@ __device__ __forceinline__ void load_w_plain(WRegs& r, const Params& p, int row0
     const uint8_t* wrow = p.w + int64_t(n) * (p.K / 2);
     const uint8_t* srow = p.sf + int64_t(n) * (p.K / 16);
 #pragma unroll
-    for (int i = 0; i < 4; ++i) {
-      const int k = step * kSuperK + 128 * i + 32 * t;
+    for (int i = 0; i < C; ++i) {
+      const int k = step * kSuperK + 128 * (half * C + i) + 32 * t;
       if constexpr (ALIGNED) {
         load_chunk16(r, h, i, wrow + k / 2, srow + k / 16, row_ok && k < p.K);
       } else {
@@ -305,25 +315,31 @@ __device__ __forceinline__ void load_w_mxfp8(WRegs& r, const Params& p, int row0
 // == 0; guarded bytes otherwise).
 template <bool ALIGNED>
 __device__ __forceinline__ void load_w_mxfp4(WRegs& r, const Params& p, int row0, int t,
-                                             int step) {
+                                             int phase) {
+  constexpr int P = kPhases<kMxfp4>, C = 4 / P;  // chunks per phase
+  const int step = phase / P, half = phase % P;
 #pragma unroll
   for (int h = 0; h < 2; ++h) {
     const int n = row0 + h * 8;
     const bool row_ok = n < p.N;
     const uint8_t* wrow = p.w + int64_t(n) * (p.K / 2);
-    const uint8_t* srow = p.sf + int64_t(n) * (p.K / 32) + step * (kSuperK / 32);
+    const uint8_t* srow =
+        p.sf + int64_t(n) * (p.K / 32) + step * (kSuperK / 32) + half * (kSuperK / 32 / P);
 #pragma unroll
-    for (int i = 0; i < 4; ++i) {
-      const int k = step * kSuperK + 128 * i + 32 * t;
+    for (int i = 0; i < C; ++i) {
+      const int k = step * kSuperK + 128 * (half * C + i) + 32 * t;
       load_codes16(r, h, i, wrow + k / 2, row_ok && k < p.K);
     }
-    if constexpr (ALIGNED) {
+    if constexpr (ALIGNED && C == 2) {
+      const uint2 v = row_ok ? __ldg(reinterpret_cast<const uint2*>(srow)) : make_uint2(0, 0);
+      r.s[h][0] = v.x, r.s[h][1] = v.y;
+    } else if constexpr (ALIGNED) {
       const uint4 v = row_ok ? __ldg(reinterpret_cast<const uint4*>(srow)) : make_uint4(0, 0, 0, 0);
       r.s[h][0] = v.x, r.s[h][1] = v.y, r.s[h][2] = v.z, r.s[h][3] = v.w;
     } else {
 #pragma unroll
-      for (int i = 0; i < 4; ++i) {
-        const bool ok = row_ok && step * kSuperK + 128 * i + 32 * t < p.K;
+      for (int i = 0; i < C; ++i) {
+        const bool ok = row_ok && step * kSuperK + 128 * (half * C + i) + 32 * t < p.K;
         r.s[h][i] = (ok ? uint32_t(srow[4 * i + t]) : 0u) << (8 * t);
       }
     }
@@ -342,16 +358,20 @@ __device__ __forceinline__ void load_w(WRegs& r, const Params& p, int row0, int 
   } else if constexpr (FMT == kMxfp8) {
     load_w_mxfp8<ALIGNED>(r, p, row0, t, step);  // `step` counts phases here
   } else if constexpr (PREPACKED) {
+    constexpr int P = kPhases<kNvfp4>, C = 4 / P;  // `step` counts phases here
+    const int half = step % P;
     const int group = row0 / 16;  // the warp's 16 rows; row0 % 16 == g
     const bool ok = group < p.row_groups;
-    const int64_t tile = int64_t(group) * p.steps + step;
+    const int64_t tile = int64_t(group) * p.steps + step / P;
 #pragma unroll
     for (int h = 0; h < 2; ++h) {
       const int r16 = row0 % 16 + 8 * h;
 #pragma unroll
-      for (int i = 0; i < 4; ++i)
-        load_chunk16(r, h, i, p.w + tile * 4096 + r16 * 256 + 64 * i + 16 * t,
-                     p.sf + tile * 512 + r16 * 32 + 8 * i + 2 * t, ok);
+      for (int i = 0; i < C; ++i) {
+        const int ci = half * C + i;
+        load_chunk16(r, h, i, p.w + tile * 4096 + r16 * 256 + 64 * ci + 16 * t,
+                     p.sf + tile * 512 + r16 * 32 + 8 * ci + 2 * t, ok);
+      }
     }
   } else {
     load_w_plain<ALIGNED>(r, p, row0, t, step);
@@ -551,7 +571,7 @@ __device__ __forceinline__ void mxfp4_step_base(float (&acc)[NT][4], const WRegs
   for (int h = 0; h < 2; ++h) {
     uint32_t m = 0;  // the row's largest finite E8M0 byte of the step (255 = NaN: left out)
 #pragma unroll
-    for (int i = 0; i < 4; ++i) {
+    for (int i = 0; i < 4 / kPhases<kMxfp4>; ++i) {
       const uint32_t e = (r.s[h][i] >> (8 * t)) & 0xFFu;
       m = max(m, e == 255u ? 0u : e);
     }
@@ -593,7 +613,7 @@ __device__ __forceinline__ void mma_step(float (&acc)[NT][4], const WRegs& r,
                                          int t, MxBase& base) {
   if constexpr (FMT == kMxfp4) mxfp4_step_base<NT>(acc, r, t, base);
 #pragma unroll
-  for (int sw = 0; sw < 2; ++sw) {  // chunks 2sw, 2sw + 1 (NVFP4: 2 scale words of 4 blocks)
+  for (int sw = 0; sw < 2 / kPhases<FMT>; ++sw) {  // chunks 2sw, 2sw + 1 of the phase
     uint32_t sg[4], sh[4];
     step_scale_pairs<T, FMT>(r, 0, sw, t, base, sg);
     step_scale_pairs<T, FMT>(r, 1, sw, t, base, sh);
@@ -650,13 +670,14 @@ __device__ __forceinline__ void mma_phase(float (&acc)[NT][4], const WRegs& r,
                                           const unsigned char* xs, const int (&tok_off)[NT],
                                           int phase, int t, MxBase& base) {
   if constexpr (kE2m1<FMT>)
-    mma_step<T, FMT, NT, PREPACKED>(acc, r, xs, tok_off, t, base);
+    mma_step<T, FMT, NT, PREPACKED>(acc, r, xs + (phase % kPhases<FMT>) * kUnits<FMT> * 16,
+                                    tok_off, t, base);
   else
     mma_phase_mxfp8<T, NT>(acc, r, xs + (phase % kPhases<FMT>) * kUnits<FMT> * 16, tok_off);
 }
 
 template <typename T, int FMT, int NT, bool ALIGNED, bool PREPACKED>
-__global__ void __launch_bounds__(kThreads, Config<NT>::kMinBlocks)
+__global__ void __launch_bounds__(kThreads, kMinBlocksOf<FMT, NT>)
     w16_gemm_kernel(const Params p) {
   extern __shared__ __align__(16) unsigned char smem[];
   using C = Config<NT>;
