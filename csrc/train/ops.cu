@@ -7,6 +7,7 @@
 // errors use the reference's messages (nvfp4_ops/reference/_checks.py, torch_utils.h).
 
 #include <algorithm>
+#include <cstdlib>
 #include <optional>
 #include <string>
 #include <tuple>
@@ -16,6 +17,7 @@
 #include "torch_utils.h"
 #include "train/grouped.cuh"
 #include "train/quantize.cuh"
+#include "train/rowwise.cuh"
 
 namespace nvfp4 {
 namespace {
@@ -152,17 +154,65 @@ struct OperandOutputs {
   Tensor packed, scales, gs;
 };
 
+// The kernel variants of train_quantize / train_quantize_rowcol, chosen per call by the
+// environment variable NVFP4_OPS_TRAIN_KERNEL for A/B measurements (train/quantize.cuh's
+// header lists them). Every variant gives the same bits.
+struct TrainVariant {
+  bool direct_rowwise;  // rowwise-only quantize passes on train/rowwise.cuh
+  int depth;            // tile kernel: tiles of loads in flight (1 or 2)
+};
+
+TrainVariant train_variant(const char* op) {
+  const char* env = std::getenv("NVFP4_OPS_TRAIN_KERNEL");
+  const std::string v = env != nullptr ? env : "";
+  if (v.empty() || v == "auto") return {true, 2};
+  if (v == "tile") return {false, 1};
+  if (v == "tile2") return {false, 2};
+  if (v == "direct") return {true, 1};
+  NVFP4_CHECK(false, op, ": NVFP4_OPS_TRAIN_KERNEL must be unset, auto, tile, tile2 or direct, got ",
+              py_repr(v));
+  return {};
+}
+
 template <bool kAmaxOnly>
-void launch_tiles(const train::TileParams& p, ScalarType dtype, cudaStream_t stream) {
+void launch_tiles(const train::TileParams& p, ScalarType dtype, int depth, cudaStream_t stream) {
   const int64_t n_tiles = p.batches * p.tiles_m * p.tiles_k;
   if (n_tiles == 0) return;
   dispatch_float(dtype, [&](auto tag) {
     using T = decltype(tag);
-    auto kernel = train::train_quantize_kernel<T, kAmaxOnly>;
+    auto kernel = depth == 2 ? train::train_quantize_kernel<T, kAmaxOnly, 2>
+                             : train::train_quantize_kernel<T, kAmaxOnly, 1>;
     const unsigned grid =
         grid_for(n_tiles, 1, std::max<int64_t>(1, resident_ctas(kernel, train::kThreads)));
     kernel<<<grid, train::kThreads, 0, stream>>>(p);
   });
+}
+
+// The direct rowwise kernel for a quantize pass of the rowwise operand alone; false (nothing
+// launched) where it does not apply: 16-byte loads impossible, or 2^31 warp items or more.
+bool launch_rowwise(const train::TileParams& p, ScalarType dtype, cudaStream_t stream) {
+  if (!p.op[0].active || p.op[1].active || !p.vec) return false;
+  bool launched = false;
+  dispatch_float(dtype, [&](auto tag) {
+    using T = decltype(tag);
+    using S = train::RowwiseShape<T>;
+    const int64_t groups = ceil_div(p.m, 16), spans = ceil_div(p.k / 16, S::kW);
+    const int64_t items = p.batches * groups * spans;
+    if (items >= (int64_t(1) << 31)) return;
+    launched = true;
+    if (items == 0) return;
+    train::RowwiseGrid g{};
+    g.items = static_cast<uint32_t>(items);
+    g.groups = static_cast<uint32_t>(groups);
+    g.spans = static_cast<uint32_t>(spans);
+    g.div_groups = FastDiv::make(g.groups);
+    g.div_spans = FastDiv::make(g.spans);
+    auto kernel = train::train_rowwise_kernel<T>;
+    const unsigned grid = grid_for(items, train::kRowThreads / 32,
+                                   std::max<int64_t>(1, resident_ctas(kernel, train::kRowThreads)));
+    kernel<<<grid, train::kRowThreads, 0, stream>>>(p, g);
+  });
+  return launched;
 }
 
 // Both operands of train_quantize_rowcol, or one of them (train_quantize), from one read of x
@@ -171,6 +221,7 @@ std::vector<OperandOutputs> train_quantize_run(const char* op, const Tensor& x,
                                                const OperandRequest (&req)[2], bool block_2d,
                                                bool stochastic, const std::optional<Tensor>& seed,
                                                const std::optional<Tensor>& offset, bool swizzle) {
+  const TrainVariant variant = train_variant(op);
   torch::stable::accelerator::DeviceGuard guard(x.get_device_index());
   const Tensor xc = contiguous_aligned(x);
   const cudaStream_t stream = current_stream(xc);
@@ -239,7 +290,7 @@ std::vector<OperandOutputs> train_quantize_run(const char* op, const Tensor& x,
       pa.op[d].active = req[d].active && !req[d].gs.has_value();
       pa.op[d].amax = slots + d;
     }
-    launch_tiles<true>(pa, xc.scalar_type(), stream);
+    launch_tiles<true>(pa, xc.scalar_type(), variant.depth, stream);
     check_launch(op);
     for (int d = 0; d < 2; ++d) {
       if (pa.op[d].active) {
@@ -248,7 +299,9 @@ std::vector<OperandOutputs> train_quantize_run(const char* op, const Tensor& x,
       }
     }
   }
-  launch_tiles<false>(p, xc.scalar_type(), stream);
+  if (!variant.direct_rowwise || !launch_rowwise(p, xc.scalar_type(), stream)) {
+    launch_tiles<false>(p, xc.scalar_type(), variant.depth, stream);
+  }
   check_launch(op);
   return outs;
 }

@@ -156,6 +156,31 @@ __device__ __forceinline__ void tile_words(const TileParams& p, const TileCoord&
   }
 }
 
+// The scale byte sf (returned through sf) and the 16 codes of one block v (element i in bits
+// 4i..4i+3 of .x for i < 8, of .y above) from the bits of its amax (of the 16x16 tile for
+// 2-D scales) and the encode global scale gs. word(i): the stochastic-rounding word of
+// element i, called only when stochastic. Shared by the tile and the direct rowwise kernel.
+template <typename Word>
+__device__ __forceinline__ uint2 encode_block(const float (&v)[16], uint32_t amax, float gs,
+                                              bool stochastic, Word word, uint32_t& sf) {
+  sf = nvfp4_block_scale(amax, gs);
+  const float osc = nvfp4_osc(sf, rn_rcp(gs));
+  uint32_t lo = 0, hi = 0;
+  if (osc == osc) {  // a NaN multiplier (scale 0x7F): codes 0
+#pragma unroll
+    for (int i = 0; i < 16; ++i) {
+      const uint32_t code = stochastic ? e2m1_encode_stochastic(v[i], osc, word(i))
+                                       : e2m1_encode_nearest(v[i], osc);
+      if (i < 8) {
+        lo |= code << (4 * i);
+      } else {
+        hi |= code << (4 * (i - 8));
+      }
+    }
+  }
+  return make_uint2(lo, hi);
+}
+
 // This thread's block of operand kCol in the tile: transform, amax, scale, codes, stores.
 // Every thread of the CTA calls it (the 2-D scale reduces over the 16 lanes of a sub-tile).
 template <bool kCol, bool kAmaxOnly>
@@ -196,33 +221,19 @@ __device__ __forceinline__ void operand_block(const TileParams& p, const Operand
   }
   if (r0 >= t.rows_valid || c0 >= t.cols_valid) return;
   const int64_t b = t.b;
-  const float gs = __ldg(o.gs + (o.gs_per_batch ? b : 0));
-  const uint32_t sf = nvfp4_block_scale(amax, gs);
-  const float osc = nvfp4_osc(sf, rn_rcp(gs));
-  uint32_t lo = 0, hi = 0;
-  if (osc == osc) {  // a NaN multiplier (scale 0x7F): codes 0
-#pragma unroll
-    for (int i = 0; i < 16; ++i) {
-      uint32_t code;
-      if (p.stochastic) {
-        code = e2m1_encode_stochastic(
-            v[i], osc, kCol ? w[(r0 + i) * kPitch + c0] : w[r0 * kPitch + c0 + i]);
-      } else {
-        code = e2m1_encode_nearest(v[i], osc);
-      }
-      if (i < 8) {
-        lo |= code << (4 * i);
-      } else {
-        hi |= code << (4 * (i - 8));
-      }
-    }
-  }
+  uint32_t sf;
+  const uint2 codes = encode_block(v, amax, __ldg(o.gs + (o.gs_per_batch ? b : 0)), p.stochastic,
+                                   [&](int i) {
+                                     return kCol ? w[(r0 + i) * kPitch + c0]
+                                                 : w[r0 * kPitch + c0 + i];
+                                   },
+                                   sf);
   // The operand's row and first element along it (x^T for the columnwise one).
   const int64_t row = kCol ? t.k0 + c0 : t.m0 + r0;
   const int64_t col = kCol ? t.m0 + r0 : t.k0 + c0;
   const int64_t cols = 16 * o.kb;
   __stcs(reinterpret_cast<uint2*>(o.packed + ((b * o.rows + row) * cols + col) / 2),
-         make_uint2(lo, hi));
+         codes);
   const int64_t cb = col / 16;
   o.scales[p.swizzle ? b * o.mp * o.kp + swizzle_offset(row, cb, o.kp)
                      : (b * o.rows + row) * o.kb + cb] = static_cast<uint8_t>(sf);
@@ -231,11 +242,15 @@ __device__ __forceinline__ void operand_block(const TileParams& p, const Operand
 // kAmaxOnly = false: quantize every active operand of every tile (grid-stride over tiles),
 // then zero the swizzled padding. kAmaxOnly = true: atomicMax of the abs_bits of every
 // element of each active (transformed) operand into its o.amax.
-// 4 CTAs per SM (64 registers) for 16-bit x; fp32 x holds twice the prefetched bytes per
-// thread and would spill under that cap: 3.
-template <typename T, bool kAmaxOnly>
-__global__ void __launch_bounds__(kThreads, sizeof(T) == 2 ? 4 : 3)
+// kDepth: tiles whose loads are in flight while one is worked on (a ring of kDepth register
+// buffers; buffer s holds the CTA's tiles t with (t - blockIdx.x) / gridDim.x = s mod kDepth).
+// 1 = the original kernel (8 KB of bf16 loads ahead per CTA); 2 doubles the bytes in flight.
+// 4 CTAs per SM (64 registers) for 16-bit x at depth 1; fp32 x, or depth 2, holds twice the
+// prefetched bytes per thread and would spill under that cap: 3.
+template <typename T, bool kAmaxOnly, int kDepth = 1>
+__global__ void __launch_bounds__(kThreads, sizeof(T) * kDepth == 2 ? 4 : 3)
     train_quantize_kernel(const TileParams p) {
+  static_assert(kDepth >= 1, "at least the next tile in flight");
   __shared__ __align__(16) float s_val[kTile * kPitch];
   __shared__ __align__(16) uint32_t s_words[kAmaxOnly ? 1 : kTile * kPitch];
   __shared__ float s_signs[2][16];
@@ -252,25 +267,38 @@ __global__ void __launch_bounds__(kThreads, sizeof(T) == 2 ? 4 : 3)
   uint32_t amax[2] = {0u, 0u};
   const int64_t n_tiles = p.batches * p.tiles_m * p.tiles_k;
   int64_t t = blockIdx.x;
-  TileCoord c = tile_coord(p, t);
-  TileChunks<T> chunks;
-  if (p.vec) load_chunks<T>(p, c, chunks);
+  TileCoord c[kDepth];
+  TileChunks<T> chunks[kDepth];
+#pragma unroll
+  for (int s = 0; s < kDepth; ++s) {
+    const int64_t ts = t + s * int64_t(gridDim.x);
+    if (s == 0 || ts < n_tiles) {  // (the grid has at most n_tiles CTAs)
+      c[s] = tile_coord(p, ts);
+      if (p.vec) load_chunks<T>(p, c[s], chunks[s]);
+    }
+  }
   while (t < n_tiles) {
-    __syncthreads();  // the previous tile is consumed (and s_signs written)
-    store_tile<T>(p, c, chunks, s_val);
-    if (!kAmaxOnly && p.stochastic) tile_words(p, c, seed, offset, s_words);
-    __syncthreads();
-    const TileCoord cur = c;
-    t += gridDim.x;
-    if (t < n_tiles) {  // the next tile's loads in flight during this tile's work
-      c = tile_coord(p, t);
-      if (p.vec) load_chunks<T>(p, c, chunks);
-    }
-    if (p.op[0].active) {
-      operand_block<false, kAmaxOnly>(p, p.op[0], cur, s_val, s_words, s_signs[0], amax[0]);
-    }
-    if (p.op[1].active) {
-      operand_block<true, kAmaxOnly>(p, p.op[1], cur, s_val, s_words, s_signs[1], amax[1]);
+#pragma unroll
+    for (int s = 0; s < kDepth; ++s) {  // (unrolled: the ring is indexed at compile time)
+      if (t < n_tiles) {
+        __syncthreads();  // the previous tile is consumed (and s_signs written)
+        store_tile<T>(p, c[s], chunks[s], s_val);
+        if (!kAmaxOnly && p.stochastic) tile_words(p, c[s], seed, offset, s_words);
+        __syncthreads();
+        const TileCoord cur = c[s];
+        t += gridDim.x;
+        const int64_t ahead = t + (kDepth - 1) * int64_t(gridDim.x);
+        if (ahead < n_tiles) {  // refill the buffer: kDepth tiles ahead of this one
+          c[s] = tile_coord(p, ahead);
+          if (p.vec) load_chunks<T>(p, c[s], chunks[s]);
+        }
+        if (p.op[0].active) {
+          operand_block<false, kAmaxOnly>(p, p.op[0], cur, s_val, s_words, s_signs[0], amax[0]);
+        }
+        if (p.op[1].active) {
+          operand_block<true, kAmaxOnly>(p, p.op[1], cur, s_val, s_words, s_signs[1], amax[1]);
+        }
+      }
     }
   }
   if constexpr (kAmaxOnly) {
