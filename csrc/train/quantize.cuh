@@ -245,10 +245,13 @@ __device__ __forceinline__ void operand_block(const TileParams& p, const Operand
 // kDepth: tiles whose loads are in flight while one is worked on (a ring of kDepth register
 // buffers; buffer s holds the CTA's tiles t with (t - blockIdx.x) / gridDim.x = s mod kDepth).
 // 1 = the original kernel (8 KB of bf16 loads ahead per CTA); 2 doubles the bytes in flight.
-// 4 CTAs per SM (64 registers) for 16-bit x at depth 1; fp32 x, or depth 2, holds twice the
-// prefetched bytes per thread and would spill under that cap: 3.
+// CTAs per SM by the prefetched bytes per thread (sizeof(T) * kDepth): 4 (64 registers) for
+// 16-bit x at depth 1, 3 (80) for fp32 x or depth 2, 2 (128) for fp32 x at depth 2; each the
+// most that does not spill (in-flight bytes per SM: 32, 48, 64 KB of x).
 template <typename T, bool kAmaxOnly, int kDepth = 1>
-__global__ void __launch_bounds__(kThreads, sizeof(T) * kDepth == 2 ? 4 : 3)
+__global__ void __launch_bounds__(kThreads, sizeof(T) * kDepth == 2   ? 4
+                                            : sizeof(T) * kDepth == 4 ? 3
+                                                                      : 2)
     train_quantize_kernel(const TileParams p) {
   static_assert(kDepth >= 1, "at least the next tile in flight");
   __shared__ __align__(16) float s_val[kTile * kPitch];
@@ -267,30 +270,27 @@ __global__ void __launch_bounds__(kThreads, sizeof(T) * kDepth == 2 ? 4 : 3)
   uint32_t amax[2] = {0u, 0u};
   const int64_t n_tiles = p.batches * p.tiles_m * p.tiles_k;
   int64_t t = blockIdx.x;
-  TileCoord c[kDepth];
-  TileChunks<T> chunks[kDepth];
+  TileChunks<T> chunks[kDepth];  // (the coordinates are recomputed from t: fewer registers)
 #pragma unroll
   for (int s = 0; s < kDepth; ++s) {
     const int64_t ts = t + s * int64_t(gridDim.x);
-    if (s == 0 || ts < n_tiles) {  // (the grid has at most n_tiles CTAs)
-      c[s] = tile_coord(p, ts);
-      if (p.vec) load_chunks<T>(p, c[s], chunks[s]);
+    if (p.vec && (s == 0 || ts < n_tiles)) {  // (the grid has at most n_tiles CTAs)
+      load_chunks<T>(p, tile_coord(p, ts), chunks[s]);
     }
   }
   while (t < n_tiles) {
 #pragma unroll
     for (int s = 0; s < kDepth; ++s) {  // (unrolled: the ring is indexed at compile time)
       if (t < n_tiles) {
+        const TileCoord cur = tile_coord(p, t);
         __syncthreads();  // the previous tile is consumed (and s_signs written)
-        store_tile<T>(p, c[s], chunks[s], s_val);
-        if (!kAmaxOnly && p.stochastic) tile_words(p, c[s], seed, offset, s_words);
+        store_tile<T>(p, cur, chunks[s], s_val);
+        if (!kAmaxOnly && p.stochastic) tile_words(p, cur, seed, offset, s_words);
         __syncthreads();
-        const TileCoord cur = c[s];
         t += gridDim.x;
         const int64_t ahead = t + (kDepth - 1) * int64_t(gridDim.x);
-        if (ahead < n_tiles) {  // refill the buffer: kDepth tiles ahead of this one
-          c[s] = tile_coord(p, ahead);
-          if (p.vec) load_chunks<T>(p, c[s], chunks[s]);
+        if (p.vec && ahead < n_tiles) {  // refill the buffer: kDepth tiles ahead of this one
+          load_chunks<T>(p, tile_coord(p, ahead), chunks[s]);
         }
         if (p.op[0].active) {
           operand_block<false, kAmaxOnly>(p, p.op[0], cur, s_val, s_words, s_signs[0], amax[0]);

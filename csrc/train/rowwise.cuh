@@ -146,9 +146,10 @@ __device__ __forceinline__ void rowwise_blocks(const TileParams& p, const Rowwis
 }
 
 // The rowwise operand p.op[0] of every item (p.op[1] inactive, p.vec true), then the
-// swizzled padding. 4 CTAs of 256 per SM (64 registers): 64 KB of x in flight per SM.
+// swizzled padding. 3 CTAs of 256 per SM (80 registers: the two buffers of raw bits, a block
+// as fp32 and the Philox state fit without spills): 48 KB of x in flight per SM.
 template <typename T>
-__global__ void __launch_bounds__(kRowThreads, 4)
+__global__ void __launch_bounds__(kRowThreads, 3)
     train_rowwise_kernel(const TileParams p, const RowwiseGrid g) {
   using S = RowwiseShape<T>;
   __shared__ float s_signs[16];
