@@ -16,6 +16,24 @@
 // takes its amax, computes the scale byte and the multiplier (nvfp4/block.h) and writes 8
 // bytes of codes and its scale byte. The same kernel with kAmaxOnly computes the amax of each
 // (transformed) operand for a global scale the op computes itself.
+//
+// kDepth (a template argument) sets how many tiles of loads a CTA keeps in flight while it
+// works on one: 1 is the kernel described above, 2 a ring of two register buffers (twice
+// the bytes in flight per SM, at 80 registers, 3 CTAs per SM, for 16-bit x).
+//
+// Kernel variants (all give the same bits), chosen per call by the environment variable
+// NVFP4_OPS_TRAIN_KERNEL, read in train/ops.cu, for A/B measurements on the GPU:
+//   unset or "auto"  the direct rowwise kernel (train/rowwise.cuh) for every quantize pass
+//                    of the rowwise operand alone (train_quantize, axis=-1), the tile kernel
+//                    at kDepth 2 for the rest (axis=-2, rowcol, the amax pass of a computed
+//                    global scale). The guess of the fastest (not measured yet).
+//   "tile"           the tile kernel at kDepth 1 for everything: the kernel before the variants.
+//   "tile2"          the tile kernel at kDepth 2 for everything.
+//   "direct"         the direct rowwise kernel where it applies, the tile kernel at kDepth 1
+//                    for the rest.
+// Any other value is an error. The direct kernel needs 16-byte loads of x (always true for
+// axis=-1: K % 16 == 0 and x is 16-byte aligned) and fewer than 2^31 warp items; otherwise
+// the tile kernel runs.
 #pragma once
 
 #include <cstdint>
