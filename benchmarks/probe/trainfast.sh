@@ -27,7 +27,7 @@ for v in $VARIANTS; do
   NVFP4_OPS_TRAIN_KERNEL=$v timeout 60 python bench_training.py --rep 30 --out $L/bench_$v.md \
     > $L/bench_$v.log 2>&1
   echo "== bench $v [$(el) s] rc=$?"
-X
+  grep -E "^\| \[[0-9]+, [0-9]+\] \| (quantize|train_quantize)" $L/bench_$v.md | cut -d'|' -f2-4,6-8
 done
 cd ..
 tar czf $OUT/logs.tgz -C $OUT logs && rm -rf $L
