@@ -17,6 +17,7 @@
 #include "torch_utils.h"
 #include "train/grouped.cuh"
 #include "train/quantize.cuh"
+#include "train/colwise.cuh"
 #include "train/rowwise.cuh"
 
 namespace nvfp4 {
@@ -159,17 +160,20 @@ struct OperandOutputs {
 // header lists them). Every variant gives the same bits.
 struct TrainVariant {
   bool direct_rowwise;  // rowwise-only quantize passes on train/rowwise.cuh
+  bool direct_colwise;  // columnwise-only nearest 16-bit passes on train/colwise.cuh
   int depth;            // tile kernel: tiles of loads in flight (1 or 2)
 };
 
 TrainVariant train_variant(const char* op) {
   const char* env = std::getenv("NVFP4_OPS_TRAIN_KERNEL");
   const std::string v = env != nullptr ? env : "";
-  if (v.empty() || v == "auto") return {true, 2};
-  if (v == "tile") return {false, 1};
-  if (v == "tile2") return {false, 2};
-  if (v == "direct") return {true, 1};
-  NVFP4_CHECK(false, op, ": NVFP4_OPS_TRAIN_KERNEL must be unset, auto, tile, tile2 or direct, got ",
+  if (v.empty() || v == "auto") return {true, true, 2};
+  if (v == "tile") return {false, false, 1};
+  if (v == "tile2") return {false, false, 2};
+  if (v == "row") return {true, false, 1};
+  if (v == "direct") return {true, true, 1};
+  NVFP4_CHECK(false, op,
+              ": NVFP4_OPS_TRAIN_KERNEL must be unset, auto, tile, tile2, row or direct, got ",
               py_repr(v));
   return {};
 }
@@ -213,6 +217,35 @@ bool launch_rowwise(const train::TileParams& p, ScalarType dtype, cudaStream_t s
     kernel<<<grid, train::kRowThreads, 0, stream>>>(p, g);
   });
   return launched;
+}
+
+// The direct columnwise kernel for a nearest quantize pass of the columnwise operand alone
+// of 16-bit x; false (nothing launched) where it does not apply.
+bool launch_colwise(const train::TileParams& p, ScalarType dtype, cudaStream_t stream) {
+  if (p.op[0].active || !p.op[1].active || !p.vec || p.stochastic || dtype == ScalarType::Float) {
+    return false;
+  }
+  const int64_t pairs = ceil_div(p.m, 32), spans = ceil_div(p.k, train::kColSpan);
+  const int64_t items = p.batches * pairs * spans;
+  if (items >= (int64_t(1) << 31)) return false;
+  if (items == 0) return true;
+  train::ColwiseGrid g{};
+  g.items = static_cast<uint32_t>(items);
+  g.pairs = static_cast<uint32_t>(pairs);
+  g.spans = static_cast<uint32_t>(spans);
+  g.div_pairs = FastDiv::make(g.pairs);
+  g.div_spans = FastDiv::make(g.spans);
+  dispatch_float(dtype, [&](auto tag) {
+    using T = decltype(tag);
+    if constexpr (sizeof(T) == 2) {
+      auto kernel = train::train_colwise_kernel<T>;
+      const unsigned grid =
+          grid_for(items, train::kColThreads / 32,
+                   std::max<int64_t>(1, resident_ctas(kernel, train::kColThreads)));
+      kernel<<<grid, train::kColThreads, 0, stream>>>(p, g);
+    }
+  });
+  return true;
 }
 
 // Both operands of train_quantize_rowcol, or one of them (train_quantize), from one read of x
@@ -299,9 +332,9 @@ std::vector<OperandOutputs> train_quantize_run(const char* op, const Tensor& x,
       }
     }
   }
-  if (!variant.direct_rowwise || !launch_rowwise(p, xc.scalar_type(), stream)) {
-    launch_tiles<false>(p, xc.scalar_type(), variant.depth, stream);
-  }
+  const bool direct = (variant.direct_rowwise && launch_rowwise(p, xc.scalar_type(), stream)) ||
+                      (variant.direct_colwise && launch_colwise(p, xc.scalar_type(), stream));
+  if (!direct) launch_tiles<false>(p, xc.scalar_type(), variant.depth, stream);
   check_launch(op);
   return outs;
 }

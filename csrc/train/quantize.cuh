@@ -23,17 +23,21 @@
 //
 // Kernel variants (all give the same bits), chosen per call by the environment variable
 // NVFP4_OPS_TRAIN_KERNEL, read in train/ops.cu, for A/B measurements on the GPU:
-//   unset or "auto"  the direct rowwise kernel (train/rowwise.cuh) for every quantize pass
-//                    of the rowwise operand alone (train_quantize, axis=-1), the tile kernel
-//                    at kDepth 2 for the rest (axis=-2, rowcol, the amax pass of a computed
-//                    global scale). The guess of the fastest (not measured yet).
+//   unset or "auto"  the direct kernels where they apply: train/rowwise.cuh for a quantize
+//                    pass of the rowwise operand alone (train_quantize, axis=-1),
+//                    train/colwise.cuh for one of the columnwise operand alone with round to
+//                    nearest and 16-bit x (axis=-2); the tile kernel at kDepth 2 for the
+//                    rest (rowcol, stochastic columnwise, fp32 columnwise, the amax pass of a
+//                    computed global scale). The guess of the fastest (not measured yet).
 //   "tile"           the tile kernel at kDepth 1 for everything: the kernel before the variants.
 //   "tile2"          the tile kernel at kDepth 2 for everything.
-//   "direct"         the direct rowwise kernel where it applies, the tile kernel at kDepth 1
+//   "row"            the direct rowwise kernel where it applies, the tile kernel at kDepth 1
 //                    for the rest.
-// Any other value is an error. The direct kernel needs 16-byte loads of x (always true for
-// axis=-1: K % 16 == 0 and x is 16-byte aligned) and fewer than 2^31 warp items; otherwise
-// the tile kernel runs.
+//   "direct"         both direct kernels where they apply, the tile kernel at kDepth 1 for
+//                    the rest.
+// Any other value is an error. The direct kernels need 16-byte loads of x (x 16-byte aligned,
+// K * sizeof(x) % 16 == 0: always true for axis=-1) and fewer than 2^31 warp items;
+// otherwise the tile kernel runs.
 #pragma once
 
 #include <cstdint>

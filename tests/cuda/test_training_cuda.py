@@ -192,7 +192,7 @@ def test_2d_blocks_give_the_same_values_both_ways_on_cuda():
 # the kernel variants of NVFP4_OPS_TRAIN_KERNEL (csrc/train/quantize.cuh): the same bits
 # --------------------------------------------------------------------------------------
 
-TRAIN_KERNELS = ["auto", "tile", "tile2", "direct"]
+TRAIN_KERNELS = ["auto", "tile", "tile2", "row", "direct"]
 # large enough that warps and CTAs loop over several items / tiles (the prefetch paths), with
 # partial row groups, odd block spans and 3-D batches
 VARIANT_SHAPES = [((4096, 1024), BF16), ((2, 1040, 528), F16), ((3, 33, 80), F32)]
@@ -206,9 +206,11 @@ def test_every_train_kernel_variant_matches_cpu(kernel, shape, dtype, axis, monk
     if not _valid(shape, axis):
         pytest.skip("dim not a multiple of 16")
     x = _adversarial(shape, dtype, seed=9)
-    modes = [(False, "nearest", False, False, "computed"), (True, "nearest", True, True, "given"),
+    per_batch = "per_batch" if len(shape) == 3 else "given"
+    modes = [(False, "nearest", False, False, "computed"), (True, "nearest", True, True, per_batch),
+             (False, "nearest", True, False, "given"), (True, "nearest", False, False, "computed"),
              (False, "stochastic", True, False, "computed"),
-             (True, "stochastic", False, True, "per_batch" if len(shape) == 3 else "given")]
+             (True, "stochastic", False, True, per_batch)]
     for block_2d, rounding, hadamard, swizzle, gs_mode in modes:
         _check("train_quantize", _tq_args(x, axis, block_2d, rounding, hadamard, swizzle, gs_mode),
                f"{kernel} {block_2d} {rounding} {hadamard} {swizzle} {gs_mode}")

@@ -1,0 +1,151 @@
+// The direct columnwise NVFP4 training quantize kernel (docs/spec.md sec. 8.1, 8.2, 8.4):
+// train_quantize with axis=-2 (blocks of 16 along M, the operand x^T) for 16-bit x and round
+// to nearest, with 1-D or 16x16 2-D scales, the Hadamard transform, linear or swizzled
+// scales and a global scale given, per batch or computed by the tile kernel's amax pass;
+// without the tile kernel's fp32 staging through shared memory and its two barriers.
+//
+// The transpose is free in registers: a lane loads 16 rows x 8 columns of x (sixteen 16-byte
+// loads, one per row), which are 8 whole blocks of x^T (one per column). Work layout: a warp
+// item is 32 rows (two row groups of 16) x kColSpan = 128 columns of one batch of x
+// ([B, M, K], contiguous, M % 16 == 0, K % 8 == 0); lane l takes row group 2 p + l / 16 and
+// columns 8 (l % 16) .. + 7 of the item, so each warp-wide load reads 2 rows x 256
+// contiguous bytes. A 2-D scale's 16x16 tile is lanes l and l ^ 1: one shuffle. Stores: the
+// codes of column j of the two row groups (lanes l and l ^ 16, 8 bytes each) are adjacent in
+// x^T; one shuffle per column pairs them, so each lane writes 16 bytes of one row of x^T per
+// pair of columns (lanes below 16 the even columns, the others the odd ones). The 16 loads of
+// an item are issued at once (256 bytes per thread in flight); warps walk the items
+// grid-stride. Stochastic rounding would need a Philox word per element of the 128 in
+// registers beside the loaded bits: those calls stay on the tile kernel.
+#pragma once
+
+#include <cstdint>
+#include <type_traits>
+
+#include "train/quantize.cuh"
+
+namespace nvfp4 {
+namespace train {
+
+constexpr int kColThreads = 256;
+constexpr int kColSpan = 128;  // columns of x per warp item (16 lanes x 8)
+
+// The item grid: items = batches * pairs * spans, item i = (b * pairs + pr) * spans + s
+// (row pair pr: rows 32 pr .. + 31; column span s: columns 128 s .. + 127).
+struct ColwiseGrid {
+  uint32_t items, pairs, spans;  // the launcher keeps items < 2^31 (else the tile kernel)
+  FastDiv div_pairs, div_spans;
+};
+
+// Element j (0..7) of 8 16-bit values in a 16-byte vector, as fp32 (exact widening).
+template <typename T>
+__device__ __forceinline__ float vec_elem(const uint4& v, int j) {
+  const uint32_t w = j < 2 ? v.x : j < 4 ? v.y : j < 6 ? v.z : v.w;
+  if constexpr (std::is_same_v<T, __nv_bfloat16>) {
+    return __uint_as_float((j & 1) ? (w & 0xFFFF0000u) : (w << 16));
+  } else {
+    const float2 h = __half22float2(*reinterpret_cast<const __half2*>(&w));
+    return (j & 1) ? h.y : h.x;
+  }
+}
+
+// Column j of the lane's 16 x 8 elements, Hadamard-transformed when signs are given; returns
+// the bits of its amax.
+template <typename T>
+__device__ __forceinline__ uint32_t colwise_block(const uint4 (&raw)[16], int j, bool hadamard,
+                                                  const float* signs, float (&v)[16]) {
+#pragma unroll
+  for (int i = 0; i < 16; ++i) v[i] = vec_elem<T>(raw[i], j);
+  if (hadamard) hadamard16(v, signs);
+  uint32_t amax = 0;
+#pragma unroll
+  for (int i = 0; i < 16; ++i) amax = max(amax, abs_bits(v[i]));
+  return amax;
+}
+
+// The columnwise operand p.op[1] of every item (p.op[0] inactive, p.vec true, round to
+// nearest, 16-bit x), then the swizzled padding. 2 CTAs of 256 per SM (128 registers: the
+// 64 of the loaded bits stay live through the math).
+template <typename T>
+__global__ void __launch_bounds__(kColThreads, 2)
+    train_colwise_kernel(const TileParams p, const ColwiseGrid g) {
+  static_assert(sizeof(T) == 2, "16-bit x: 8 columns per 16-byte load");
+  __shared__ float s_signs[16];
+  const Operand& o = p.op[1];
+  if (threadIdx.x < 16) {
+    s_signs[threadIdx.x] = o.signs != nullptr ? __ldg(o.signs + threadIdx.x) : 1.0f;
+  }
+  __syncthreads();
+  const bool hadamard = o.signs != nullptr;
+  const int lane = threadIdx.x & 31, upper = lane >> 4;
+  const int64_t groups = p.m / 16;
+  const uint32_t n_warps = gridDim.x * (kColThreads / 32);
+  for (uint32_t item = (blockIdx.x * kColThreads + threadIdx.x) >> 5; item < g.items;
+       item += n_warps) {  // (warp-uniform)
+    const uint32_t rest = g.div_spans.div(item);
+    const uint32_t span = item - rest * g.spans;
+    const uint32_t b32 = g.div_pairs.div(rest);
+    const uint32_t pair = rest - b32 * g.pairs;
+    const int64_t b = b32;
+    const int64_t grp = 2 * int64_t(pair) + upper;  // this lane's row group
+    const int64_t k = int64_t(span) * kColSpan + 8 * (lane & 15);
+    const bool col_ok = k < p.k;
+    const bool lower_ok = col_ok && 2 * int64_t(pair) < groups;  // both lanes of the pair
+    const bool upper_ok = col_ok && 2 * int64_t(pair) + 1 < groups;
+    const bool ok = upper ? upper_ok : lower_ok;
+
+    uint4 raw[16];
+    const T* x = static_cast<const T*>(p.x) + (b * p.m + 16 * grp) * p.k + k;
+#pragma unroll
+    for (int i = 0; i < 16; ++i) raw[i] = ok ? load_stream(x + i * p.k) : make_uint4(0u, 0u, 0u, 0u);
+
+    uint32_t tile_amax = 0;  // 2-D: the max over the 16x16 tile of lanes l and l ^ 1
+    if (p.block_2d) {
+      float v[16];
+#pragma unroll
+      for (int j = 0; j < 8; ++j) {
+        tile_amax = max(tile_amax, colwise_block<T>(raw, j, hadamard, s_signs, v));
+      }
+      tile_amax = max(tile_amax, __shfl_xor_sync(kFull, tile_amax, 1));
+    }
+    const float gs = __ldg(o.gs + (o.gs_per_batch ? b : 0));
+    // x^T row k + j, elements 16 grp .. + 15: byte (b K + k + j) M / 2 + 8 grp; the lower
+    // lane's group starts the pair's 16 bytes.
+    const int64_t half_m = p.m / 2;
+    uint8_t* const pair_codes = o.packed + (b * p.k + k) * half_m + 16 * int64_t(pair);
+    const bool wide = upper_ok && ((reinterpret_cast<uintptr_t>(pair_codes) | half_m) & 15) == 0;
+#pragma unroll
+    for (int j = 0; j < 8; j += 2) {
+      uint2 codes[2];
+#pragma unroll
+      for (int h = 0; h < 2; ++h) {
+        float v[16];
+        const uint32_t amax = colwise_block<T>(raw, j + h, hadamard, s_signs, v);
+        uint32_t sf;
+        codes[h] = encode_block(v, p.block_2d ? tile_amax : amax, gs, false,
+                                [](int) { return 0u; }, sf);
+        if (ok) {
+          const int64_t row = k + j + h;
+          o.scales[p.swizzle ? b * o.mp * o.kp + swizzle_offset(row, grp, o.kp)
+                             : (b * p.k + row) * o.kb + grp] = static_cast<uint8_t>(sf);
+        }
+      }
+      // lower lane: column j of both groups; upper lane: column j + 1 of both groups
+      const uint2 send = upper ? codes[0] : codes[1];
+      const uint2 got = make_uint2(__shfl_xor_sync(kFull, send.x, 16),
+                                   __shfl_xor_sync(kFull, send.y, 16));
+      const uint2 lo = upper ? got : codes[0];        // group 2 pr
+      const uint2 hi = upper ? codes[1] : got;        // group 2 pr + 1
+      uint8_t* dst = pair_codes + (j + upper) * half_m;
+      if (wide) {
+        __stcs(reinterpret_cast<uint4*>(dst), make_uint4(lo.x, lo.y, hi.x, hi.y));
+      } else {
+        if (lower_ok) __stcs(reinterpret_cast<uint2*>(dst), lo);
+        if (upper_ok) __stcs(reinterpret_cast<uint2*>(dst) + 1, hi);
+      }
+    }
+  }
+  if (p.swizzle) mx::write_scale_padding(o.scales, p.batches, o.rows, o.kb, o.mp, o.kp);
+}
+
+}  // namespace train
+}  // namespace nvfp4
