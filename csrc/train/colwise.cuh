@@ -29,13 +29,6 @@ namespace train {
 constexpr int kColThreads = 256;
 constexpr int kColSpan = 128;  // columns of x per warp item (16 lanes x 8)
 
-// The item grid: items = batches * pairs * spans, item i = (b * pairs + pr) * spans + s
-// (row pair pr: rows 32 pr .. + 31; column span s: columns 128 s .. + 127).
-struct ColwiseGrid {
-  uint32_t items, pairs, spans;  // the launcher keeps items < 2^31 (else the tile kernel)
-  FastDiv div_pairs, div_spans;
-};
-
 // Element j (0..7) of 8 16-bit values in a 16-byte vector, as fp32 (exact widening).
 template <typename T>
 __device__ __forceinline__ float vec_elem(const uint4& v, int j) {
@@ -67,7 +60,7 @@ __device__ __forceinline__ uint32_t colwise_block(const uint4 (&raw)[16], int j,
 // 64 of the loaded bits stay live through the math).
 template <typename T>
 __global__ void __launch_bounds__(kColThreads, 2)
-    train_colwise_kernel(const TileParams p, const ColwiseGrid g) {
+    train_colwise_kernel(const TileParams p, const ItemGrid g) {
   static_assert(sizeof(T) == 2, "16-bit x: 8 columns per 16-byte load");
   __shared__ float s_signs[16];
   const Operand& o = p.op[1];
@@ -81,10 +74,8 @@ __global__ void __launch_bounds__(kColThreads, 2)
   const uint32_t n_warps = gridDim.x * (kColThreads / 32);
   for (uint32_t item = (blockIdx.x * kColThreads + threadIdx.x) >> 5; item < g.items;
        item += n_warps) {  // (warp-uniform)
-    const uint32_t rest = g.div_spans.div(item);
-    const uint32_t span = item - rest * g.spans;
-    const uint32_t b32 = g.div_pairs.div(rest);
-    const uint32_t pair = rest - b32 * g.pairs;
+    uint32_t b32, pair, span;  // ItemGrid outer: row pairs (32 rows), inner: column spans
+    g.split(item, b32, pair, span);
     const int64_t b = b32;
     const int64_t grp = 2 * int64_t(pair) + upper;  // this lane's row group
     const int64_t k = int64_t(span) * kColSpan + 8 * (lane & 15);

@@ -192,6 +192,29 @@ void launch_tiles(const train::TileParams& p, ScalarType dtype, int depth, cudaS
   });
 }
 
+// The item grid of a direct kernel: false where it would have 2^31 items or more.
+bool item_grid(int64_t batches, int64_t outer, int64_t inner, train::ItemGrid& g) {
+  const int64_t items = batches * outer * inner;
+  if (items >= (int64_t(1) << 31)) return false;
+  g.items = static_cast<uint32_t>(items);
+  g.outer = static_cast<uint32_t>(outer);
+  g.inner = static_cast<uint32_t>(inner);
+  g.div_outer = FastDiv::make(g.outer);
+  g.div_inner = FastDiv::make(g.inner);
+  return true;
+}
+
+// A direct kernel of `threads` threads (a warp per item) over the items of g, grid-stride
+// with the CTAs that are resident at once.
+template <typename K>
+void launch_direct(K kernel, int threads, const train::TileParams& p, const train::ItemGrid& g,
+                   cudaStream_t stream) {
+  if (g.items == 0) return;
+  const unsigned grid =
+      grid_for(g.items, threads / 32, std::max<int64_t>(1, resident_ctas(kernel, threads)));
+  kernel<<<grid, threads, 0, stream>>>(p, g);
+}
+
 // The direct rowwise kernel for a quantize pass of the rowwise operand alone; false (nothing
 // launched) where it does not apply: 16-byte loads impossible, or 2^31 warp items or more.
 bool launch_rowwise(const train::TileParams& p, ScalarType dtype, cudaStream_t stream) {
@@ -199,22 +222,10 @@ bool launch_rowwise(const train::TileParams& p, ScalarType dtype, cudaStream_t s
   bool launched = false;
   dispatch_float(dtype, [&](auto tag) {
     using T = decltype(tag);
-    using S = train::RowwiseShape<T>;
-    const int64_t groups = ceil_div(p.m, 16), spans = ceil_div(p.k / 16, S::kW);
-    const int64_t items = p.batches * groups * spans;
-    if (items >= (int64_t(1) << 31)) return;
-    launched = true;
-    if (items == 0) return;
-    train::RowwiseGrid g{};
-    g.items = static_cast<uint32_t>(items);
-    g.groups = static_cast<uint32_t>(groups);
-    g.spans = static_cast<uint32_t>(spans);
-    g.div_groups = FastDiv::make(g.groups);
-    g.div_spans = FastDiv::make(g.spans);
-    auto kernel = train::train_rowwise_kernel<T>;
-    const unsigned grid = grid_for(items, train::kRowThreads / 32,
-                                   std::max<int64_t>(1, resident_ctas(kernel, train::kRowThreads)));
-    kernel<<<grid, train::kRowThreads, 0, stream>>>(p, g);
+    train::ItemGrid g{};
+    launched = item_grid(p.batches, ceil_div(p.m, 16),
+                         ceil_div(p.k / 16, train::RowwiseShape<T>::kW), g);
+    if (launched) launch_direct(train::train_rowwise_kernel<T>, train::kRowThreads, p, g, stream);
   });
   return launched;
 }
@@ -225,24 +236,12 @@ bool launch_colwise(const train::TileParams& p, ScalarType dtype, cudaStream_t s
   if (p.op[0].active || !p.op[1].active || !p.vec || p.stochastic || dtype == ScalarType::Float) {
     return false;
   }
-  const int64_t pairs = ceil_div(p.m, 32), spans = ceil_div(p.k, train::kColSpan);
-  const int64_t items = p.batches * pairs * spans;
-  if (items >= (int64_t(1) << 31)) return false;
-  if (items == 0) return true;
-  train::ColwiseGrid g{};
-  g.items = static_cast<uint32_t>(items);
-  g.pairs = static_cast<uint32_t>(pairs);
-  g.spans = static_cast<uint32_t>(spans);
-  g.div_pairs = FastDiv::make(g.pairs);
-  g.div_spans = FastDiv::make(g.spans);
+  train::ItemGrid g{};
+  if (!item_grid(p.batches, ceil_div(p.m, 32), ceil_div(p.k, train::kColSpan), g)) return false;
   dispatch_float(dtype, [&](auto tag) {
     using T = decltype(tag);
     if constexpr (sizeof(T) == 2) {
-      auto kernel = train::train_colwise_kernel<T>;
-      const unsigned grid =
-          grid_for(items, train::kColThreads / 32,
-                   std::max<int64_t>(1, resident_ctas(kernel, train::kColThreads)));
-      kernel<<<grid, train::kColThreads, 0, stream>>>(p, g);
+      launch_direct(train::train_colwise_kernel<T>, train::kColThreads, p, g, stream);
     }
   });
   return true;

@@ -81,6 +81,22 @@ struct TileParams {
   Operand op[2];
 };
 
+// The warp items of the direct kernels (train/rowwise.cuh, train/colwise.cuh): items =
+// batches * outer * inner, item i = (b * outer + o) * inner + n; the launcher keeps
+// items < 2^31 (else the tile kernel runs), so 32-bit division by multiplication works.
+struct ItemGrid {
+  uint32_t items, outer, inner;
+  FastDiv div_outer, div_inner;
+
+  __device__ __forceinline__ void split(uint32_t item, uint32_t& b, uint32_t& o,
+                                        uint32_t& n) const {
+    const uint32_t rest = div_inner.div(item);
+    n = item - rest * inner;
+    b = div_outer.div(rest);
+    o = rest - b * outer;
+  }
+};
+
 // Where a tile lies: batch b, first row m0 and column k0 of x, and how many of its rows and
 // columns are inside x.
 struct TileCoord {

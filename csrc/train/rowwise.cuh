@@ -37,13 +37,6 @@ struct RowwiseShape {
   static constexpr int kV = Elem<T>::kPerVec;                  // elements per load
 };
 
-// The item grid of the direct kernel: items = batches * groups * spans, item
-// i = (b * groups + g) * spans + s (row group g of 16 rows, block span s of kW blocks).
-struct RowwiseGrid {
-  uint32_t items, groups, spans;  // the launcher keeps items < 2^31 (else the tile kernel)
-  FastDiv div_groups, div_spans;
-};
-
 // Where this lane's blocks of an item lie: flat row b M + m of x and its first block column.
 struct RowwiseSlot {
   int64_t b, row;  // batch, and the row of the flattened [B M, K] x
@@ -53,13 +46,11 @@ struct RowwiseSlot {
 };
 
 template <typename T>
-__device__ __forceinline__ RowwiseSlot rowwise_slot(const TileParams& p, const RowwiseGrid& g,
+__device__ __forceinline__ RowwiseSlot rowwise_slot(const TileParams& p, const ItemGrid& g,
                                                     uint32_t item, int lane) {
   using S = RowwiseShape<T>;
-  const uint32_t rest = g.div_spans.div(item);
-  const uint32_t span = item - rest * g.spans;
-  const uint32_t b = g.div_groups.div(rest);
-  const uint32_t grp = rest - b * g.groups;
+  uint32_t b, grp, span;  // ItemGrid outer: row groups of 16, inner: spans of kW blocks
+  g.split(item, b, grp, span);
   RowwiseSlot sl;
   sl.b = b;
   sl.m = int64_t(16) * grp + (lane & 15);
@@ -150,7 +141,7 @@ __device__ __forceinline__ void rowwise_blocks(const TileParams& p, const Rowwis
 // as fp32 and the Philox state fit without spills): 48 KB of x in flight per SM.
 template <typename T>
 __global__ void __launch_bounds__(kRowThreads, 3)
-    train_rowwise_kernel(const TileParams p, const RowwiseGrid g) {
+    train_rowwise_kernel(const TileParams p, const ItemGrid g) {
   using S = RowwiseShape<T>;
   __shared__ float s_signs[16];
   if (threadIdx.x < 16) {
