@@ -87,7 +87,9 @@ __global__ void __launch_bounds__(kColThreads, 2)
     uint4 raw[16];
     const T* x = static_cast<const T*>(p.x) + (b * p.m + 16 * grp) * p.k + k;
 #pragma unroll
-    for (int i = 0; i < 16; ++i) raw[i] = ok ? load_stream(x + i * p.k) : make_uint4(0u, 0u, 0u, 0u);
+    for (int i = 0; i < 16; ++i) {
+      raw[i] = ok ? load_stream(x + i * p.k) : make_uint4(0u, 0u, 0u, 0u);
+    }
 
     uint32_t tile_amax = 0;  // 2-D: the max over the 16x16 tile of lanes l and l ^ 1
     if (p.block_2d) {

@@ -308,27 +308,32 @@ __global__ void __launch_bounds__(kThreads, sizeof(T) * kDepth == 2   ? 4
   uint32_t amax[2] = {0u, 0u};
   const int64_t n_tiles = p.batches * p.tiles_m * p.tiles_k;
   int64_t t = blockIdx.x;
-  TileChunks<T> chunks[kDepth];  // (the coordinates are recomputed from t: fewer registers)
+  // kDepth 1 keeps the coordinates of the buffered tile (as the kernel before the ring did);
+  // deeper rings recompute them from t, which costs fewer registers than keeping kDepth.
+  TileCoord kept[kDepth];
+  TileChunks<T> chunks[kDepth];
 #pragma unroll
   for (int s = 0; s < kDepth; ++s) {
     const int64_t ts = t + s * int64_t(gridDim.x);
-    if (p.vec && (s == 0 || ts < n_tiles)) {  // (the grid has at most n_tiles CTAs)
-      load_chunks<T>(p, tile_coord(p, ts), chunks[s]);
+    if (s == 0 || ts < n_tiles) {  // (the grid has at most n_tiles CTAs)
+      kept[s] = tile_coord(p, ts);
+      if (p.vec) load_chunks<T>(p, kept[s], chunks[s]);
     }
   }
   while (t < n_tiles) {
 #pragma unroll
     for (int s = 0; s < kDepth; ++s) {  // (unrolled: the ring is indexed at compile time)
       if (t < n_tiles) {
-        const TileCoord cur = tile_coord(p, t);
+        const TileCoord cur = kDepth == 1 ? kept[s] : tile_coord(p, t);
         __syncthreads();  // the previous tile is consumed (and s_signs written)
         store_tile<T>(p, cur, chunks[s], s_val);
         if (!kAmaxOnly && p.stochastic) tile_words(p, cur, seed, offset, s_words);
         __syncthreads();
         t += gridDim.x;
         const int64_t ahead = t + (kDepth - 1) * int64_t(gridDim.x);
-        if (p.vec && ahead < n_tiles) {  // refill the buffer: kDepth tiles ahead of this one
-          load_chunks<T>(p, tile_coord(p, ahead), chunks[s]);
+        if (ahead < n_tiles) {  // refill the buffer: kDepth tiles ahead of this one
+          kept[s] = tile_coord(p, ahead);
+          if (p.vec) load_chunks<T>(p, kept[s], chunks[s]);
         }
         if (p.op[0].active) {
           operand_block<false, kAmaxOnly>(p, p.op[0], cur, s_val, s_words, s_signs[0], amax[0]);

@@ -38,11 +38,14 @@ struct RowwiseShape {
 };
 
 // Where this lane's blocks of an item lie: flat row b M + m of x and its first block column.
+// (32-bit where the value fits: the launcher keeps the items, so b and the block column, below
+// 2^31; m < M fits as int64 K * M does.)
 struct RowwiseSlot {
-  int64_t b, row;  // batch, and the row of the flattened [B M, K] x
-  int64_t m;       // row within the batch (swizzled scales)
-  int64_t cb;      // first block column of the lane
-  bool row_ok;     // m < M
+  int64_t row;   // the row of the flattened [B M, K] x
+  uint32_t b;    // batch
+  uint32_t m;    // row within the batch (swizzled scales)
+  uint32_t cb;   // first block column of the lane
+  bool row_ok;   // m < M
 };
 
 template <typename T>
@@ -53,9 +56,9 @@ __device__ __forceinline__ RowwiseSlot rowwise_slot(const TileParams& p, const I
   g.split(item, b, grp, span);
   RowwiseSlot sl;
   sl.b = b;
-  sl.m = int64_t(16) * grp + (lane & 15);
+  sl.m = 16 * grp + (lane & 15);
   sl.row = int64_t(b) * p.m + sl.m;
-  sl.cb = int64_t(span) * S::kW + (lane >> 4) * S::kBlocks;
+  sl.cb = span * S::kW + (lane >> 4) * S::kBlocks;
   sl.row_ok = sl.m < p.m;
   return sl;
 }
@@ -67,7 +70,7 @@ __device__ __forceinline__ void rowwise_load(const TileParams& p, const RowwiseS
                                                          [RowwiseShape<T>::kVecs]) {
   using S = RowwiseShape<T>;
   const int64_t kb = p.k / 16;
-  const T* x = static_cast<const T*>(p.x) + sl.row * p.k + 16 * sl.cb;
+  const T* x = static_cast<const T*>(p.x) + sl.row * p.k + 16 * int64_t(sl.cb);
 #pragma unroll
   for (int u = 0; u < S::kBlocks; ++u) {
     const bool ok = sl.row_ok && sl.cb + u < kb;
@@ -105,7 +108,8 @@ __device__ __forceinline__ void rowwise_blocks(const TileParams& p, const Rowwis
       for (int d = 1; d < 16; d <<= 1) amax = max(amax, __shfl_xor_sync(kFull, amax, d));
     }
     // the 4 counters of the block, each evaluated where its first element is encoded
-    const uint64_t c0 = offset + static_cast<uint64_t>(sl.row * p.k + 16 * (sl.cb + u)) / 4;
+    const int64_t e0 = sl.row * p.k + 16 * (int64_t(sl.cb) + u);
+    const uint64_t c0 = offset + static_cast<uint64_t>(e0) / 4;
     Philox4 words;
     codes[u] = encode_block(v, amax, __ldg(o.gs + (o.gs_per_batch ? sl.b : 0)), p.stochastic,
                             [&](int i) {
@@ -115,7 +119,7 @@ __device__ __forceinline__ void rowwise_blocks(const TileParams& p, const Rowwis
                             sfs[u]);
   }
   if (!sl.row_ok) return;
-  uint8_t* packed = o.packed + (sl.row * p.k + 16 * sl.cb) / 2;
+  uint8_t* packed = o.packed + (sl.row * p.k + 16 * int64_t(sl.cb)) / 2;
   const bool all_in = sl.cb + S::kBlocks <= kb;
   if (S::kBlocks == 2 && all_in && (reinterpret_cast<uintptr_t>(packed) & 15) == 0) {
     __stcs(reinterpret_cast<uint4*>(packed),
@@ -128,7 +132,7 @@ __device__ __forceinline__ void rowwise_blocks(const TileParams& p, const Rowwis
   }
 #pragma unroll
   for (int u = 0; u < S::kBlocks; ++u) {
-    const int64_t cb = sl.cb + u;
+    const int64_t cb = int64_t(sl.cb) + u;
     if (cb < kb) {
       o.scales[p.swizzle ? sl.b * o.mp * o.kp + swizzle_offset(sl.m, cb, o.kp)
                          : sl.row * kb + cb] = static_cast<uint8_t>(sfs[u]);
