@@ -1,21 +1,24 @@
 // The direct columnwise NVFP4 training quantize kernel (docs/spec.md sec. 8.1, 8.2, 8.4):
-// train_quantize with axis=-2 (blocks of 16 along M, the operand x^T) for 16-bit x and round
-// to nearest, with 1-D or 16x16 2-D scales, the Hadamard transform, linear or swizzled
-// scales and a global scale given, per batch or computed by the tile kernel's amax pass;
-// without the tile kernel's fp32 staging through shared memory and its two barriers.
+// train_quantize with axis=-2 (blocks of 16 along M, the operand x^T) and
+// train_quantize_rowcol (both operands from one read), for 16-bit x and round to nearest,
+// with 1-D or 16x16 2-D scales, the Hadamard transform (of the columnwise operand), linear or
+// swizzled scales and global scales given, per batch or computed by the tile kernel's amax
+// pass; without the tile kernel's fp32 staging through shared memory and its two barriers.
 //
 // The transpose is free in registers: a lane loads 16 rows x 8 columns of x (sixteen 16-byte
-// loads, one per row), which are 8 whole blocks of x^T (one per column). Work layout: a warp
-// item is 32 rows (two row groups of 16) x kColSpan = 128 columns of one batch of x
-// ([B, M, K], contiguous, M % 16 == 0, K % 8 == 0); lane l takes row group 2 p + l / 16 and
-// columns 8 (l % 16) .. + 7 of the item, so each warp-wide load reads 2 rows x 256
-// contiguous bytes. A 2-D scale's 16x16 tile is lanes l and l ^ 1: one shuffle. Stores: the
-// codes of column j of the two row groups (lanes l and l ^ 16, 8 bytes each) are adjacent in
-// x^T; one shuffle per column pairs them, so each lane writes 16 bytes of one row of x^T per
-// pair of columns (lanes below 16 the even columns, the others the odd ones). The 16 loads of
-// an item are issued at once (256 bytes per thread in flight); warps walk the items
-// grid-stride. Stochastic rounding would need a Philox word per element of the 128 in
-// registers beside the loaded bits: those calls stay on the tile kernel.
+// loads, one per row), which are 8 whole blocks of x^T (one per column) and half of a block
+// of x in each of its 16 rows. Work layout: a warp item is 32 rows (two row groups of 16) x
+// kColSpan = 128 columns of one batch of x ([B, M, K], contiguous, M % 16 == 0, K % 8 == 0);
+// lane l takes row group 2 p + l / 16 and columns 8 (l % 16) .. + 7 of the item, so each
+// warp-wide load reads 2 rows x 256 contiguous bytes. A 16x16 tile (2-D scales), and a
+// rowwise block, is lanes l and l ^ 1: one shuffle. Stores: the codes of column j of the
+// two row groups (lanes l and l ^ 16, 8 bytes each) are adjacent in x^T; one shuffle per
+// column pairs them, so each lane writes 16 bytes of one row of x^T per pair of columns
+// (lanes below 16 the even columns, the others the odd ones); rowwise codes are 4 bytes per
+// lane and row, 64 contiguous bytes per half-warp. The 16 loads of an item are issued at
+// once (256 bytes per thread in flight); warps walk the items grid-stride. Stochastic
+// rounding would need a Philox word per element of the 128 in registers beside the loaded
+// bits: those calls stay on the tile kernel.
 #pragma once
 
 #include <cstdint>
@@ -55,10 +58,54 @@ __device__ __forceinline__ uint32_t colwise_block(const uint4 (&raw)[16], int j,
   return amax;
 }
 
-// The columnwise operand p.op[1] of every item (p.op[0] inactive, p.vec true, round to
-// nearest, 16-bit x), then the swizzled padding. 2 CTAs of 256 per SM (128 registers: the
-// 64 of the loaded bits stay live through the math).
+// train_quantize_rowcol: the rowwise operand p.op[0] (no transform) from the same loaded
+// bits. Row i of the lane's 16 rows holds 8 elements of a block; lanes l and l ^ 1 hold its
+// two halves (and the two halves of a 16x16 tile): the amax is one shuffle away, each lane
+// writes its 4 bytes of codes and the even lane the scale byte.
 template <typename T>
+__device__ __forceinline__ void colwise_rowcol_rows(const TileParams& p, const uint4 (&raw)[16],
+                                                    int64_t b, int64_t grp, int64_t k, bool ok) {
+  const Operand& o = p.op[0];
+  const float gs = __ldg(o.gs + (o.gs_per_batch ? b : 0));
+  uint32_t tile_amax = 0;
+  if (p.block_2d) {
+#pragma unroll
+    for (int i = 0; i < 16; ++i) {
+#pragma unroll
+      for (int j = 0; j < 8; ++j) tile_amax = max(tile_amax, abs_bits(vec_elem<T>(raw[i], j)));
+    }
+    tile_amax = max(tile_amax, __shfl_xor_sync(kFull, tile_amax, 1));
+  }
+  const int64_t cb = k / 16;
+#pragma unroll
+  for (int i = 0; i < 16; ++i) {
+    float v[8];
+    uint32_t amax = 0;
+#pragma unroll
+    for (int j = 0; j < 8; ++j) {
+      v[j] = vec_elem<T>(raw[i], j);
+      amax = max(amax, abs_bits(v[j]));
+    }
+    amax = max(amax, __shfl_xor_sync(kFull, amax, 1));
+    uint32_t sf;
+    const uint2 codes = encode_block(v, p.block_2d ? tile_amax : amax, gs, false,
+                                     [](int) { return 0u; }, sf);
+    if (ok) {
+      const int64_t m = 16 * grp + i, row = b * p.m + m;
+      __stcs(reinterpret_cast<uint32_t*>(o.packed + (row * p.k + k) / 2), codes.x);
+      if (((k / 8) & 1) == 0) {
+        o.scales[p.swizzle ? b * o.mp * o.kp + swizzle_offset(m, cb, o.kp) : row * o.kb + cb] =
+            static_cast<uint8_t>(sf);
+      }
+    }
+  }
+}
+
+// The columnwise operand p.op[1] of every item, and with kRowcol (p.op[0] active:
+// train_quantize_rowcol) the rowwise one, untransformed; then the swizzled padding; p.vec true,
+// round to nearest, 16-bit x. 2 CTAs of 256 per SM (128 registers: the
+// 64 of the loaded bits stay live through the math).
+template <typename T, bool kRowcol>
 __global__ void __launch_bounds__(kColThreads, 2)
     train_colwise_kernel(const TileParams p, const ItemGrid g) {
   static_assert(sizeof(T) == 2, "16-bit x: 8 columns per 16-byte load");
@@ -90,6 +137,8 @@ __global__ void __launch_bounds__(kColThreads, 2)
     for (int i = 0; i < 16; ++i) {
       raw[i] = ok ? load_stream(x + i * p.k) : make_uint4(0u, 0u, 0u, 0u);
     }
+
+    if constexpr (kRowcol) colwise_rowcol_rows<T>(p, raw, b, grp, k, ok);
 
     uint32_t tile_amax = 0;  // 2-D: the max over the 16x16 tile of lanes l and l ^ 1
     if (p.block_2d) {
@@ -137,7 +186,13 @@ __global__ void __launch_bounds__(kColThreads, 2)
       }
     }
   }
-  if (p.swizzle) mx::write_scale_padding(o.scales, p.batches, o.rows, o.kb, o.mp, o.kp);
+  if (p.swizzle) {
+#pragma unroll
+    for (int d = 0; d < 2; ++d) {
+      const Operand& od = p.op[d];
+      if (od.active) mx::write_scale_padding(od.scales, p.batches, od.rows, od.kb, od.mp, od.kp);
+    }
+  }
 }
 
 }  // namespace train

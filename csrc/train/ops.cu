@@ -160,7 +160,7 @@ struct OperandOutputs {
 // header lists them). Every variant gives the same bits.
 struct TrainVariant {
   bool direct_rowwise;  // rowwise-only quantize passes on train/rowwise.cuh
-  bool direct_colwise;  // columnwise-only nearest 16-bit passes on train/colwise.cuh
+  bool direct_colwise;  // nearest 16-bit columnwise and rowcol passes on train/colwise.cuh
   int depth;            // tile kernel: tiles of loads in flight (1 or 2)
 };
 
@@ -230,10 +230,12 @@ bool launch_rowwise(const train::TileParams& p, ScalarType dtype, cudaStream_t s
   return launched;
 }
 
-// The direct columnwise kernel for a nearest quantize pass of the columnwise operand alone
-// of 16-bit x; false (nothing launched) where it does not apply.
+// The direct columnwise kernel for a nearest quantize pass of 16-bit x that produces the
+// columnwise operand, alone or with the rowwise one (rowcol: that one untransformed); false
+// (nothing launched) where it does not apply.
 bool launch_colwise(const train::TileParams& p, ScalarType dtype, cudaStream_t stream) {
-  if (p.op[0].active || !p.op[1].active || !p.vec || p.stochastic || dtype == ScalarType::Float) {
+  if (!p.op[1].active || (p.op[0].active && p.op[0].signs != nullptr) || !p.vec ||
+      p.stochastic || dtype == ScalarType::Float) {
     return false;
   }
   train::ItemGrid g{};
@@ -241,7 +243,9 @@ bool launch_colwise(const train::TileParams& p, ScalarType dtype, cudaStream_t s
   dispatch_float(dtype, [&](auto tag) {
     using T = decltype(tag);
     if constexpr (sizeof(T) == 2) {
-      launch_direct(train::train_colwise_kernel<T>, train::kColThreads, p, g, stream);
+      p.op[0].active
+          ? launch_direct(train::train_colwise_kernel<T, true>, train::kColThreads, p, g, stream)
+          : launch_direct(train::train_colwise_kernel<T, false>, train::kColThreads, p, g, stream);
     }
   });
   return true;

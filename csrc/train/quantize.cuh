@@ -25,10 +25,11 @@
 // NVFP4_OPS_TRAIN_KERNEL, read in train/ops.cu, for A/B measurements on the GPU:
 //   unset or "auto"  the direct kernels where they apply: train/rowwise.cuh for a quantize
 //                    pass of the rowwise operand alone (train_quantize, axis=-1),
-//                    train/colwise.cuh for one of the columnwise operand alone with round to
-//                    nearest and 16-bit x (axis=-2); the tile kernel at kDepth 2 for the
-//                    rest (rowcol, stochastic columnwise, fp32 columnwise, the amax pass of a
-//                    computed global scale). The guess of the fastest (not measured yet).
+//                    train/colwise.cuh for one of the columnwise operand, alone (axis=-2) or
+//                    with the rowwise one (train_quantize_rowcol), with round to nearest
+//                    and 16-bit x; the tile kernel at kDepth 2 for the rest (stochastic
+//                    columnwise or rowcol, fp32 x there, the amax pass of a computed global
+//                    scale). The guess of the fastest (not measured yet).
 //   "tile"           the tile kernel at kDepth 1 for everything: the kernel before the variants.
 //   "tile2"          the tile kernel at kDepth 2 for everything.
 //   "row"            the direct rowwise kernel where it applies, the tile kernel at kDepth 1
@@ -194,19 +195,22 @@ __device__ __forceinline__ void tile_words(const TileParams& p, const TileCoord&
   }
 }
 
-// The scale byte sf (returned through sf) and the 16 codes of one block v (element i in bits
+// The scale byte sf (returned through sf) and the N codes of one block v (element i in bits
 // 4i..4i+3 of .x for i < 8, of .y above) from the bits of its amax (of the 16x16 tile for
 // 2-D scales) and the encode global scale gs. word(i): the stochastic-rounding word of
-// element i, called only when stochastic. Shared by the tile and the direct rowwise kernel.
-template <typename Word>
-__device__ __forceinline__ uint2 encode_block(const float (&v)[16], uint32_t amax, float gs,
+// element i, called only when stochastic. N = 16: a whole block; N = 8: the half of a block
+// that one lane holds (train/colwise.cuh's rowwise operand; .y is 0). Shared by every kernel
+// of this folder.
+template <int N, typename Word>
+__device__ __forceinline__ uint2 encode_block(const float (&v)[N], uint32_t amax, float gs,
                                               bool stochastic, Word word, uint32_t& sf) {
+  static_assert(N == 8 || N == 16, "a block or half of one");
   sf = nvfp4_block_scale(amax, gs);
   const float osc = nvfp4_osc(sf, rn_rcp(gs));
   uint32_t lo = 0, hi = 0;
   if (osc == osc) {  // a NaN multiplier (scale 0x7F): codes 0
 #pragma unroll
-    for (int i = 0; i < 16; ++i) {
+    for (int i = 0; i < N; ++i) {
       const uint32_t code = stochastic ? e2m1_encode_stochastic(v[i], osc, word(i))
                                        : e2m1_encode_nearest(v[i], osc);
       if (i < 8) {

@@ -215,10 +215,17 @@ def test_every_train_kernel_variant_matches_cpu(kernel, shape, dtype, axis, monk
         _check("train_quantize", _tq_args(x, axis, block_2d, rounding, hadamard, swizzle, gs_mode),
                f"{kernel} {block_2d} {rounding} {hadamard} {swizzle} {gs_mode}")
     if axis == -2:  # rowcol: both operands from one read
-        _check("train_quantize_rowcol", (x, None, torch.tensor([0.5]), True, "stochastic",
-                                         torch.tensor([5]), torch.tensor([11]),
-                                         ref.random_hadamard_signs(torch.tensor([1])), True),
-               kernel)
+        signs = ref.random_hadamard_signs(torch.tensor([1]))
+        gs = torch.linspace(0.5, 3.0, shape[0]) if len(shape) == 3 else torch.tensor([2.0])
+        for block_2d, rounding, hadamard, swizzle in [(True, "stochastic", True, True),
+                                                      (True, "nearest", True, True),
+                                                      (False, "nearest", False, False)]:
+            sr = rounding == "stochastic"
+            _check("train_quantize_rowcol",
+                   (x, None if swizzle else gs, torch.tensor([0.5]) if swizzle else None,
+                    block_2d, rounding, torch.tensor([5]) if sr else None,
+                    torch.tensor([11]) if sr else None, signs if hadamard else None, swizzle),
+                   f"{kernel} {block_2d} {rounding} {hadamard} {swizzle}")
 
 
 def test_unknown_train_kernel_variant_is_an_error(monkeypatch):
