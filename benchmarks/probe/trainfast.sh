@@ -3,9 +3,9 @@
 # (csrc/train/quantize.cuh: auto = the direct rowwise / columnwise kernels + the 2-deep tile
 # ring; tile = the kernel before the variants; tile2; row; direct). Build;
 # tests/cuda/test_training_cuda.py once per variant (the five in parallel: the CPU reference
-# dominates); bench_training.py once per variant (the MoE rows left out: no variant touches
-# them), one after the other. Logs (build, tests,
-# each variant's Markdown table) in $OUT/logs.tgz. About 4 minutes.
+# dominates); bench_training.py once per variant (without the MoE rows, which no variant
+# touches), one after the other. Logs (build, tests, each variant's Markdown table) in
+# $OUT/logs.tgz. About 4 minutes.
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 export PYTHONUNBUFFERED=1 MAX_JOBS=16 TORCH_CUDA_ARCH_LIST=9.0
@@ -25,8 +25,8 @@ for v in $VARIANTS; do
 done
 cd benchmarks
 for v in $VARIANTS; do
-  NVFP4_OPS_TRAIN_KERNEL=$v timeout 60 python bench_training.py --rep 50 --moe none --out $L/bench_$v.md \
-    > $L/bench_$v.log 2>&1
+  NVFP4_OPS_TRAIN_KERNEL=$v timeout 60 python bench_training.py --rep 50 --moe none \
+    --out $L/bench_$v.md > $L/bench_$v.log 2>&1
   echo "== bench $v [$(el) s] rc=$?"
   grep -E "^\| \[[0-9]+, [0-9]+\] \| (quantize|train_quantize)" $L/bench_$v.md | cut -d'|' -f2-4,6-8
 done
