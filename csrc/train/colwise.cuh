@@ -158,31 +158,39 @@ __global__ void __launch_bounds__(kColThreads, 2)
 #pragma unroll
     for (int j = 0; j < 8; j += 2) {
       uint2 codes[2];
+      uint32_t sf[2];
 #pragma unroll
       for (int h = 0; h < 2; ++h) {
         float v[16];
         const uint32_t amax = colwise_block<T>(raw, j + h, hadamard, s_signs, v);
-        uint32_t sf;
         codes[h] = encode_block(v, p.block_2d ? tile_amax : amax, gs, false,
-                                [](int) { return 0u; }, sf);
-        if (ok) {
-          const int64_t row = k + j + h;
-          o.scales[p.swizzle ? b * o.mp * o.kp + swizzle_offset(row, grp, o.kp)
-                             : (b * p.k + row) * o.kb + grp] = static_cast<uint8_t>(sf);
-        }
+                                [](int) { return 0u; }, sf[h]);
       }
-      // lower lane: column j of both groups; upper lane: column j + 1 of both groups
+      // lower lane: column j of both groups; upper lane: column j + 1 of both groups. The
+      // scale bytes of the two groups are adjacent too (groups 2 pr and 2 pr + 1 of one row
+      // of x^T's scales, in either layout): one 2-byte store where aligned.
       const uint2 send = upper ? codes[0] : codes[1];
       const uint2 got = make_uint2(__shfl_xor_sync(kFull, send.x, 16),
                                    __shfl_xor_sync(kFull, send.y, 16));
+      const uint32_t sf_got = __shfl_xor_sync(kFull, upper ? sf[0] : sf[1], 16);
       const uint2 lo = upper ? got : codes[0];        // group 2 pr
       const uint2 hi = upper ? codes[1] : got;        // group 2 pr + 1
+      const uint32_t sf_lo = upper ? sf_got : sf[0], sf_hi = upper ? sf[1] : sf_got;
       uint8_t* dst = pair_codes + (j + upper) * half_m;
       if (wide) {
         __stcs(reinterpret_cast<uint4*>(dst), make_uint4(lo.x, lo.y, hi.x, hi.y));
       } else {
         if (lower_ok) __stcs(reinterpret_cast<uint2*>(dst), lo);
         if (upper_ok) __stcs(reinterpret_cast<uint2*>(dst) + 1, hi);
+      }
+      const int64_t row = k + j + upper, g0 = 2 * int64_t(pair);
+      uint8_t* sdst = o.scales + (p.swizzle ? b * o.mp * o.kp + swizzle_offset(row, g0, o.kp)
+                                            : (b * p.k + row) * o.kb + g0);
+      if (upper_ok && (reinterpret_cast<uintptr_t>(sdst) & 1) == 0) {
+        *reinterpret_cast<uint16_t*>(sdst) = static_cast<uint16_t>(sf_lo | (sf_hi << 8));
+      } else {
+        if (lower_ok) sdst[0] = static_cast<uint8_t>(sf_lo);
+        if (upper_ok) sdst[1] = static_cast<uint8_t>(sf_hi);
       }
     }
   }

@@ -130,6 +130,7 @@ __device__ __forceinline__ void rowwise_blocks(const TileParams& p, const Rowwis
       if (sl.cb + u < kb) __stcs(reinterpret_cast<uint2*>(packed) + u, codes[u]);
     }
   }
+  // (byte stores: one 2-byte store of the adjacent scale bytes costs registers that spill)
 #pragma unroll
   for (int u = 0; u < S::kBlocks; ++u) {
     const int64_t cb = int64_t(sl.cb) + u;
