@@ -1,7 +1,9 @@
 // The training-recipe ops on CUDA (docs/spec.md sec. 8): train_quantize,
 // train_quantize_rowcol, grouped_quantize, mx_grouped_quantize, bit for bit with
 // nvfp4_ops/reference/training.py. Kernels: train/quantize.cuh (NVFP4 rowwise / columnwise /
-// both, 2-D scales, stochastic rounding, Hadamard) and train/grouped.cuh (MoE groups).
+// both, 2-D scales, stochastic rounding, Hadamard), the direct train/rowwise.cuh and
+// train/colwise.cuh (the variants of NVFP4_OPS_TRAIN_KERNEL, listed in train/quantize.cuh)
+// and train/grouped.cuh (MoE groups).
 // Nothing is read back to the host: the seed, the offset, the group offsets and a computed
 // global scale stay on the device, so every op can be captured in a CUDA graph. Argument
 // errors use the reference's messages (nvfp4_ops/reference/_checks.py, torch_utils.h).
@@ -15,9 +17,9 @@
 #include <vector>
 
 #include "torch_utils.h"
+#include "train/colwise.cuh"
 #include "train/grouped.cuh"
 #include "train/quantize.cuh"
-#include "train/colwise.cuh"
 #include "train/rowwise.cuh"
 
 namespace nvfp4 {
