@@ -32,15 +32,57 @@ namespace train {
 constexpr int kColThreads = 256;
 constexpr int kColSpan = 128;  // columns of x per warp item (16 lanes x 8)
 
-// Element j (0..7) of 8 16-bit values in a 16-byte vector, as fp32 (exact widening).
+// The low (hi = 0) or high 16-bit value of word w, as fp32 (exact widening).
 template <typename T>
-__device__ __forceinline__ float vec_elem(const uint4& v, int j) {
-  const uint32_t w = j < 2 ? v.x : j < 4 ? v.y : j < 6 ? v.z : v.w;
+__device__ __forceinline__ float half_elem(uint32_t w, int hi) {
   if constexpr (std::is_same_v<T, __nv_bfloat16>) {
-    return __uint_as_float((j & 1) ? (w & 0xFFFF0000u) : (w << 16));
+    return __uint_as_float(hi ? (w & 0xFFFF0000u) : (w << 16));
   } else {
     const float2 h = __half22float2(*reinterpret_cast<const __half2*>(&w));
-    return (j & 1) ? h.y : h.x;
+    return hi ? h.y : h.x;
+  }
+}
+
+// Element j (0..7) of 8 16-bit values in a 16-byte vector, as fp32.
+template <typename T>
+__device__ __forceinline__ float vec_elem(const uint4& v, int j) {
+  return half_elem<T>(j < 2 ? v.x : j < 4 ? v.y : j < 6 ? v.z : v.w, j & 1);
+}
+
+// The codes and scale bytes of columns j and j + 1 of a row pair's two groups into x^T
+// (codes[h], sf[h]: column j + h of this lane's group, lane l ^ 16 holding the other group).
+// The 8 bytes of codes of one column in the two groups are adjacent in x^T, and so are the
+// two scale bytes (groups 2 pr and 2 pr + 1 of one row of x^T's scales, in either layout):
+// one shuffle each pairs them, the lower lane storing column j, the upper one column j + 1,
+// 16 bytes of codes and a 2-byte scale store where aligned.
+__device__ __forceinline__ void store_column_pair(const TileParams& p, int64_t b, uint32_t pair,
+                                                  int64_t k, int j, int upper, bool lower_ok,
+                                                  bool upper_ok, const uint2 (&codes)[2],
+                                                  const uint32_t (&sf)[2]) {
+  const Operand& o = p.op[1];
+  const uint2 send = upper ? codes[0] : codes[1];
+  const uint2 got = make_uint2(__shfl_xor_sync(kFull, send.x, 16),
+                               __shfl_xor_sync(kFull, send.y, 16));
+  const uint32_t sf_got = __shfl_xor_sync(kFull, upper ? sf[0] : sf[1], 16);
+  const uint2 lo = upper ? got : codes[0];  // group 2 pr
+  const uint2 hi = upper ? codes[1] : got;  // group 2 pr + 1
+  const uint32_t sf_lo = upper ? sf_got : sf[0], sf_hi = upper ? sf[1] : sf_got;
+  // x^T row k + j + upper, elements 32 pr .. + 31: bytes (b K + row) M / 2 + 16 pr ..
+  const int64_t half_m = p.m / 2, row = k + j + upper, g0 = 2 * int64_t(pair);
+  uint8_t* dst = o.packed + (b * p.k + row) * half_m + 8 * g0;
+  if (upper_ok && ((reinterpret_cast<uintptr_t>(dst) | half_m) & 15) == 0) {
+    __stcs(reinterpret_cast<uint4*>(dst), make_uint4(lo.x, lo.y, hi.x, hi.y));
+  } else {
+    if (lower_ok) __stcs(reinterpret_cast<uint2*>(dst), lo);
+    if (upper_ok) __stcs(reinterpret_cast<uint2*>(dst) + 1, hi);
+  }
+  uint8_t* sdst = o.scales + (p.swizzle ? b * o.mp * o.kp + swizzle_offset(row, g0, o.kp)
+                                        : (b * p.k + row) * o.kb + g0);
+  if (upper_ok && (reinterpret_cast<uintptr_t>(sdst) & 1) == 0) {
+    *reinterpret_cast<uint16_t*>(sdst) = static_cast<uint16_t>(sf_lo | (sf_hi << 8));
+  } else {
+    if (lower_ok) sdst[0] = static_cast<uint8_t>(sf_lo);
+    if (upper_ok) sdst[1] = static_cast<uint8_t>(sf_hi);
   }
 }
 
@@ -150,11 +192,6 @@ __global__ void __launch_bounds__(kColThreads, 2)
       tile_amax = max(tile_amax, __shfl_xor_sync(kFull, tile_amax, 1));
     }
     const float gs = __ldg(o.gs + (o.gs_per_batch ? b : 0));
-    // x^T row k + j, elements 16 grp .. + 15: byte (b K + k + j) M / 2 + 8 grp; the lower
-    // lane's group starts the pair's 16 bytes.
-    const int64_t half_m = p.m / 2;
-    uint8_t* const pair_codes = o.packed + (b * p.k + k) * half_m + 16 * int64_t(pair);
-    const bool wide = upper_ok && ((reinterpret_cast<uintptr_t>(pair_codes) | half_m) & 15) == 0;
 #pragma unroll
     for (int j = 0; j < 8; j += 2) {
       uint2 codes[2];
@@ -166,32 +203,7 @@ __global__ void __launch_bounds__(kColThreads, 2)
         codes[h] = encode_block(v, p.block_2d ? tile_amax : amax, gs, false,
                                 [](int) { return 0u; }, sf[h]);
       }
-      // lower lane: column j of both groups; upper lane: column j + 1 of both groups. The
-      // scale bytes of the two groups are adjacent too (groups 2 pr and 2 pr + 1 of one row
-      // of x^T's scales, in either layout): one 2-byte store where aligned.
-      const uint2 send = upper ? codes[0] : codes[1];
-      const uint2 got = make_uint2(__shfl_xor_sync(kFull, send.x, 16),
-                                   __shfl_xor_sync(kFull, send.y, 16));
-      const uint32_t sf_got = __shfl_xor_sync(kFull, upper ? sf[0] : sf[1], 16);
-      const uint2 lo = upper ? got : codes[0];        // group 2 pr
-      const uint2 hi = upper ? codes[1] : got;        // group 2 pr + 1
-      const uint32_t sf_lo = upper ? sf_got : sf[0], sf_hi = upper ? sf[1] : sf_got;
-      uint8_t* dst = pair_codes + (j + upper) * half_m;
-      if (wide) {
-        __stcs(reinterpret_cast<uint4*>(dst), make_uint4(lo.x, lo.y, hi.x, hi.y));
-      } else {
-        if (lower_ok) __stcs(reinterpret_cast<uint2*>(dst), lo);
-        if (upper_ok) __stcs(reinterpret_cast<uint2*>(dst) + 1, hi);
-      }
-      const int64_t row = k + j + upper, g0 = 2 * int64_t(pair);
-      uint8_t* sdst = o.scales + (p.swizzle ? b * o.mp * o.kp + swizzle_offset(row, g0, o.kp)
-                                            : (b * p.k + row) * o.kb + g0);
-      if (upper_ok && (reinterpret_cast<uintptr_t>(sdst) & 1) == 0) {
-        *reinterpret_cast<uint16_t*>(sdst) = static_cast<uint16_t>(sf_lo | (sf_hi << 8));
-      } else {
-        if (lower_ok) sdst[0] = static_cast<uint8_t>(sf_lo);
-        if (upper_ok) sdst[1] = static_cast<uint8_t>(sf_hi);
-      }
+      store_column_pair(p, b, pair, k, j, upper, lower_ok, upper_ok, codes, sf);
     }
   }
   if (p.swizzle) {

@@ -195,6 +195,21 @@ __device__ __forceinline__ void tile_words(const TileParams& p, const TileCoord&
   }
 }
 
+// The scale byte sf (returned through sf) of a block from the bits of its amax (of the 16x16
+// tile for 2-D scales) and the encode global scale gs, and its element multiplier (NaN for
+// the scale 0x7F: the block's codes are then 0, which the caller sees to).
+__device__ __forceinline__ float block_multiplier(uint32_t amax, float gs, uint32_t& sf) {
+  sf = nvfp4_block_scale(amax, gs);
+  return nvfp4_osc(sf, rn_rcp(gs));
+}
+
+// The 4-bit code of element v with multiplier osc (not NaN): round to nearest, or stochastic
+// rounding with word (docs/spec.md sec. 8.3).
+__device__ __forceinline__ uint32_t encode_elem(float v, float osc, bool stochastic,
+                                                uint32_t word) {
+  return stochastic ? e2m1_encode_stochastic(v, osc, word) : e2m1_encode_nearest(v, osc);
+}
+
 // The scale byte sf (returned through sf) and the N codes of one block v (element i in bits
 // 4i..4i+3 of .x for i < 8, of .y above) from the bits of its amax (of the 16x16 tile for
 // 2-D scales) and the encode global scale gs. word(i): the stochastic-rounding word of
@@ -205,14 +220,13 @@ template <int N, typename Word>
 __device__ __forceinline__ uint2 encode_block(const float (&v)[N], uint32_t amax, float gs,
                                               bool stochastic, Word word, uint32_t& sf) {
   static_assert(N == 8 || N == 16, "a block or half of one");
-  sf = nvfp4_block_scale(amax, gs);
-  const float osc = nvfp4_osc(sf, rn_rcp(gs));
+  const float osc = block_multiplier(amax, gs, sf);
   uint32_t lo = 0, hi = 0;
   if (osc == osc) {  // a NaN multiplier (scale 0x7F): codes 0
 #pragma unroll
     for (int i = 0; i < N; ++i) {
-      const uint32_t code = stochastic ? e2m1_encode_stochastic(v[i], osc, word(i))
-                                       : e2m1_encode_nearest(v[i], osc);
+      const uint32_t code = stochastic ? encode_elem(v[i], osc, true, word(i))
+                                       : encode_elem(v[i], osc, false, 0u);
       if (i < 8) {
         lo |= code << (4 * i);
       } else {
