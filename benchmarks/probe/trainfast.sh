@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # GPU (one H200, issue 14): the training-quantize kernel variants of NVFP4_OPS_TRAIN_KERNEL
 # (csrc/train/quantize.cuh: auto = the direct rowwise / columnwise kernels + the 2-deep tile
-# ring; tile = the kernel before the variants; tile2; row; direct). Build;
-# tests/cuda/test_training_cuda.py once per variant (the five in parallel: the CPU reference
+# ring; tile = the kernel before the variants; tile2; row; direct; sr). Build;
+# tests/cuda/test_training_cuda.py once per variant (the six in parallel: the CPU reference
 # dominates); bench_training.py once per variant (without the MoE rows, which no variant
 # touches), one after the other. Logs (build, tests, each variant's Markdown table) in
 # $OUT/logs.tgz. About 4 minutes.
@@ -10,7 +10,7 @@ set -uo pipefail
 cd "$(dirname "$0")/../.."
 export PYTHONUNBUFFERED=1 MAX_JOBS=16 TORCH_CUDA_ARCH_LIST=9.0
 L=$OUT/logs; mkdir -p $L
-VARIANTS="auto tile tile2 row direct"
+VARIANTS="auto tile tile2 row direct sr"
 t0=$(date +%s); el() { echo $(( $(date +%s) - t0 )); }
 python setup.py build_ext --inplace > $L/build.log 2>&1 || { grep -n error $L/build.log | head -30; tar czf $OUT/logs.tgz -C $OUT logs; exit 1; }
 echo "[$(el) s] built"

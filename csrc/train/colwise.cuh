@@ -18,7 +18,7 @@
 // lane and row, 64 contiguous bytes per half-warp. The 16 loads of an item are issued at
 // once (256 bytes per thread in flight); warps walk the items grid-stride. Stochastic
 // rounding would need a Philox word per element of the 128 in registers beside the loaded
-// bits: those calls stay on the tile kernel.
+// bits: train_colwise_sr_kernel below takes those calls with 4 columns per lane.
 #pragma once
 
 #include <cstdint>
@@ -31,6 +31,35 @@ namespace train {
 
 constexpr int kColThreads = 256;
 constexpr int kColSpan = 128;  // columns of x per warp item (16 lanes x 8)
+
+// Where a lane's columns of a warp item lie (both columnwise kernels): lane l takes row group
+// grp = 2 pr + l / 16 of row pair pr and the kSpan / 16 columns from k = kSpan s +
+// (l % 16) kSpan / 16 of column span s; lower_ok / upper_ok: the columns with the pair's
+// group 2 pr / 2 pr + 1 are inside x (the same for lanes l and l ^ 16), ok: this lane's.
+struct ColItem {
+  int64_t b, grp, k;
+  uint32_t pair;
+  bool lower_ok, upper_ok, ok;
+};
+
+template <int kSpan>
+__device__ __forceinline__ ColItem col_item(const TileParams& p, const ItemGrid& g,
+                                            uint32_t item, int lane) {
+  uint32_t b, pair, span;  // ItemGrid outer: row pairs (32 rows), inner: column spans
+  g.split(item, b, pair, span);
+  const int upper = lane >> 4;
+  const int64_t groups = p.m / 16;
+  ColItem it;
+  it.b = b;
+  it.pair = pair;
+  it.grp = 2 * int64_t(pair) + upper;
+  it.k = int64_t(span) * kSpan + (kSpan / 16) * (lane & 15);
+  const bool col_ok = it.k < p.k;
+  it.lower_ok = col_ok && 2 * int64_t(pair) < groups;
+  it.upper_ok = col_ok && 2 * int64_t(pair) + 1 < groups;
+  it.ok = upper ? it.upper_ok : it.lower_ok;
+  return it;
+}
 
 // The low (hi = 0) or high 16-bit value of word w, as fp32 (exact widening).
 template <typename T>
@@ -153,25 +182,16 @@ __global__ void __launch_bounds__(kColThreads, 2)
   static_assert(sizeof(T) == 2, "16-bit x: 8 columns per 16-byte load");
   __shared__ float s_signs[16];
   const Operand& o = p.op[1];
-  if (threadIdx.x < 16) {
-    s_signs[threadIdx.x] = o.signs != nullptr ? __ldg(o.signs + threadIdx.x) : 1.0f;
-  }
-  __syncthreads();
+  load_signs(o, s_signs);
   const bool hadamard = o.signs != nullptr;
   const int lane = threadIdx.x & 31, upper = lane >> 4;
-  const int64_t groups = p.m / 16;
   const uint32_t n_warps = gridDim.x * (kColThreads / 32);
   for (uint32_t item = (blockIdx.x * kColThreads + threadIdx.x) >> 5; item < g.items;
        item += n_warps) {  // (warp-uniform)
-    uint32_t b32, pair, span;  // ItemGrid outer: row pairs (32 rows), inner: column spans
-    g.split(item, b32, pair, span);
-    const int64_t b = b32;
-    const int64_t grp = 2 * int64_t(pair) + upper;  // this lane's row group
-    const int64_t k = int64_t(span) * kColSpan + 8 * (lane & 15);
-    const bool col_ok = k < p.k;
-    const bool lower_ok = col_ok && 2 * int64_t(pair) < groups;  // both lanes of the pair
-    const bool upper_ok = col_ok && 2 * int64_t(pair) + 1 < groups;
-    const bool ok = upper ? upper_ok : lower_ok;
+    const ColItem it = col_item<kColSpan>(p, g, item, lane);
+    const int64_t b = it.b, grp = it.grp, k = it.k;
+    const uint32_t pair = it.pair;
+    const bool lower_ok = it.lower_ok, upper_ok = it.upper_ok, ok = it.ok;
 
     uint4 raw[16];
     const T* x = static_cast<const T*>(p.x) + (b * p.m + 16 * grp) * p.k + k;
@@ -206,13 +226,148 @@ __global__ void __launch_bounds__(kColThreads, 2)
       store_column_pair(p, b, pair, k, j, upper, lower_ok, upper_ok, codes, sf);
     }
   }
-  if (p.swizzle) {
+  write_operand_padding(p);
+}
+
+// ---- stochastic rounding: 4 columns per lane ---------------------------------------------
+//
+// With stochastic rounding a lane takes 16 rows x 4 columns (eight-byte loads; a warp item is
+// 32 rows x kColSpanSr = 64 columns, lane l: row group 2 p + l / 16, columns 4 (l % 16) .. + 3):
+// the 4 columns are Hadamard-transformed into 64 fp32 registers and their multipliers
+// computed first, then the rows are encoded in order, so that the single Philox call of a
+// row (counter offset + e / 4 for its first element e = (b M + m) K + k, a multiple of 4: the
+// words of exactly these 4 columns) serves its 4 columns at once, and, in
+// train_quantize_rowcol, the 4 elements of the row's rowwise block that the lane holds
+// (a rowwise block is lanes l .. l ^ 3: two shuffles; each lane writes 2 bytes of codes, the
+// first of the 4 lanes the scale byte).
+constexpr int kColSpanSr = 64;
+
+template <typename T, bool kRowcol>
+__global__ void __launch_bounds__(kColThreads, 2)
+    train_colwise_sr_kernel(const TileParams p, const ItemGrid g) {
+  static_assert(sizeof(T) == 2, "16-bit x: 4 columns per 8-byte load");
+  __shared__ float s_signs[16];
+  const Operand& o = p.op[1];
+  load_signs(o, s_signs);
+  const uint64_t seed = static_cast<uint64_t>(__ldg(p.seed));
+  const uint64_t offset = static_cast<uint64_t>(__ldg(p.offset));
+  const int lane = threadIdx.x & 31, upper = lane >> 4;
+  const uint32_t n_warps = gridDim.x * (kColThreads / 32);
+  for (uint32_t item = (blockIdx.x * kColThreads + threadIdx.x) >> 5; item < g.items;
+       item += n_warps) {  // (warp-uniform)
+    const ColItem it = col_item<kColSpanSr>(p, g, item, lane);
+    const int64_t b = it.b, grp = it.grp, k = it.k;
+    const uint32_t pair = it.pair;
+    const bool lower_ok = it.lower_ok, upper_ok = it.upper_ok, ok = it.ok;
+    const int64_t row0 = b * p.m + 16 * grp;  // first row of the group in the flattened x
+
+    uint2 raw[16];
+    const T* x = static_cast<const T*>(p.x) + row0 * p.k + k;
 #pragma unroll
-    for (int d = 0; d < 2; ++d) {
-      const Operand& od = p.op[d];
-      if (od.active) mx::write_scale_padding(od.scales, p.batches, od.rows, od.kb, od.mp, od.kp);
+    for (int i = 0; i < 16; ++i) {
+      // (rowcol: cached in L1, where the row loop reads them again; keeping them in registers
+      // through it would spill)
+      const uint2* src = reinterpret_cast<const uint2*>(x + i * p.k);
+      raw[i] = ok ? (kRowcol ? __ldca(src) : __ldcs(src)) : make_uint2(0u, 0u);
+    }
+    // the columnwise blocks, transformed, and their multipliers
+    float t[4][16];
+    uint32_t amax[4], sf[4];
+#pragma unroll
+    for (int j = 0; j < 4; ++j) {
+#pragma unroll
+      for (int i = 0; i < 16; ++i) t[j][i] = half_elem<T>(j < 2 ? raw[i].x : raw[i].y, j & 1);
+      if (o.signs != nullptr) hadamard16(t[j], s_signs);
+      amax[j] = 0;
+#pragma unroll
+      for (int i = 0; i < 16; ++i) amax[j] = max(amax[j], abs_bits(t[j][i]));
+    }
+    if (p.block_2d) {  // the 16x16 tile: lanes l .. l ^ 3
+      uint32_t m = max(max(amax[0], amax[1]), max(amax[2], amax[3]));
+      m = max(m, __shfl_xor_sync(kFull, m, 1));
+      m = max(m, __shfl_xor_sync(kFull, m, 2));
+#pragma unroll
+      for (int j = 0; j < 4; ++j) amax[j] = m;
+    }
+    const float gs = __ldg(o.gs + (o.gs_per_batch ? b : 0));
+    float osc[4];
+#pragma unroll
+    for (int j = 0; j < 4; ++j) osc[j] = block_multiplier(amax[j], gs, sf[j]);
+
+    uint32_t row_tile = 0;  // rowcol, 2-D: the rowwise tile's amax (untransformed x)
+    float rgs = 0.0f;
+    if constexpr (kRowcol) {
+      const Operand& r = p.op[0];
+      rgs = __ldg(r.gs + (r.gs_per_batch ? b : 0));
+      if (p.block_2d) {
+#pragma unroll
+        for (int i = 0; i < 16; ++i) {
+#pragma unroll
+          for (int j = 0; j < 4; ++j) {
+            row_tile = max(row_tile, abs_bits(half_elem<T>(j < 2 ? raw[i].x : raw[i].y, j & 1)));
+          }
+        }
+        row_tile = max(row_tile, __shfl_xor_sync(kFull, row_tile, 1));
+        row_tile = max(row_tile, __shfl_xor_sync(kFull, row_tile, 2));
+      }
+    }
+
+    uint2 codes[4] = {};
+#pragma unroll
+    for (int i = 0; i < 16; ++i) {
+      const int64_t e = (row0 + i) * p.k + k;
+      const Philox4 w = sr_words(offset + static_cast<uint64_t>(e) / 4, seed);
+#pragma unroll
+      for (int j = 0; j < 4; ++j) {
+        const uint32_t code = encode_elem(t[j][i], osc[j], true, w.w[j]);
+        if (i < 8) {
+          codes[j].x |= code << (4 * i);
+        } else {
+          codes[j].y |= code << (4 * (i - 8));
+        }
+      }
+      if constexpr (kRowcol) {  // the lane's 4 elements of row i's rowwise block
+        const Operand& r = p.op[0];
+        float v[4];
+        uint32_t ra = 0;
+        const uint2 xi =
+            ok ? __ldca(reinterpret_cast<const uint2*>(x + i * p.k)) : make_uint2(0u, 0u);
+#pragma unroll
+        for (int j = 0; j < 4; ++j) {
+          v[j] = half_elem<T>(j < 2 ? xi.x : xi.y, j & 1);
+          ra = max(ra, abs_bits(v[j]));
+        }
+        ra = max(ra, __shfl_xor_sync(kFull, ra, 1));
+        ra = max(ra, __shfl_xor_sync(kFull, ra, 2));
+        uint32_t rsf;
+        const float rosc = block_multiplier(p.block_2d ? row_tile : ra, rgs, rsf);
+        uint32_t rc = 0;
+        if (rosc == rosc) {  // a NaN multiplier: codes 0
+#pragma unroll
+          for (int j = 0; j < 4; ++j) rc |= encode_elem(v[j], rosc, true, w.w[j]) << (4 * j);
+        }
+        if (ok) {
+          const int64_t row = row0 + i, cb = k / 16;
+          *reinterpret_cast<uint16_t*>(r.packed + (row * p.k + k) / 2) = static_cast<uint16_t>(rc);
+          if ((lane & 3) == 0) {
+            r.scales[p.swizzle ? b * r.mp * r.kp + swizzle_offset(16 * grp + i, cb, r.kp)
+                               : row * r.kb + cb] = static_cast<uint8_t>(rsf);
+          }
+        }
+      }
+    }
+#pragma unroll
+    for (int j = 0; j < 4; ++j) {  // a NaN multiplier (scale 0x7F): codes 0
+      if (osc[j] != osc[j]) codes[j] = make_uint2(0u, 0u);
+    }
+#pragma unroll
+    for (int j = 0; j < 4; j += 2) {
+      const uint2 c2[2] = {codes[j], codes[j + 1]};
+      const uint32_t s2[2] = {sf[j], sf[j + 1]};
+      store_column_pair(p, b, pair, k, j, upper, lower_ok, upper_ok, c2, s2);
     }
   }
+  write_operand_padding(p);
 }
 
 }  // namespace train

@@ -163,19 +163,21 @@ struct OperandOutputs {
 struct TrainVariant {
   bool direct_rowwise;  // rowwise-only quantize passes on train/rowwise.cuh
   bool direct_colwise;  // nearest 16-bit columnwise and rowcol passes on train/colwise.cuh
+  bool direct_sr;       // and the stochastic ones (train_colwise_sr_kernel)
   int depth;            // tile kernel: tiles of loads in flight (1 or 2)
 };
 
 TrainVariant train_variant(const char* op) {
   const char* env = std::getenv("NVFP4_OPS_TRAIN_KERNEL");
   const std::string v = env != nullptr ? env : "";
-  if (v.empty() || v == "auto") return {true, true, 2};
-  if (v == "tile") return {false, false, 1};
-  if (v == "tile2") return {false, false, 2};
-  if (v == "row") return {true, false, 1};
-  if (v == "direct") return {true, true, 1};
+  if (v.empty() || v == "auto") return {true, true, false, 2};
+  if (v == "tile") return {false, false, false, 1};
+  if (v == "tile2") return {false, false, false, 2};
+  if (v == "row") return {true, false, false, 1};
+  if (v == "direct") return {true, true, false, 1};
+  if (v == "sr") return {true, true, true, 2};
   NVFP4_CHECK(false, op,
-              ": NVFP4_OPS_TRAIN_KERNEL must be unset, auto, tile, tile2, row or direct, got ",
+              ": NVFP4_OPS_TRAIN_KERNEL must be unset, auto, tile, tile2, row, direct or sr, got ",
               py_repr(v));
   return {};
 }
@@ -232,22 +234,30 @@ bool launch_rowwise(const train::TileParams& p, ScalarType dtype, cudaStream_t s
   return launched;
 }
 
-// The direct columnwise kernel for a nearest quantize pass of 16-bit x that produces the
-// columnwise operand, alone or with the rowwise one (rowcol: that one untransformed); false
-// (nothing launched) where it does not apply.
-bool launch_colwise(const train::TileParams& p, ScalarType dtype, cudaStream_t stream) {
+// The direct columnwise kernels for a quantize pass of 16-bit x that produces the
+// columnwise operand, alone or with the rowwise one (rowcol: that one untransformed); with
+// stochastic rounding only where sr; false (nothing launched) where they do not apply.
+bool launch_colwise(const train::TileParams& p, ScalarType dtype, bool sr, cudaStream_t stream) {
   if (!p.op[1].active || (p.op[0].active && p.op[0].signs != nullptr) || !p.vec ||
-      p.stochastic || dtype == ScalarType::Float) {
+      (p.stochastic && !sr) || dtype == ScalarType::Float) {
     return false;
   }
   train::ItemGrid g{};
-  if (!item_grid(p.batches, ceil_div(p.m, 32), ceil_div(p.k, train::kColSpan), g)) return false;
+  const int span = p.stochastic ? train::kColSpanSr : train::kColSpan;
+  if (!item_grid(p.batches, ceil_div(p.m, 32), ceil_div(p.k, span), g)) return false;
+  const int threads = train::kColThreads;
   dispatch_float(dtype, [&](auto tag) {
     using T = decltype(tag);
     if constexpr (sizeof(T) == 2) {
-      p.op[0].active
-          ? launch_direct(train::train_colwise_kernel<T, true>, train::kColThreads, p, g, stream)
-          : launch_direct(train::train_colwise_kernel<T, false>, train::kColThreads, p, g, stream);
+      using train::train_colwise_kernel, train::train_colwise_sr_kernel;
+      const bool rc = p.op[0].active;
+      if (p.stochastic) {
+        rc ? launch_direct(train_colwise_sr_kernel<T, true>, threads, p, g, stream)
+           : launch_direct(train_colwise_sr_kernel<T, false>, threads, p, g, stream);
+      } else {
+        rc ? launch_direct(train_colwise_kernel<T, true>, threads, p, g, stream)
+           : launch_direct(train_colwise_kernel<T, false>, threads, p, g, stream);
+      }
     }
   });
   return true;
@@ -338,7 +348,8 @@ std::vector<OperandOutputs> train_quantize_run(const char* op, const Tensor& x,
     }
   }
   const bool direct = (variant.direct_rowwise && launch_rowwise(p, xc.scalar_type(), stream)) ||
-                      (variant.direct_colwise && launch_colwise(p, xc.scalar_type(), stream));
+                      (variant.direct_colwise &&
+                       launch_colwise(p, xc.scalar_type(), variant.direct_sr, stream));
   if (!direct) launch_tiles<false>(p, xc.scalar_type(), variant.depth, stream);
   check_launch(op);
   return outs;

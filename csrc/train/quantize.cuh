@@ -29,13 +29,17 @@
 //                    with the rowwise one (train_quantize_rowcol), with round to nearest
 //                    and 16-bit x; the tile kernel at kDepth 2 for the rest (stochastic
 //                    columnwise or rowcol, fp32 x there, the amax pass of a computed global
-//                    scale). The guess of the fastest (not measured yet).
+//                    scale). The guess of the fastest that is the least new (not measured
+//                    yet).
 //   "tile"           the tile kernel at kDepth 1 for everything: the kernel before the variants.
 //   "tile2"          the tile kernel at kDepth 2 for everything.
 //   "row"            the direct rowwise kernel where it applies, the tile kernel at kDepth 1
 //                    for the rest.
 //   "direct"         both direct kernels where they apply, the tile kernel at kDepth 1 for
 //                    the rest.
+//   "sr"             "auto" and, for stochastic rounding too, train/colwise.cuh's
+//                    train_colwise_sr_kernel (columnwise alone or rowcol, 16-bit x, any
+//                    transform): out of "auto" until measured and tested on the GPU.
 // Any other value is an error. The direct kernels need 16-byte loads of x (x 16-byte aligned,
 // K * sizeof(x) % 16 == 0: always true for axis=-1) and fewer than 2^31 warp items;
 // otherwise the tile kernel runs.
@@ -97,6 +101,26 @@ struct ItemGrid {
     o = rest - b * outer;
   }
 };
+
+// The Hadamard signs of operand o into shared memory (1 where o has no transform), then a
+// barrier: the direct kernels' first step.
+__device__ __forceinline__ void load_signs(const Operand& o, float* s_signs) {
+  if (threadIdx.x < 16) {
+    s_signs[threadIdx.x] = o.signs != nullptr ? __ldg(o.signs + threadIdx.x) : 1.0f;
+  }
+  __syncthreads();
+}
+
+// Swizzled scales: the padding of every active operand is zeroed (the threads of the whole
+// grid share the work; every kernel of this folder ends with it).
+__device__ __forceinline__ void write_operand_padding(const TileParams& p) {
+  if (!p.swizzle) return;
+#pragma unroll
+  for (int d = 0; d < 2; ++d) {
+    const Operand& o = p.op[d];
+    if (o.active) mx::write_scale_padding(o.scales, p.batches, o.rows, o.kb, o.mp, o.kp);
+  }
+}
 
 // Where a tile lies: batch b, first row m0 and column k0 of x, and how many of its rows and
 // columns are inside x.
@@ -377,12 +401,8 @@ __global__ void __launch_bounds__(kThreads, sizeof(T) * kDepth == 2   ? 4
       for (int i = 0; i < kThreads / 32; ++i) m = max(m, s_max[tid][i]);
       if (o.active && m != 0) atomicMax(o.amax, m);
     }
-  } else if (p.swizzle) {
-#pragma unroll
-    for (int d = 0; d < 2; ++d) {
-      const Operand& o = p.op[d];
-      if (o.active) mx::write_scale_padding(o.scales, p.batches, o.rows, o.kb, o.mp, o.kp);
-    }
+  } else {
+    write_operand_padding(p);
   }
 }
 

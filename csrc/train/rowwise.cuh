@@ -149,10 +149,7 @@ __global__ void __launch_bounds__(kRowThreads, 3)
     train_rowwise_kernel(const TileParams p, const ItemGrid g) {
   using S = RowwiseShape<T>;
   __shared__ float s_signs[16];
-  if (threadIdx.x < 16) {
-    s_signs[threadIdx.x] = p.op[0].signs != nullptr ? __ldg(p.op[0].signs + threadIdx.x) : 1.0f;
-  }
-  __syncthreads();
+  load_signs(p.op[0], s_signs);
   uint64_t seed = 0, offset = 0;
   if (p.stochastic) {
     seed = static_cast<uint64_t>(__ldg(p.seed));
@@ -184,10 +181,7 @@ __global__ void __launch_bounds__(kRowThreads, 3)
     }
     item = next;
   }
-  if (p.swizzle) {
-    const Operand& o = p.op[0];
-    mx::write_scale_padding(o.scales, p.batches, o.rows, o.kb, o.mp, o.kp);
-  }
+  write_operand_padding(p);
 }
 
 }  // namespace train

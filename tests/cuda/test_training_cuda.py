@@ -192,7 +192,7 @@ def test_2d_blocks_give_the_same_values_both_ways_on_cuda():
 # the kernel variants of NVFP4_OPS_TRAIN_KERNEL (csrc/train/quantize.cuh): the same bits
 # --------------------------------------------------------------------------------------
 
-TRAIN_KERNELS = ["auto", "tile", "tile2", "row", "direct"]
+TRAIN_KERNELS = ["auto", "tile", "tile2", "row", "direct", "sr"]
 # large enough that warps and CTAs loop over several items / tiles (the prefetch paths), with
 # partial row groups, odd block spans and 3-D batches
 VARIANT_SHAPES = [((4096, 1024), BF16), ((2, 1040, 528), F16), ((3, 33, 80), F32)]
