@@ -188,10 +188,7 @@ __global__ void __launch_bounds__(kColThreads, 2)
   const uint32_t n_warps = gridDim.x * (kColThreads / 32);
   for (uint32_t item = (blockIdx.x * kColThreads + threadIdx.x) >> 5; item < g.items;
        item += n_warps) {  // (warp-uniform)
-    const ColItem it = col_item<kColSpan>(p, g, item, lane);
-    const int64_t b = it.b, grp = it.grp, k = it.k;
-    const uint32_t pair = it.pair;
-    const bool lower_ok = it.lower_ok, upper_ok = it.upper_ok, ok = it.ok;
+    const auto [b, grp, k, pair, lower_ok, upper_ok, ok] = col_item<kColSpan>(p, g, item, lane);
 
     uint4 raw[16];
     const T* x = static_cast<const T*>(p.x) + (b * p.m + 16 * grp) * p.k + k;
@@ -255,10 +252,7 @@ __global__ void __launch_bounds__(kColThreads, 2)
   const uint32_t n_warps = gridDim.x * (kColThreads / 32);
   for (uint32_t item = (blockIdx.x * kColThreads + threadIdx.x) >> 5; item < g.items;
        item += n_warps) {  // (warp-uniform)
-    const ColItem it = col_item<kColSpanSr>(p, g, item, lane);
-    const int64_t b = it.b, grp = it.grp, k = it.k;
-    const uint32_t pair = it.pair;
-    const bool lower_ok = it.lower_ok, upper_ok = it.upper_ok, ok = it.ok;
+    const auto [b, grp, k, pair, lower_ok, upper_ok, ok] = col_item<kColSpanSr>(p, g, item, lane);
     const int64_t row0 = b * p.m + 16 * grp;  // first row of the group in the flattened x
 
     uint2 raw[16];
