@@ -167,10 +167,21 @@ struct TrainVariant {
   int depth;            // tile kernel: tiles of loads in flight (1 or 2)
 };
 
-TrainVariant train_variant(const char* op) {
+// device: the op's device ("auto" depends on its architecture).
+TrainVariant train_variant(const char* op, int device) {
   const char* env = std::getenv("NVFP4_OPS_TRAIN_KERNEL");
   const std::string v = env != nullptr ? env : "";
-  if (v.empty() || v == "auto") return {true, true, false, 2};
+  if (v.empty() || v == "auto") {
+    // sm_100 / sm_120 code of the direct kernels spills (rowwise 46-70 bytes, rowcol up to
+    // 408 / 1608 bytes of stores / loads, with CUDA 13): the tile kernel there until measured
+    int major = 0;
+    if (cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device) !=
+        cudaSuccess) {
+      cudaGetLastError();  // clear it
+      major = 9;
+    }
+    return major >= 10 ? TrainVariant{false, false, false, 1} : TrainVariant{true, true, false, 2};
+  }
   if (v == "tile") return {false, false, false, 1};
   if (v == "tile2") return {false, false, false, 2};
   if (v == "row") return {true, false, false, 1};
@@ -269,7 +280,7 @@ std::vector<OperandOutputs> train_quantize_run(const char* op, const Tensor& x,
                                                const OperandRequest (&req)[2], bool block_2d,
                                                bool stochastic, const std::optional<Tensor>& seed,
                                                const std::optional<Tensor>& offset, bool swizzle) {
-  const TrainVariant variant = train_variant(op);
+  const TrainVariant variant = train_variant(op, x.get_device_index());
   torch::stable::accelerator::DeviceGuard guard(x.get_device_index());
   const Tensor xc = contiguous_aligned(x);
   const cudaStream_t stream = current_stream(xc);

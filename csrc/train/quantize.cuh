@@ -30,7 +30,8 @@
 //                    and 16-bit x; the tile kernel at kDepth 2 for the rest (stochastic
 //                    columnwise or rowcol, fp32 x there, the amax pass of a computed global
 //                    scale). The guess of the fastest that is the least new (not measured
-//                    yet).
+//                    yet). On sm_100 and later (where ptxas spills in the direct kernels)
+//                    "auto" is "tile".
 //   "tile"           the tile kernel at kDepth 1 for everything: the kernel before the variants.
 //   "tile2"          the tile kernel at kDepth 2 for everything.
 //   "row"            the direct rowwise kernel where it applies, the tile kernel at kDepth 1
