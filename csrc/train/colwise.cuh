@@ -243,11 +243,11 @@ template <typename T, bool kRowcol>
 __global__ void __launch_bounds__(kColThreads, 2)
     train_colwise_sr_kernel(const TileParams p, const ItemGrid g) {
   static_assert(sizeof(T) == 2, "16-bit x: 4 columns per 8-byte load");
-  __shared__ float s_signs[16];
-  const Operand& o = p.op[1];
-  load_signs(o, s_signs);
   const uint64_t seed = static_cast<uint64_t>(__ldg(p.seed));
   const uint64_t offset = static_cast<uint64_t>(__ldg(p.offset));
+  __shared__ float s_signs[16];
+  load_signs(p.op[1], s_signs);
+  const Operand& o = p.op[1];
   const int lane = threadIdx.x & 31, upper = lane >> 4;
   const uint32_t n_warps = gridDim.x * (kColThreads / 32);
   for (uint32_t item = (blockIdx.x * kColThreads + threadIdx.x) >> 5; item < g.items;
