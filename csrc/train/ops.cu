@@ -1,12 +1,15 @@
 // The training-recipe ops on CUDA (docs/spec.md sec. 8): train_quantize,
 // train_quantize_rowcol, grouped_quantize, mx_grouped_quantize, bit for bit with
 // nvfp4_ops/reference/training.py. Kernels: train/quantize.cuh (NVFP4 rowwise / columnwise /
-// both, 2-D scales, stochastic rounding, Hadamard) and train/grouped.cuh (MoE groups).
+// both, 2-D scales, stochastic rounding, Hadamard), the direct train/rowwise.cuh and
+// train/colwise.cuh (the variants of NVFP4_OPS_TRAIN_KERNEL, listed in train/quantize.cuh)
+// and train/grouped.cuh (MoE groups).
 // Nothing is read back to the host: the seed, the offset, the group offsets and a computed
 // global scale stay on the device, so every op can be captured in a CUDA graph. Argument
 // errors use the reference's messages (nvfp4_ops/reference/_checks.py, torch_utils.h).
 
 #include <algorithm>
+#include <cstdlib>
 #include <optional>
 #include <string>
 #include <tuple>
@@ -14,8 +17,10 @@
 #include <vector>
 
 #include "torch_utils.h"
+#include "train/colwise.cuh"
 #include "train/grouped.cuh"
 #include "train/quantize.cuh"
+#include "train/rowwise.cuh"
 
 namespace nvfp4 {
 namespace {
@@ -152,17 +157,121 @@ struct OperandOutputs {
   Tensor packed, scales, gs;
 };
 
+// The kernel variants of train_quantize / train_quantize_rowcol, chosen per call by the
+// environment variable NVFP4_OPS_TRAIN_KERNEL for A/B measurements (train/quantize.cuh's
+// header lists them). Every variant gives the same bits.
+struct TrainVariant {
+  bool direct_rowwise;  // rowwise-only quantize passes on train/rowwise.cuh
+  bool direct_colwise;  // nearest 16-bit columnwise and rowcol passes on train/colwise.cuh
+  bool direct_sr;       // and the stochastic ones (train_colwise_sr_kernel)
+  int depth;            // tile kernel: tiles of loads in flight (1 or 2)
+};
+
+// device: the op's device ("auto" depends on its architecture).
+TrainVariant train_variant(const char* op, int device) {
+  const char* env = std::getenv("NVFP4_OPS_TRAIN_KERNEL");
+  const std::string v = env != nullptr ? env : "";
+  if (v.empty() || v == "auto") {
+    // sm_100 / sm_120 code of the direct kernels spills (rowwise 46-70 bytes, rowcol up to
+    // 408 / 1608 bytes of stores / loads, with CUDA 13): the tile kernel there until measured
+    int major = 0;
+    if (cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device) !=
+        cudaSuccess) {
+      cudaGetLastError();  // clear it
+      major = 9;
+    }
+    return major >= 10 ? TrainVariant{false, false, false, 1} : TrainVariant{true, true, false, 2};
+  }
+  if (v == "tile") return {false, false, false, 1};
+  if (v == "tile2") return {false, false, false, 2};
+  if (v == "row") return {true, false, false, 1};
+  if (v == "direct") return {true, true, false, 1};
+  if (v == "sr") return {true, true, true, 2};
+  NVFP4_CHECK(false, op,
+              ": NVFP4_OPS_TRAIN_KERNEL must be unset, auto, tile, tile2, row, direct or sr, got ",
+              py_repr(v));
+  return {};
+}
+
 template <bool kAmaxOnly>
-void launch_tiles(const train::TileParams& p, ScalarType dtype, cudaStream_t stream) {
+void launch_tiles(const train::TileParams& p, ScalarType dtype, int depth, cudaStream_t stream) {
   const int64_t n_tiles = p.batches * p.tiles_m * p.tiles_k;
   if (n_tiles == 0) return;
   dispatch_float(dtype, [&](auto tag) {
     using T = decltype(tag);
-    auto kernel = train::train_quantize_kernel<T, kAmaxOnly>;
+    auto kernel = depth == 2 ? train::train_quantize_kernel<T, kAmaxOnly, 2>
+                             : train::train_quantize_kernel<T, kAmaxOnly, 1>;
     const unsigned grid =
         grid_for(n_tiles, 1, std::max<int64_t>(1, resident_ctas(kernel, train::kThreads)));
     kernel<<<grid, train::kThreads, 0, stream>>>(p);
   });
+}
+
+// The item grid of a direct kernel: false where it would have 2^31 items or more.
+bool item_grid(int64_t batches, int64_t outer, int64_t inner, train::ItemGrid& g) {
+  const int64_t items = batches * outer * inner;
+  if (items >= (int64_t(1) << 31)) return false;
+  g.items = static_cast<uint32_t>(items);
+  g.outer = static_cast<uint32_t>(outer);
+  g.inner = static_cast<uint32_t>(inner);
+  g.div_outer = FastDiv::make(g.outer);
+  g.div_inner = FastDiv::make(g.inner);
+  return true;
+}
+
+// A direct kernel of `threads` threads (a warp per item) over the items of g, grid-stride
+// with the CTAs that are resident at once.
+template <typename K>
+void launch_direct(K kernel, int threads, const train::TileParams& p, const train::ItemGrid& g,
+                   cudaStream_t stream) {
+  if (g.items == 0) return;
+  const unsigned grid =
+      grid_for(g.items, threads / 32, std::max<int64_t>(1, resident_ctas(kernel, threads)));
+  kernel<<<grid, threads, 0, stream>>>(p, g);
+}
+
+// The direct rowwise kernel for a quantize pass of the rowwise operand alone; false (nothing
+// launched) where it does not apply: 16-byte loads impossible, or 2^31 warp items or more.
+bool launch_rowwise(const train::TileParams& p, ScalarType dtype, cudaStream_t stream) {
+  if (!p.op[0].active || p.op[1].active || !p.vec) return false;
+  bool launched = false;
+  dispatch_float(dtype, [&](auto tag) {
+    using T = decltype(tag);
+    train::ItemGrid g{};
+    launched = item_grid(p.batches, ceil_div(p.m, 16),
+                         ceil_div(p.k / 16, train::RowwiseShape<T>::kW), g);
+    if (launched) launch_direct(train::train_rowwise_kernel<T>, train::kRowThreads, p, g, stream);
+  });
+  return launched;
+}
+
+// The direct columnwise kernels for a quantize pass of 16-bit x that produces the
+// columnwise operand, alone or with the rowwise one (rowcol: that one untransformed); with
+// stochastic rounding only where sr; false (nothing launched) where they do not apply.
+bool launch_colwise(const train::TileParams& p, ScalarType dtype, bool sr, cudaStream_t stream) {
+  if (!p.op[1].active || (p.op[0].active && p.op[0].signs != nullptr) || !p.vec ||
+      (p.stochastic && !sr) || dtype == ScalarType::Float) {
+    return false;
+  }
+  train::ItemGrid g{};
+  const int span = p.stochastic ? train::kColSpanSr : train::kColSpan;
+  if (!item_grid(p.batches, ceil_div(p.m, 32), ceil_div(p.k, span), g)) return false;
+  const int threads = train::kColThreads;
+  dispatch_float(dtype, [&](auto tag) {
+    using T = decltype(tag);
+    if constexpr (sizeof(T) == 2) {
+      using train::train_colwise_kernel, train::train_colwise_sr_kernel;
+      const bool rc = p.op[0].active;
+      if (p.stochastic) {
+        rc ? launch_direct(train_colwise_sr_kernel<T, true>, threads, p, g, stream)
+           : launch_direct(train_colwise_sr_kernel<T, false>, threads, p, g, stream);
+      } else {
+        rc ? launch_direct(train_colwise_kernel<T, true>, threads, p, g, stream)
+           : launch_direct(train_colwise_kernel<T, false>, threads, p, g, stream);
+      }
+    }
+  });
+  return true;
 }
 
 // Both operands of train_quantize_rowcol, or one of them (train_quantize), from one read of x
@@ -171,6 +280,7 @@ std::vector<OperandOutputs> train_quantize_run(const char* op, const Tensor& x,
                                                const OperandRequest (&req)[2], bool block_2d,
                                                bool stochastic, const std::optional<Tensor>& seed,
                                                const std::optional<Tensor>& offset, bool swizzle) {
+  const TrainVariant variant = train_variant(op, x.get_device_index());
   torch::stable::accelerator::DeviceGuard guard(x.get_device_index());
   const Tensor xc = contiguous_aligned(x);
   const cudaStream_t stream = current_stream(xc);
@@ -239,7 +349,7 @@ std::vector<OperandOutputs> train_quantize_run(const char* op, const Tensor& x,
       pa.op[d].active = req[d].active && !req[d].gs.has_value();
       pa.op[d].amax = slots + d;
     }
-    launch_tiles<true>(pa, xc.scalar_type(), stream);
+    launch_tiles<true>(pa, xc.scalar_type(), variant.depth, stream);
     check_launch(op);
     for (int d = 0; d < 2; ++d) {
       if (pa.op[d].active) {
@@ -248,7 +358,10 @@ std::vector<OperandOutputs> train_quantize_run(const char* op, const Tensor& x,
       }
     }
   }
-  launch_tiles<false>(p, xc.scalar_type(), stream);
+  const bool direct = (variant.direct_rowwise && launch_rowwise(p, xc.scalar_type(), stream)) ||
+                      (variant.direct_colwise &&
+                       launch_colwise(p, xc.scalar_type(), variant.direct_sr, stream));
+  if (!direct) launch_tiles<false>(p, xc.scalar_type(), variant.depth, stream);
   check_launch(op);
   return outs;
 }

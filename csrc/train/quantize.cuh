@@ -16,6 +16,34 @@
 // takes its amax, computes the scale byte and the multiplier (nvfp4/block.h) and writes 8
 // bytes of codes and its scale byte. The same kernel with kAmaxOnly computes the amax of each
 // (transformed) operand for a global scale the op computes itself.
+//
+// kDepth (a template argument) sets how many tiles of loads a CTA keeps in flight while it
+// works on one: 1 is the kernel described above, 2 a ring of two register buffers (twice
+// the bytes in flight per SM, at 80 registers, 3 CTAs per SM, for 16-bit x).
+//
+// Kernel variants (all give the same bits), chosen per call by the environment variable
+// NVFP4_OPS_TRAIN_KERNEL, read in train/ops.cu, for A/B measurements on the GPU:
+//   unset or "auto"  the direct kernels where they apply: train/rowwise.cuh for a quantize
+//                    pass of the rowwise operand alone (train_quantize, axis=-1),
+//                    train/colwise.cuh for one of the columnwise operand, alone (axis=-2) or
+//                    with the rowwise one (train_quantize_rowcol), with round to nearest
+//                    and 16-bit x; the tile kernel at kDepth 2 for the rest (stochastic
+//                    columnwise or rowcol, fp32 x there, the amax pass of a computed global
+//                    scale). The guess of the fastest that is the least new (not measured
+//                    yet). On sm_100 and later (where ptxas spills in the direct kernels)
+//                    "auto" is "tile".
+//   "tile"           the tile kernel at kDepth 1 for everything: the kernel before the variants.
+//   "tile2"          the tile kernel at kDepth 2 for everything.
+//   "row"            the direct rowwise kernel where it applies, the tile kernel at kDepth 1
+//                    for the rest.
+//   "direct"         both direct kernels where they apply, the tile kernel at kDepth 1 for
+//                    the rest.
+//   "sr"             "auto" and, for stochastic rounding too, train/colwise.cuh's
+//                    train_colwise_sr_kernel (columnwise alone or rowcol, 16-bit x, any
+//                    transform): out of "auto" until measured and tested on the GPU.
+// Any other value is an error. The direct kernels need 16-byte loads of x (x 16-byte aligned,
+// K * sizeof(x) % 16 == 0: always true for axis=-1) and fewer than 2^31 warp items;
+// otherwise the tile kernel runs.
 #pragma once
 
 #include <cstdint>
@@ -58,6 +86,42 @@ struct TileParams {
   const int64_t* offset;
   Operand op[2];
 };
+
+// The warp items of the direct kernels (train/rowwise.cuh, train/colwise.cuh): items =
+// batches * outer * inner, item i = (b * outer + o) * inner + n; the launcher keeps
+// items < 2^31 (else the tile kernel runs), so 32-bit division by multiplication works.
+struct ItemGrid {
+  uint32_t items, outer, inner;
+  FastDiv div_outer, div_inner;
+
+  __device__ __forceinline__ void split(uint32_t item, uint32_t& b, uint32_t& o,
+                                        uint32_t& n) const {
+    const uint32_t rest = div_inner.div(item);
+    n = item - rest * inner;
+    b = div_outer.div(rest);
+    o = rest - b * outer;
+  }
+};
+
+// The Hadamard signs of operand o into shared memory (1 where o has no transform), then a
+// barrier: the direct kernels' first step.
+__device__ __forceinline__ void load_signs(const Operand& o, float* s_signs) {
+  if (threadIdx.x < 16) {
+    s_signs[threadIdx.x] = o.signs != nullptr ? __ldg(o.signs + threadIdx.x) : 1.0f;
+  }
+  __syncthreads();
+}
+
+// Swizzled scales: the padding of every active operand is zeroed (the threads of the whole
+// grid share the work; every kernel of this folder ends with it).
+__device__ __forceinline__ void write_operand_padding(const TileParams& p) {
+  if (!p.swizzle) return;
+#pragma unroll
+  for (int d = 0; d < 2; ++d) {
+    const Operand& o = p.op[d];
+    if (o.active) mx::write_scale_padding(o.scales, p.batches, o.rows, o.kb, o.mp, o.kp);
+  }
+}
 
 // Where a tile lies: batch b, first row m0 and column k0 of x, and how many of its rows and
 // columns are inside x.
@@ -156,6 +220,48 @@ __device__ __forceinline__ void tile_words(const TileParams& p, const TileCoord&
   }
 }
 
+// The scale byte sf (returned through sf) of a block from the bits of its amax (of the 16x16
+// tile for 2-D scales) and the encode global scale gs, and its element multiplier (NaN for
+// the scale 0x7F: the block's codes are then 0, which the caller sees to).
+__device__ __forceinline__ float block_multiplier(uint32_t amax, float gs, uint32_t& sf) {
+  sf = nvfp4_block_scale(amax, gs);
+  return nvfp4_osc(sf, rn_rcp(gs));
+}
+
+// The 4-bit code of element v with multiplier osc (not NaN): round to nearest, or stochastic
+// rounding with word (docs/spec.md sec. 8.3).
+__device__ __forceinline__ uint32_t encode_elem(float v, float osc, bool stochastic,
+                                                uint32_t word) {
+  return stochastic ? e2m1_encode_stochastic(v, osc, word) : e2m1_encode_nearest(v, osc);
+}
+
+// The scale byte sf (returned through sf) and the N codes of one block v (element i in bits
+// 4i..4i+3 of .x for i < 8, of .y above) from the bits of its amax (of the 16x16 tile for
+// 2-D scales) and the encode global scale gs. word(i): the stochastic-rounding word of
+// element i, called only when stochastic. N = 16: a whole block; N = 8: the half of a block
+// that one lane holds (train/colwise.cuh's rowwise operand; .y is 0). Shared by every kernel
+// of this folder.
+template <int N, typename Word>
+__device__ __forceinline__ uint2 encode_block(const float (&v)[N], uint32_t amax, float gs,
+                                              bool stochastic, Word word, uint32_t& sf) {
+  static_assert(N == 8 || N == 16, "a block or half of one");
+  const float osc = block_multiplier(amax, gs, sf);
+  uint32_t lo = 0, hi = 0;
+  if (osc == osc) {  // a NaN multiplier (scale 0x7F): codes 0
+#pragma unroll
+    for (int i = 0; i < N; ++i) {
+      const uint32_t code = stochastic ? encode_elem(v[i], osc, true, word(i))
+                                       : encode_elem(v[i], osc, false, 0u);
+      if (i < 8) {
+        lo |= code << (4 * i);
+      } else {
+        hi |= code << (4 * (i - 8));
+      }
+    }
+  }
+  return make_uint2(lo, hi);
+}
+
 // This thread's block of operand kCol in the tile: transform, amax, scale, codes, stores.
 // Every thread of the CTA calls it (the 2-D scale reduces over the 16 lanes of a sub-tile).
 template <bool kCol, bool kAmaxOnly>
@@ -196,33 +302,19 @@ __device__ __forceinline__ void operand_block(const TileParams& p, const Operand
   }
   if (r0 >= t.rows_valid || c0 >= t.cols_valid) return;
   const int64_t b = t.b;
-  const float gs = __ldg(o.gs + (o.gs_per_batch ? b : 0));
-  const uint32_t sf = nvfp4_block_scale(amax, gs);
-  const float osc = nvfp4_osc(sf, rn_rcp(gs));
-  uint32_t lo = 0, hi = 0;
-  if (osc == osc) {  // a NaN multiplier (scale 0x7F): codes 0
-#pragma unroll
-    for (int i = 0; i < 16; ++i) {
-      uint32_t code;
-      if (p.stochastic) {
-        code = e2m1_encode_stochastic(
-            v[i], osc, kCol ? w[(r0 + i) * kPitch + c0] : w[r0 * kPitch + c0 + i]);
-      } else {
-        code = e2m1_encode_nearest(v[i], osc);
-      }
-      if (i < 8) {
-        lo |= code << (4 * i);
-      } else {
-        hi |= code << (4 * (i - 8));
-      }
-    }
-  }
+  uint32_t sf;
+  const uint2 codes = encode_block(v, amax, __ldg(o.gs + (o.gs_per_batch ? b : 0)), p.stochastic,
+                                   [&](int i) {
+                                     return kCol ? w[(r0 + i) * kPitch + c0]
+                                                 : w[r0 * kPitch + c0 + i];
+                                   },
+                                   sf);
   // The operand's row and first element along it (x^T for the columnwise one).
   const int64_t row = kCol ? t.k0 + c0 : t.m0 + r0;
   const int64_t col = kCol ? t.m0 + r0 : t.k0 + c0;
   const int64_t cols = 16 * o.kb;
   __stcs(reinterpret_cast<uint2*>(o.packed + ((b * o.rows + row) * cols + col) / 2),
-         make_uint2(lo, hi));
+         codes);
   const int64_t cb = col / 16;
   o.scales[p.swizzle ? b * o.mp * o.kp + swizzle_offset(row, cb, o.kp)
                      : (b * o.rows + row) * o.kb + cb] = static_cast<uint8_t>(sf);
@@ -231,11 +323,18 @@ __device__ __forceinline__ void operand_block(const TileParams& p, const Operand
 // kAmaxOnly = false: quantize every active operand of every tile (grid-stride over tiles),
 // then zero the swizzled padding. kAmaxOnly = true: atomicMax of the abs_bits of every
 // element of each active (transformed) operand into its o.amax.
-// 4 CTAs per SM (64 registers) for 16-bit x; fp32 x holds twice the prefetched bytes per
-// thread and would spill under that cap: 3.
-template <typename T, bool kAmaxOnly>
-__global__ void __launch_bounds__(kThreads, sizeof(T) == 2 ? 4 : 3)
+// kDepth: tiles whose loads are in flight while one is worked on (a ring of kDepth register
+// buffers; buffer s holds the CTA's tiles t with (t - blockIdx.x) / gridDim.x = s mod kDepth).
+// 1 = the original kernel (8 KB of bf16 loads ahead per CTA); 2 doubles the bytes in flight.
+// CTAs per SM by the prefetched bytes per thread (sizeof(T) * kDepth): 4 (64 registers) for
+// 16-bit x at depth 1, 3 (80) for fp32 x or depth 2, 2 (128) for fp32 x at depth 2; each the
+// most that does not spill (in-flight bytes per SM: 32, 48, 64 KB of x).
+template <typename T, bool kAmaxOnly, int kDepth = 1>
+__global__ void __launch_bounds__(kThreads, sizeof(T) * kDepth == 2   ? 4
+                                            : sizeof(T) * kDepth == 4 ? 3
+                                                                      : 2)
     train_quantize_kernel(const TileParams p) {
+  static_assert(kDepth >= 1, "at least the next tile in flight");
   __shared__ __align__(16) float s_val[kTile * kPitch];
   __shared__ __align__(16) uint32_t s_words[kAmaxOnly ? 1 : kTile * kPitch];
   __shared__ float s_signs[2][16];
@@ -252,25 +351,40 @@ __global__ void __launch_bounds__(kThreads, sizeof(T) == 2 ? 4 : 3)
   uint32_t amax[2] = {0u, 0u};
   const int64_t n_tiles = p.batches * p.tiles_m * p.tiles_k;
   int64_t t = blockIdx.x;
-  TileCoord c = tile_coord(p, t);
-  TileChunks<T> chunks;
-  if (p.vec) load_chunks<T>(p, c, chunks);
+  // kDepth 1 keeps the coordinates of the buffered tile (as the kernel before the ring did);
+  // deeper rings recompute them from t, which costs fewer registers than keeping kDepth.
+  TileCoord kept[kDepth];
+  TileChunks<T> chunks[kDepth];
+#pragma unroll
+  for (int s = 0; s < kDepth; ++s) {
+    const int64_t ts = t + s * int64_t(gridDim.x);
+    if (s == 0 || ts < n_tiles) {  // (the grid has at most n_tiles CTAs)
+      kept[s] = tile_coord(p, ts);
+      if (p.vec) load_chunks<T>(p, kept[s], chunks[s]);
+    }
+  }
   while (t < n_tiles) {
-    __syncthreads();  // the previous tile is consumed (and s_signs written)
-    store_tile<T>(p, c, chunks, s_val);
-    if (!kAmaxOnly && p.stochastic) tile_words(p, c, seed, offset, s_words);
-    __syncthreads();
-    const TileCoord cur = c;
-    t += gridDim.x;
-    if (t < n_tiles) {  // the next tile's loads in flight during this tile's work
-      c = tile_coord(p, t);
-      if (p.vec) load_chunks<T>(p, c, chunks);
-    }
-    if (p.op[0].active) {
-      operand_block<false, kAmaxOnly>(p, p.op[0], cur, s_val, s_words, s_signs[0], amax[0]);
-    }
-    if (p.op[1].active) {
-      operand_block<true, kAmaxOnly>(p, p.op[1], cur, s_val, s_words, s_signs[1], amax[1]);
+#pragma unroll
+    for (int s = 0; s < kDepth; ++s) {  // (unrolled: the ring is indexed at compile time)
+      if (t < n_tiles) {
+        const TileCoord cur = kDepth == 1 ? kept[s] : tile_coord(p, t);
+        __syncthreads();  // the previous tile is consumed (and s_signs written)
+        store_tile<T>(p, cur, chunks[s], s_val);
+        if (!kAmaxOnly && p.stochastic) tile_words(p, cur, seed, offset, s_words);
+        __syncthreads();
+        t += gridDim.x;
+        const int64_t ahead = t + (kDepth - 1) * int64_t(gridDim.x);
+        if (ahead < n_tiles) {  // refill the buffer: kDepth tiles ahead of this one
+          kept[s] = tile_coord(p, ahead);
+          if (p.vec) load_chunks<T>(p, kept[s], chunks[s]);
+        }
+        if (p.op[0].active) {
+          operand_block<false, kAmaxOnly>(p, p.op[0], cur, s_val, s_words, s_signs[0], amax[0]);
+        }
+        if (p.op[1].active) {
+          operand_block<true, kAmaxOnly>(p, p.op[1], cur, s_val, s_words, s_signs[1], amax[1]);
+        }
+      }
     }
   }
   if constexpr (kAmaxOnly) {
@@ -288,12 +402,8 @@ __global__ void __launch_bounds__(kThreads, sizeof(T) == 2 ? 4 : 3)
       for (int i = 0; i < kThreads / 32; ++i) m = max(m, s_max[tid][i]);
       if (o.active && m != 0) atomicMax(o.amax, m);
     }
-  } else if (p.swizzle) {
-#pragma unroll
-    for (int d = 0; d < 2; ++d) {
-      const Operand& o = p.op[d];
-      if (o.active) mx::write_scale_padding(o.scales, p.batches, o.rows, o.kb, o.mp, o.kp);
-    }
+  } else {
+    write_operand_padding(p);
   }
 }
 

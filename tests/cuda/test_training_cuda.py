@@ -7,6 +7,9 @@ values), odd and padded shapes and 3-D; the rowcol op against the two single-ope
 the grouped ops with empty, tiny and uneven groups and rows past the last group; CUDA-graph
 replay of stochastic rounding (advanced offset: new numbers; unchanged: the same bits) and
 of the grouped ops with new offsets; no host synchronisation; torch.compile(fullgraph=True).
+Every kernel variant of NVFP4_OPS_TRAIN_KERNEL (csrc/train/quantize.cuh) on shapes where
+warps and CTAs loop over several items; the rest of the file runs the variant of the
+environment (benchmarks/probe/trainfast.sh runs it once per variant).
 
 The argument contract on CUDA (same messages as on CPU) is in tests/ops/test_training_ops.py
 (its ``cuda`` parameters, with an opcheck of other samples). Everything here is skipped without
@@ -183,6 +186,52 @@ def test_2d_blocks_give_the_same_values_both_ways_on_cuda():
     row = OPS.dequantize(rp, rs, gs, F32, False)
     col = OPS.dequantize(cp, cs, gs, F32, False)
     assert torch.equal(row, col.t())
+
+
+# --------------------------------------------------------------------------------------
+# the kernel variants of NVFP4_OPS_TRAIN_KERNEL (csrc/train/quantize.cuh): the same bits
+# --------------------------------------------------------------------------------------
+
+TRAIN_KERNELS = ["auto", "tile", "tile2", "row", "direct", "sr"]
+# large enough that warps and CTAs loop over several items / tiles (the prefetch paths), with
+# partial row groups, odd block spans and 3-D batches
+VARIANT_SHAPES = [((4096, 1024), BF16), ((2, 1040, 528), F16), ((3, 33, 80), F32)]
+
+
+@pytest.mark.parametrize("kernel", TRAIN_KERNELS)
+@pytest.mark.parametrize("shape,dtype", VARIANT_SHAPES)
+@pytest.mark.parametrize("axis", [-1, -2])
+def test_every_train_kernel_variant_matches_cpu(kernel, shape, dtype, axis, monkeypatch):
+    monkeypatch.setenv("NVFP4_OPS_TRAIN_KERNEL", kernel)
+    if not _valid(shape, axis):
+        pytest.skip("dim not a multiple of 16")
+    x = _adversarial(shape, dtype, seed=9)
+    per_batch = "per_batch" if len(shape) == 3 else "given"
+    modes = [(False, "nearest", False, False, "computed"), (True, "nearest", True, True, per_batch),
+             (False, "nearest", True, False, "given"), (True, "nearest", False, False, "computed"),
+             (False, "stochastic", True, False, "computed"),
+             (True, "stochastic", False, True, per_batch)]
+    for block_2d, rounding, hadamard, swizzle, gs_mode in modes:
+        _check("train_quantize", _tq_args(x, axis, block_2d, rounding, hadamard, swizzle, gs_mode),
+               f"{kernel} {block_2d} {rounding} {hadamard} {swizzle} {gs_mode}")
+    if axis == -2:  # rowcol: both operands from one read
+        signs = ref.random_hadamard_signs(torch.tensor([1]))
+        gs = torch.linspace(0.5, 3.0, shape[0]) if len(shape) == 3 else torch.tensor([2.0])
+        for block_2d, rounding, hadamard, swizzle in [(True, "stochastic", True, True),
+                                                      (True, "nearest", True, True),
+                                                      (False, "nearest", False, False)]:
+            sr = rounding == "stochastic"
+            _check("train_quantize_rowcol",
+                   (x, None if swizzle else gs, torch.tensor([0.5]) if swizzle else None,
+                    block_2d, rounding, torch.tensor([5]) if sr else None,
+                    torch.tensor([11]) if sr else None, signs if hadamard else None, swizzle),
+                   f"{kernel} {block_2d} {rounding} {hadamard} {swizzle}")
+
+
+def test_unknown_train_kernel_variant_is_an_error(monkeypatch):
+    monkeypatch.setenv("NVFP4_OPS_TRAIN_KERNEL", "fastest")
+    with pytest.raises(RuntimeError, match="NVFP4_OPS_TRAIN_KERNEL must be"):
+        OPS.train_quantize(torch.ones(16, 16, device="cuda"))
 
 
 # --------------------------------------------------------------------------------------
