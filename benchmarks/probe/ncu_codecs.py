@@ -1,8 +1,8 @@
 """One launch of each codec kernel on an 8192 x 8192 bf16 input (a target for ncu).
 
-Each op runs once after a warm-up pass, between NVTX ranges named after its row in
-bench_nvfp4.py / bench_mx.py / bench_search.py, so that `ncu --nvtx --nvtx-include
-"timed/"` profiles exactly one launch per row (the warm-up pass is outside the range).
+Each op runs once after a warm-up pass, inside an NVTX range "timed" (the row's name in a
+range nested in it), so that `ncu --nvtx --nvtx-include "timed/"` profiles exactly the
+launches of one call per row, in the order of `rows` (the warm-up pass is outside).
 """
 import torch
 
@@ -36,13 +36,16 @@ rows = [
     ("mxfp4 mse search", lambda: ops.mx_quantize(x, "e2m1", "rceil", False, -1, "mse")),
     ("train_quantize rowwise", lambda: ops.train_quantize(x, gs)),
     ("train_quantize colwise", lambda: ops.train_quantize(x, gs, -2)),
+    ("train_quantize_rowcol", lambda: ops.train_quantize_rowcol(x, gs, gs)),
 ]
 for _, fn in rows:
     fn()
 torch.cuda.synchronize()
+torch.cuda.nvtx.range_push("timed")
 for name, fn in rows:
-    torch.cuda.nvtx.range_push(f"timed/{name}")
+    torch.cuda.nvtx.range_push(name)
     fn()
     torch.cuda.synchronize()
     torch.cuda.nvtx.range_pop()
+torch.cuda.nvtx.range_pop()
 print("ran", len(rows), "rows")

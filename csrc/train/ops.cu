@@ -163,7 +163,8 @@ struct OperandOutputs {
 struct TrainVariant {
   bool direct_rowwise;  // rowwise-only quantize passes on train/rowwise.cuh
   bool direct_colwise;  // nearest 16-bit columnwise and rowcol passes on train/colwise.cuh
-  bool direct_sr;       // and the stochastic ones (train_colwise_sr_kernel)
+  bool direct_sr;       // and the stochastic columnwise-alone ones (train_colwise_sr_kernel)
+  bool direct_sr_rowcol;  // and the stochastic rowcol ones
   int depth;            // tile kernel: tiles of loads in flight (1 or 2)
 };
 
@@ -180,13 +181,18 @@ TrainVariant train_variant(const char* op, int device) {
       cudaGetLastError();  // clear it
       major = 9;
     }
-    return major >= 10 ? TrainVariant{false, false, false, 1} : TrainVariant{true, true, false, 2};
+    // sm_90: the fastest of each row measured on an H200 (benchmarks/RESULTS.md, "fourth
+    // part"): the direct kernels, the SR columnwise kernel for the columnwise operand alone
+    // (0.21 vs 0.29 ms at 8192^2) but not for rowcol (0.46 vs 0.42), the tile kernel at depth
+    // 1 (depth 2 was slower on every row, amax passes too)
+    return major >= 10 ? TrainVariant{false, false, false, false, 1}
+                       : TrainVariant{true, true, true, false, 1};
   }
-  if (v == "tile") return {false, false, false, 1};
-  if (v == "tile2") return {false, false, false, 2};
-  if (v == "row") return {true, false, false, 1};
-  if (v == "direct") return {true, true, false, 1};
-  if (v == "sr") return {true, true, true, 2};
+  if (v == "tile") return {false, false, false, false, 1};
+  if (v == "tile2") return {false, false, false, false, 2};
+  if (v == "row") return {true, false, false, false, 1};
+  if (v == "direct") return {true, true, false, false, 1};
+  if (v == "sr") return {true, true, true, true, 2};
   NVFP4_CHECK(false, op,
               ": NVFP4_OPS_TRAIN_KERNEL must be unset, auto, tile, tile2, row, direct or sr, got ",
               py_repr(v));
@@ -360,7 +366,9 @@ std::vector<OperandOutputs> train_quantize_run(const char* op, const Tensor& x,
   }
   const bool direct = (variant.direct_rowwise && launch_rowwise(p, xc.scalar_type(), stream)) ||
                       (variant.direct_colwise &&
-                       launch_colwise(p, xc.scalar_type(), variant.direct_sr, stream));
+                       launch_colwise(p, xc.scalar_type(),
+                                      p.op[0].active ? variant.direct_sr_rowcol : variant.direct_sr,
+                                      stream));
   if (!direct) launch_tiles<false>(p, xc.scalar_type(), variant.depth, stream);
   check_launch(op);
   return outs;

@@ -23,24 +23,24 @@
 //
 // Kernel variants (all give the same bits), chosen per call by the environment variable
 // NVFP4_OPS_TRAIN_KERNEL, read in train/ops.cu, for A/B measurements on the GPU:
-//   unset or "auto"  the direct kernels where they apply: train/rowwise.cuh for a quantize
-//                    pass of the rowwise operand alone (train_quantize, axis=-1),
-//                    train/colwise.cuh for one of the columnwise operand, alone (axis=-2) or
-//                    with the rowwise one (train_quantize_rowcol), with round to nearest
-//                    and 16-bit x; the tile kernel at kDepth 2 for the rest (stochastic
-//                    columnwise or rowcol, fp32 x there, the amax pass of a computed global
-//                    scale). The guess of the fastest that is the least new (not measured
-//                    yet). On sm_100 and later (where ptxas spills in the direct kernels)
-//                    "auto" is "tile".
+//   unset or "auto"  the fastest of each case measured on an H200: the direct kernels where
+//                    they apply (train/rowwise.cuh for a quantize pass of the rowwise
+//                    operand alone, train/colwise.cuh for one of the columnwise operand,
+//                    alone (axis=-2) or with the rowwise one (train_quantize_rowcol), 16-bit
+//                    x), with stochastic rounding too for the columnwise operand alone
+//                    (train_colwise_sr_kernel), and the tile kernel at kDepth 1 for the rest
+//                    (stochastic rowcol, fp32 x, the amax pass of a computed global scale).
+//                    On sm_100 and later (where ptxas spills in the direct kernels) "auto" is
+//                    "tile".
 //   "tile"           the tile kernel at kDepth 1 for everything: the kernel before the variants.
 //   "tile2"          the tile kernel at kDepth 2 for everything.
 //   "row"            the direct rowwise kernel where it applies, the tile kernel at kDepth 1
 //                    for the rest.
 //   "direct"         both direct kernels where they apply, the tile kernel at kDepth 1 for
 //                    the rest.
-//   "sr"             "auto" and, for stochastic rounding too, train/colwise.cuh's
-//                    train_colwise_sr_kernel (columnwise alone or rowcol, 16-bit x, any
-//                    transform): out of "auto" until measured and tested on the GPU.
+//   "sr"             the direct kernels, train/colwise.cuh's train_colwise_sr_kernel for
+//                    stochastic rounding (columnwise alone or rowcol, 16-bit x, any
+//                    transform), the tile kernel at kDepth 2 for the rest.
 // Any other value is an error. The direct kernels need 16-byte loads of x (x 16-byte aligned,
 // K * sizeof(x) % 16 == 0: always true for axis=-1) and fewer than 2^31 warp items;
 // otherwise the tile kernel runs.
