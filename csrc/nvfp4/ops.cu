@@ -9,6 +9,7 @@
 #include <tuple>
 #include <vector>
 
+#include "nvfp4/ops.h"
 #include "nvfp4/quantize.cuh"
 #include "nvfp4/search.cuh"
 #include "torch_utils.h"
@@ -411,6 +412,14 @@ Tensor global_scale_cuda(Tensor x) {
 }
 
 }  // namespace
+
+std::tuple<Tensor, Tensor> quantize_amax(const Tensor& x, const Tensor& global_scale,
+                                         bool swizzle) {
+  return quantize_cuda(x, global_scale, swizzle, "amax", std::nullopt);
+}
+
+Tensor global_scale_of(const Tensor& x) { return global_scale_cuda(x); }
+
 }  // namespace nvfp4
 
 STABLE_TORCH_LIBRARY_IMPL(nvfp4, CUDA, m) {

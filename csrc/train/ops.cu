@@ -16,6 +16,7 @@
 #include <utility>
 #include <vector>
 
+#include "nvfp4/ops.h"
 #include "torch_utils.h"
 #include "train/colwise.cuh"
 #include "train/grouped.cuh"
@@ -166,6 +167,11 @@ struct TrainVariant {
   bool direct_sr;       // and the stochastic columnwise-alone ones (train_colwise_sr_kernel)
   bool direct_sr_rowcol;  // and the stochastic rowcol ones
   int depth;            // tile kernel: tiles of loads in flight (1 or 2)
+  // The codec kernels of nvfp4/ops.cu where they compute the same bits: the inference
+  // quantize for a rowwise nearest pass without transform or 2-D scales, global_scale for
+  // a computed global scale of untransformed operands (auto only: the other variants
+  // measure their own kernels).
+  bool codec = false;
 };
 
 // device: the op's device ("auto" depends on its architecture).
@@ -185,8 +191,8 @@ TrainVariant train_variant(const char* op, int device) {
     // part"): the direct kernels, the SR columnwise kernel for the columnwise operand alone
     // (0.21 vs 0.29 ms at 8192^2) but not for rowcol (0.46 vs 0.42), the tile kernel at depth
     // 1 (depth 2 was slower on every row, amax passes too)
-    return major >= 10 ? TrainVariant{false, false, false, false, 1}
-                       : TrainVariant{true, true, true, false, 1};
+    return major >= 10 ? TrainVariant{false, false, false, false, 1, true}
+                       : TrainVariant{true, true, true, false, 1, true};
   }
   if (v == "tile") return {false, false, false, false, 1};
   if (v == "tile2") return {false, false, false, false, 2};
@@ -345,7 +351,21 @@ std::vector<OperandOutputs> train_quantize_run(const char* op, const Tensor& x,
     o.gs = static_cast<const float*>(outs[d].gs.const_data_ptr());
   }
 
-  if (need_amax) {
+  bool transformed_amax = false;  // an operand with a computed scale has a transform
+  for (int d = 0; d < 2; ++d) {
+    transformed_amax |= req[d].active && !req[d].gs.has_value() && req[d].signs.has_value();
+  }
+  if (need_amax && variant.codec && !transformed_amax) {
+    // Untransformed operands: the amax of x (of x^T too) is one global_scale pass.
+    const Tensor g = global_scale_of(xc);
+    bool first = true;
+    for (int d = 0; d < 2; ++d) {
+      if (!req[d].active || req[d].gs.has_value()) continue;
+      outs[d].gs = first ? g : copy_scale(op, xc, g, stream);  // outputs never alias
+      p.op[d].gs = static_cast<const float*>(outs[d].gs.const_data_ptr());
+      first = false;
+    }
+  } else if (need_amax) {
     // The amax of each operand whose scale is computed (after its transform), then
     // gs = 2688 / amax into that operand's output 3, which the quantize pass reads.
     Tensor amax = zeroed_u32(op, xc, 2, stream);
@@ -381,6 +401,17 @@ std::tuple<Tensor, Tensor, Tensor> train_quantize_cuda(
   const char* op = "nvfp4.train_quantize";
   const bool colwise =
       check_train_quantize(op, x, global_scale, axis, rounding, seed, offset, hadamard_signs);
+  if (!colwise && !block_2d && rounding == "nearest" && !hadamard_signs.has_value() &&
+      train_variant(op, x.get_device_index()).codec) {
+    // The same bits as the inference quantize (docs/spec.md sec. 8): its kernel, faster
+    // than the training kernels on this case (benchmarks/RESULTS.md, "fourth part").
+    torch::stable::accelerator::DeviceGuard guard(x.get_device_index());
+    const Tensor gs = global_scale.has_value()
+                          ? copy_scale(op, x, *global_scale, current_stream(x))
+                          : global_scale_of(x);
+    auto [packed, scales] = quantize_amax(x, gs, swizzle);
+    return {packed, scales, gs};
+  }
   OperandRequest req[2];
   req[colwise ? 1 : 0] = {true, global_scale, hadamard_signs};
   auto outs = train_quantize_run(op, x, req, block_2d, rounding == "stochastic", seed, offset,

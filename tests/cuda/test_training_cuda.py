@@ -210,7 +210,8 @@ def test_every_train_kernel_variant_matches_cpu(kernel, shape, dtype, axis, monk
     modes = [(False, "nearest", False, False, "computed"), (True, "nearest", True, True, per_batch),
              (False, "nearest", True, False, "given"), (True, "nearest", False, False, "computed"),
              (False, "stochastic", True, False, "computed"),
-             (True, "stochastic", False, True, per_batch)]
+             (True, "stochastic", False, True, per_batch),
+             (False, "nearest", False, True, per_batch)]  # axis -1, auto: the codec kernel
     for block_2d, rounding, hadamard, swizzle, gs_mode in modes:
         _check("train_quantize", _tq_args(x, axis, block_2d, rounding, hadamard, swizzle, gs_mode),
                f"{kernel} {block_2d} {rounding} {hadamard} {swizzle} {gs_mode}")
