@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # GPU call (two H200s), session of 2026-11-30 fourth part: the register caps of the NVFP4
 # quantize / dequantize kernels (csrc/nvfp4/quantize.cuh, NVFP4_OPS_CODEC_BOUNDS) A/B in one
-# run: A = this tree's nvfp4_ops/_C.so (caps on), B = .carry/B_C.so (built with
+# run: A = this tree's nvfp4_ops/_C.so (caps on), B = .carry/B_C.so.gz (built with
 # NVFP4_OPS_CODEC_BOUNDS 0). GPU 1: the CUDA tests of the codecs and the training ops (A),
 # and tests/cli/test_multiprocess.py alone (its two torchrun tests timed out in final3, when
 # every test folder and the benchmarks shared the machine). GPU 0: bench_nvfp4 A, B, A;
@@ -15,7 +15,7 @@ L=/tmp/logs; rm -rf $L; mkdir -p $L
 t0=$(date +%s); el() { echo $(( $(date +%s) - t0 )); }
 stamp() { echo "[$(el) s] $*"; tar czf $OUT/logs.tgz -C /tmp logs; }
 nvidia-smi --query-gpu=name --format=csv,noheader | head -1
-rm -rf /tmp/B && mkdir -p /tmp/B && cp -r benchmarks nvfp4_ops /tmp/B/ && cp .carry/B_C.so /tmp/B/nvfp4_ops/_C.so
+rm -rf /tmp/B && mkdir -p /tmp/B && cp -r benchmarks nvfp4_ops /tmp/B/ && gunzip -c .carry/B_C.so.gz > /tmp/B/nvfp4_ops/_C.so
 (
   export CUDA_VISIBLE_DEVICES=1 OMP_NUM_THREADS=4
   (timeout 400 python -m pytest -q -p no:cacheprovider tests/cli/test_multiprocess.py -n 2 > $L/test_mp.log 2>&1; echo $? > $L/test_mp.rc) &
