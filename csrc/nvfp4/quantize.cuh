@@ -271,28 +271,8 @@ struct QuantParams {
 // rounds its chunk of the block with both and sums its squared errors (chunk_sse_4over6),
 // the owner lane of the block adds the lanes' parts (group_sum_scatter) and picks, and the
 // magnitudes of the chosen candidate, kept in registers, give the codes (no third rounding).
-// Minimum CTAs (of 256 threads) per SM, i.e. a register cap. The amax kernels of bf16 and
-// fp32 x fit 40 registers without spilling (6 CTAs, 75 % occupancy; the compiler's choice
-// is 46 registers, 5 CTAs); fp16 x (which spills 20-92 bytes at 40) and "4over6" (300+)
-// keep the compiler's choice. Dequantize fits 32 registers (8 CTAs, was 34-36, 6).
-// NVFP4_OPS_CODEC_BOUNDS=0 restores the compiler's choice everywhere (an A/B switch).
-#ifndef NVFP4_OPS_CODEC_BOUNDS
-#define NVFP4_OPS_CODEC_BOUNDS 1
-#endif
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 1000
-constexpr bool kCodecBounds = false;  // Blackwell: measured on no such GPU yet
-#else
-constexpr bool kCodecBounds = NVFP4_OPS_CODEC_BOUNDS != 0;
-#endif
-template <typename T, bool kFourSix>
-constexpr int quantize_min_blocks() {
-  return kCodecBounds && !kFourSix && !std::is_same_v<T, __half> ? 6 : 0;
-}
-constexpr int kDequantMinBlocks = kCodecBounds ? 8 : 0;
-
 template <typename T, bool kSwizzle, bool kQdq, bool kFourSix>
-__global__ void __launch_bounds__(256, (quantize_min_blocks<T, kFourSix>()))
-    nvfp4_quantize_kernel(const QuantParams p) {
+__global__ void __launch_bounds__(256) nvfp4_quantize_kernel(const QuantParams p) {
   using Loop = ChunkLoop<T>;
   constexpr int kV = Loop::kV, kG = Loop::kG, kR = Loop::kR;
   const auto [tid, q, bdim, n_chunks, tile] = chunk_loop<T>(p.g.n_blocks);
@@ -449,8 +429,7 @@ struct DequantParams {
 // out = RN(e2m1(code) * RN(fp32(sf) / gs)), one RNE cast to OutT. A chunk is 16 bytes of
 // output (8 or 4 elements) and reads 4 or 2 packed bytes.
 template <typename OutT, bool kSwizzle>
-__global__ void __launch_bounds__(256, kDequantMinBlocks)
-    nvfp4_dequantize_kernel(const DequantParams p) {
+__global__ void __launch_bounds__(256) nvfp4_dequantize_kernel(const DequantParams p) {
   using Loop = ChunkLoop<OutT>;
   constexpr int kV = Loop::kV, kG = Loop::kG, kR = Loop::kR;
   const auto [tid, q, bdim, n_chunks, tile] = chunk_loop<OutT>(p.g.n_blocks);
