@@ -43,7 +43,12 @@ BF16 = torch.bfloat16
 
 
 def torchao_api():
-    """The torchao functions used here, or the ImportError text."""
+    """The torchao functions used here (raises ImportError without torchao).
+
+    torchao 0.18 defines its Triton MX kernels (``triton_to_mxfp8_dim0`` / ``dim1``) only on
+    sm_100+ (elsewhere they are stubs that raise "needs triton"); on Hopper its
+    torch.compile path is what a user gets. Their rows then report that error.
+    """
     import torchao
     from torchao.prototype.mx_formats import kernels as K
     from torchao.prototype.mx_formats.config import ScaleCalculationMode
@@ -102,10 +107,11 @@ def cases(api, x: torch.Tensor):
     for rnd, tmode in (("floor", mode.FLOOR), ("rceil", mode.RCEIL)):
         tm = compiled(lambda t, tmode=tmode: to_mx(t, torch.float8_e4m3fn, 32, tmode))
         d8, s8 = OPS.mx_quantize(x, "e4m3", rnd)
-        out.append((f"MXFP8 quantize rowwise {rnd}", lambda rnd=rnd: OPS.mx_quantize(x, "e4m3", rnd),
-                    (x, d8, s8),
+        out.append((f"MXFP8 quantize rowwise {rnd}",
+                    lambda rnd=rnd: OPS.mx_quantize(x, "e4m3", rnd), (x, d8, s8),
                     {"torchao to_mx (compiled)": lambda tm=tm: tm(x),
-                     "torchao triton_to_mxfp8_dim0": lambda rnd=rnd: K.triton_to_mxfp8_dim0(x, 32, rnd)}))
+                     "torchao triton_to_mxfp8_dim0":
+                         lambda rnd=rnd: K.triton_to_mxfp8_dim0(x, 32, rnd)}))
     tms = compiled(lambda t: to_mx(t, torch.float8_e4m3fn, 32, mode.RCEIL, True))
     d8s, s8s = OPS.mx_quantize(x, "e4m3", "rceil", True)
     out.append(("MXFP8 quantize rowwise rceil, swizzled",
@@ -115,12 +121,14 @@ def cases(api, x: torch.Tensor):
         dc, sc_ = OPS.mx_quantize(x, "e4m3", "rceil", False, -2)
         out.append(("MXFP8 quantize columnwise rceil",
                     lambda: OPS.mx_quantize(x, "e4m3", "rceil", False, -2), (x, dc, sc_),
-                    {"torchao triton_to_mxfp8_dim1": lambda: K.triton_to_mxfp8_dim1(x, 32, "rceil")}))
+                    {"torchao triton_to_mxfp8_dim1":
+                         lambda: K.triton_to_mxfp8_dim1(x, 32, "rceil")}))
         rc = OPS.mx_quantize_rowcol(x, "rceil")
         out.append(("MXFP8 quantize rowwise + columnwise rceil",
                     lambda: OPS.mx_quantize_rowcol(x, "rceil"), (x, rc),
-                    {"torchao triton dim0 + dim1": lambda: (K.triton_to_mxfp8_dim0(x, 32, "rceil"),
-                                                            K.triton_to_mxfp8_dim1(x, 32, "rceil"))}))
+                    {"torchao triton dim0 + dim1":
+                         lambda: (K.triton_to_mxfp8_dim0(x, 32, "rceil"),
+                                  K.triton_to_mxfp8_dim1(x, 32, "rceil"))}))
     d8, s8 = OPS.mx_quantize(x, "e4m3")
     ts8, td8 = to_mx(x, torch.float8_e4m3fn, 32, mode.RCEIL)
     tdq8 = compiled(lambda d, sc: to_dtype(d, sc, torch.float8_e4m3fn, 32, BF16))
@@ -161,8 +169,8 @@ def main() -> None:
              f"torch.compile of its functions), triton "
              f"{getattr(__import__('triton'), '__version__', '?')}",
              f"device-to-device copy: {copy:.0f} GB/s (read + write, 2 GiB moved)", ""]
-    cols = ["shape", "op", "ours", "GB/s", "% copy", "copy same bytes", "peers (time, ours x faster)",
-            "vs fastest peer"]
+    cols = ["shape", "op", "ours", "GB/s", "% copy", "copy same bytes",
+            "peers (time, ours x faster)", "vs fastest peer"]
     rows = []
     for shape in args.shapes.split(","):
         m, k = (int(v) for v in shape.split("x"))

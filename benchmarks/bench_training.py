@@ -44,7 +44,7 @@ from typing import Callable, Optional, Sequence, Tuple
 
 import torch
 
-from _common import bench_ms, copy_gbps, device_line, emit, nbytes, table
+from _common import bench_ms, copy_gbps, copy_us, device_line, emit, nbytes, table
 
 import nvfp4_ops
 from nvfp4_ops import _library
@@ -52,7 +52,7 @@ from nvfp4_ops import _library
 OPS = torch.ops.nvfp4
 SHAPES = "8192x8192,4096x14336"
 MOE = "16384x4096x64"
-COLUMNS = ["shape", "op", "time (ms)", "GB/s", "% copy", "vs", "target"]
+COLUMNS = ["shape", "op", "time (ms)", "GB/s", "% copy", "% same-bytes copy", "vs", "target"]
 TRAIN_OPS = ("quantize", "mx_quantize", "train_quantize", "train_quantize_rowcol",
              "grouped_quantize", "mx_grouped_quantize")
 
@@ -197,8 +197,9 @@ def run_cases(shape: str, cases: list, copy: float, rep: int) -> list:
         gbps = moved / ms / 1e6
         pct = 100 * gbps / copy
         ratio = ms / sum(ms_of[v] for v in c.vs) if c.vs else None
+        cu = copy_us(moved // 2)  # a copy moving the same bytes, same flush
         row = {"shape": shape, "op": c.label, "time (ms)": f"{ms:.4f}", "GB/s": f"{gbps:.0f}",
-               "% copy": f"{pct:.1f}",
+               "% copy": f"{pct:.1f}", "% same-bytes copy": f"{100 * cu / (ms * 1e3):.0f}",
                "vs": "" if ratio is None else f"{ratio:.2f}x {c.vs_name or ' + '.join(c.vs)}",
                "target": _target(c, pct, ratio)}
         rows.append(row)
@@ -260,7 +261,9 @@ def main(argv=None) -> int:
     lines += ["", table(rows, COLUMNS), "",
               "GB/s: (bytes read + bytes written) / time, each input tensor read once and each "
               "output tensor written once (swizzled scales with their padding). 'computed gs' "
-              "rows run an amax pass over x first, not counted in the bytes. 'vs': time as a "
+              "rows run an amax pass over x first, not counted in the bytes. '% same-bytes copy': "
+              "the time of a copy moving the same bytes (L2 flushed the same way) / ours. "
+              "'vs': time as a "
               "multiple of the named row(s) of the same shape (summed). 'target': issue 14. "
               f"Total run time {time.time() - t_start:.0f} s."]
     emit(lines, args.out, blank_before=True)

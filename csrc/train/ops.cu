@@ -333,7 +333,9 @@ std::vector<OperandOutputs> train_quantize_run(const char* op, const Tensor& x,
     o.kp = round_up(o.kb, 4);
     outs[d].packed = empty_like_shape(xc, with_batch(x, {rows, cols / 2}), ScalarType::Byte);
     outs[d].scales = empty_like_shape(
-        xc, with_batch(x, swizzle ? std::vector<int64_t>{o.mp, o.kp} : std::vector<int64_t>{rows, o.kb}),
+        xc,
+        with_batch(x, swizzle ? std::vector<int64_t>{o.mp, o.kp}
+                              : std::vector<int64_t>{rows, o.kb}),
         ScalarType::Float8_e4m3fn);
     o.packed = static_cast<uint8_t*>(outs[d].packed.mutable_data_ptr());
     o.scales = static_cast<uint8_t*>(outs[d].scales.mutable_data_ptr());
