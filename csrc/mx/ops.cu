@@ -6,9 +6,7 @@
 // reproduce, in the same order and with the same text, the Python checks of
 // nvfp4_ops/reference (torch_utils.h).
 
-#include <algorithm>
 #include <cstdint>
-#include <cstdlib>
 #include <string>
 #include <tuple>
 #include <type_traits>
@@ -28,18 +26,6 @@ constexpr const char* kQuantOp = "nvfp4.mx_quantize";
 constexpr const char* kDequantOp = "nvfp4.mx_dequantize";
 constexpr const char* kRowcolOp = "nvfp4.mx_quantize_rowcol";
 constexpr int kVecPerThread = 4;  // the U of the rowwise and dequantize kernels
-
-// Grid of the rowwise quantize and dequantize kernels (both grid-stride): one CTA per
-// kThreads * kVecPerThread vectors, or at most NVFP4_OPS_MX_CTAS_PER_SM CTAs per SM when
-// that variable is set (an A/B switch for GPU measurements; unset: no cap).
-unsigned mx_stream_grid(int64_t n_vec, int device) {
-  static const int64_t per_sm = [] {
-    const char* v = std::getenv("NVFP4_OPS_MX_CTAS_PER_SM");
-    return v != nullptr ? std::max<int64_t>(0, std::atoll(v)) : int64_t(0);
-  }();
-  const int64_t cap = per_sm > 0 ? per_sm * sm_count(device) : int64_t(1) << 30;
-  return grid_for(n_vec, int64_t(kThreads) * kVecPerThread, cap);
-}
 
 mx::ScaleLayout make_layout(int64_t batches, int64_t rows, int64_t kb, bool swizzle) {
   mx::ScaleLayout s;
@@ -171,7 +157,7 @@ std::tuple<Tensor, Tensor> mx_quantize_cuda(Tensor x, std::string elem, std::str
       p.n_vec = xc.numel() / Elem<T>::kPerVec;
       p.batches = batches;
       p.layout = make_layout(batches, rows, kb, swizzle);
-      const unsigned grid = mx_stream_grid(p.n_vec, xc.get_device_index());
+      const unsigned grid = grid_for(p.n_vec, int64_t(kThreads) * kVecPerThread, int64_t(1) << 30);
       dispatch_elem_rounding(e2m1, use_floor, [&](auto e2m1_c, auto r_c) {
         mx::mx_quantize_rowwise_kernel<T, decltype(e2m1_c)::value, decltype(r_c)::value>
             <<<grid, kThreads, 0, stream>>>(static_cast<const T*>(xc.const_data_ptr()),
@@ -313,7 +299,7 @@ Tensor mx_dequantize_cuda(Tensor data, Tensor scales, std::string elem, ScalarTy
     mx::DequantParams p;
     p.n_units = out.numel() / Elem<O>::kPerVec;
     p.layout = make_layout(batches, m, kb, swizzled);
-    const unsigned grid = mx_stream_grid(p.n_units, dc.get_device_index());
+    const unsigned grid = grid_for(p.n_units, int64_t(kThreads) * kVecPerThread, int64_t(1) << 30);
     O* optr = static_cast<O*>(out.mutable_data_ptr());
     if (e2m1) {
       mx::mx_dequantize_kernel<O, true><<<grid, kThreads, 0, stream>>>(dptr, sptr, optr, p);
