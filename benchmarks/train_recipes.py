@@ -6,7 +6,9 @@ Writes ``<out>/loss_curves.csv`` (step, one column per run: the training loss) a
 markdown table of the final losses (mean of the last 10% of steps) and their gap to bf16.
 No plotting library is needed; the CSV is what a plot is drawn from.
 
-Usage: ``python benchmarks/train_recipes.py [--steps 300] [--device cpu] [--out DIR]``
+Usage: ``python benchmarks/train_recipes.py [--steps 300] [--device cpu] [--seed 0] [--out DIR]``
+(``--seed`` changes the batches and the student's initialisation, not the teacher: runs with
+several seeds give the seed-to-seed spread that a gap between recipes must exceed.)
 """
 
 from __future__ import annotations
@@ -52,10 +54,11 @@ def make_model(recipe, width: int, depth: int, d_in: int, d_out: int, seed: int)
 
 def train(recipe, args) -> list[float]:
     """Training losses of one run (same data and initialisation for every recipe)."""
-    g = torch.Generator().manual_seed(0)
+    g = torch.Generator().manual_seed(args.seed)
     d_in, d_out = 128, 64
     teacher = make_model(NVFP4Recipe(**_OFF), 256, 2, d_in, d_out, seed=1)
-    model = make_model(recipe, args.width, args.depth, d_in, d_out, seed=2).to(args.device)
+    model = make_model(recipe, args.width, args.depth, d_in, d_out,
+                       seed=2 + 1000 * args.seed).to(args.device)
     teacher = teacher.to(args.device)
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr)
     losses = []
@@ -80,6 +83,8 @@ def main(argv=None) -> int:
     p.add_argument("--depth", type=int, default=3)
     p.add_argument("--lr", type=float, default=2e-3)
     p.add_argument("--device", default="cpu")
+    p.add_argument("--seed", type=int, default=0,
+                   help="data and student seed (0: the committed run)")
     p.add_argument("--runs", default=",".join(RUNS), help="comma-separated subset of " +
                    ", ".join(RUNS))
     p.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "train_recipes"))
