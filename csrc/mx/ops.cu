@@ -7,6 +7,7 @@
 // nvfp4_ops/reference (torch_utils.h).
 
 #include <cstdint>
+#include <cstdlib>
 #include <string>
 #include <tuple>
 #include <type_traits>
@@ -157,11 +158,28 @@ std::tuple<Tensor, Tensor> mx_quantize_cuda(Tensor x, std::string elem, std::str
       p.n_vec = xc.numel() / Elem<T>::kPerVec;
       p.batches = batches;
       p.layout = make_layout(batches, rows, kb, swizzle);
-      const unsigned grid = grid_for(p.n_vec, int64_t(kThreads) * kVecPerThread, int64_t(1) << 30);
+      // NVFP4_OPS_MX_UNROLL (2, 4 or 8 vectors per thread; default 4): an A/B switch for
+      // GPU measurements
+      static const int unroll = [] {
+        const char* v = std::getenv("NVFP4_OPS_MX_UNROLL");
+        const int u = v != nullptr ? std::atoi(v) : 4;
+        return u == 2 || u == 8 ? u : 4;
+      }();
+      const unsigned grid = grid_for(p.n_vec, int64_t(kThreads) * unroll, int64_t(1) << 30);
       dispatch_elem_rounding(e2m1, use_floor, [&](auto e2m1_c, auto r_c) {
-        mx::mx_quantize_rowwise_kernel<T, decltype(e2m1_c)::value, decltype(r_c)::value>
-            <<<grid, kThreads, 0, stream>>>(static_cast<const T*>(xc.const_data_ptr()),
-                                            data_ptr, scales_ptr, p);
+        constexpr bool kE = decltype(e2m1_c)::value;
+        constexpr auto kR = decltype(r_c)::value;
+        const T* xp = static_cast<const T*>(xc.const_data_ptr());
+        if (unroll == 2) {
+          mx::mx_quantize_rowwise_kernel<T, kE, kR, 2>
+              <<<grid, kThreads, 0, stream>>>(xp, data_ptr, scales_ptr, p);
+        } else if (unroll == 8) {
+          mx::mx_quantize_rowwise_kernel<T, kE, kR, 8>
+              <<<grid, kThreads, 0, stream>>>(xp, data_ptr, scales_ptr, p);
+        } else {
+          mx::mx_quantize_rowwise_kernel<T, kE, kR, 4>
+              <<<grid, kThreads, 0, stream>>>(xp, data_ptr, scales_ptr, p);
+        }
       });
     });
   } else {

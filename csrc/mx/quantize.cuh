@@ -225,8 +225,8 @@ __device__ __forceinline__ Encoded<E2M1, V> quantize_lane_vector(const float (&f
 // linear copy stores its scales with a predicated store and no layout branch. (NVVM used to
 // unswitch the loop on the runtime flag by itself and stopped after small changes elsewhere:
 // a divergent branch per vector, MXFP4 quantize +3 % on H200.)
-template <typename T, bool E2M1, MxRounding R, bool kSwizzle>
-__device__ __forceinline__ void rowwise_quantize_vectors(const uint4 (&raw)[kRowwiseUnroll],
+template <typename T, bool E2M1, MxRounding R, bool kSwizzle, int U>
+__device__ __forceinline__ void rowwise_quantize_vectors(const uint4 (&raw)[U],
                                                          int64_t base, int64_t n,
                                                          uint8_t* __restrict__ data,
                                                          uint8_t* __restrict__ scales,
@@ -235,7 +235,7 @@ __device__ __forceinline__ void rowwise_quantize_vectors(const uint4 (&raw)[kRow
   constexpr int kLanes = kBlock / V;   // lanes per MX block: 4 (bf16/fp16) or 8 (fp32)
   constexpr int kOut = E2M1 ? V / 2 : V;
 #pragma unroll
-  for (int i = 0; i < kRowwiseUnroll; ++i) {
+  for (int i = 0; i < U; ++i) {
     const int64_t v = base + i * kThreads;
     float f[V];
     unpack_vec<T>(raw[i], f);
@@ -264,12 +264,11 @@ constexpr int kRowwiseMinBlocks = 6;
 constexpr int kRowwiseMinBlocks = 1;
 #endif
 
-template <typename T, bool E2M1, MxRounding R>
+template <typename T, bool E2M1, MxRounding R, int U = kRowwiseUnroll>
 __global__ void __launch_bounds__(kThreads, kRowwiseMinBlocks)
     mx_quantize_rowwise_kernel(const T* __restrict__ x, uint8_t* __restrict__ data,
                                uint8_t* __restrict__ scales, RowwiseParams p) {
   constexpr int V = Elem<T>::kPerVec;
-  constexpr int U = kRowwiseUnroll;
   const int64_t n = p.n_vec;
   const int64_t step = int64_t(gridDim.x) * kThreads * U;
   for (int64_t base = int64_t(blockIdx.x) * kThreads * U + threadIdx.x; base - threadIdx.x < n;
@@ -281,9 +280,9 @@ __global__ void __launch_bounds__(kThreads, kRowwiseMinBlocks)
       raw[i] = v < n ? load_stream(x + v * V) : make_uint4(0u, 0u, 0u, 0u);
     }
     if (p.layout.swizzle) {
-      rowwise_quantize_vectors<T, E2M1, R, true>(raw, base, n, data, scales, p.layout);
+      rowwise_quantize_vectors<T, E2M1, R, true, U>(raw, base, n, data, scales, p.layout);
     } else {
-      rowwise_quantize_vectors<T, E2M1, R, false>(raw, base, n, data, scales, p.layout);
+      rowwise_quantize_vectors<T, E2M1, R, false, U>(raw, base, n, data, scales, p.layout);
     }
   }
   if (p.layout.swizzle) {
