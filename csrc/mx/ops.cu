@@ -7,7 +7,6 @@
 // nvfp4_ops/reference (torch_utils.h).
 
 #include <cstdint>
-#include <cstdlib>
 #include <string>
 #include <tuple>
 #include <type_traits>
@@ -158,23 +157,18 @@ std::tuple<Tensor, Tensor> mx_quantize_cuda(Tensor x, std::string elem, std::str
       p.n_vec = xc.numel() / Elem<T>::kPerVec;
       p.batches = batches;
       p.layout = make_layout(batches, rows, kb, swizzle);
-      // NVFP4_OPS_MX_UNROLL (2, 4 or 8 vectors per thread; default 4): an A/B switch for
-      // GPU measurements
-      static const int unroll = [] {
-        const char* v = std::getenv("NVFP4_OPS_MX_UNROLL");
-        const int u = v != nullptr ? std::atoi(v) : 4;
-        return u == 2 || u == 8 ? u : 4;
-      }();
-      const unsigned grid = grid_for(p.n_vec, int64_t(kThreads) * unroll, int64_t(1) << 30);
+      // Vectors per thread: 2 for MXFP8 with linear scales and 16-bit x, 4 otherwise
+      // (measured on an H200, benchmarks/RESULTS.md "fourth part", probe/mx_unroll.sh:
+      // 2 is 3-4 % faster there; slower for swizzled scales and for MXFP4).
+      const bool two = !e2m1 && !swizzle && sizeof(T) == 2;
+      const unsigned grid =
+          grid_for(p.n_vec, int64_t(kThreads) * (two ? 2 : 4), int64_t(1) << 30);
       dispatch_elem_rounding(e2m1, use_floor, [&](auto e2m1_c, auto r_c) {
         constexpr bool kE = decltype(e2m1_c)::value;
         constexpr auto kR = decltype(r_c)::value;
         const T* xp = static_cast<const T*>(xc.const_data_ptr());
-        if (unroll == 2) {
+        if (two) {
           mx::mx_quantize_rowwise_kernel<T, kE, kR, 2>
-              <<<grid, kThreads, 0, stream>>>(xp, data_ptr, scales_ptr, p);
-        } else if (unroll == 8) {
-          mx::mx_quantize_rowwise_kernel<T, kE, kR, 8>
               <<<grid, kThreads, 0, stream>>>(xp, data_ptr, scales_ptr, p);
         } else {
           mx::mx_quantize_rowwise_kernel<T, kE, kR, 4>

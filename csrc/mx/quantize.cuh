@@ -195,7 +195,9 @@ struct RowwiseParams {
   ScaleLayout layout;
 };
 
-constexpr int kRowwiseUnroll = 4;  // independent 16-byte vectors in flight per thread
+// Independent 16-byte vectors in flight per thread of the rowwise kernel (its U): 4 by
+// default; mx/ops.cu launches U = 2 for MXFP8 with linear scales and 16-bit x.
+constexpr int kRowwiseUnroll = 4;
 
 // The bits of the largest |f| over the kLanes adjacent, aligned lanes that hold one MX block
 // (every lane of the warp must call it).
@@ -219,7 +221,7 @@ __device__ __forceinline__ Encoded<E2M1, V> quantize_lane_vector(const float (&f
   return encode_elems<E2M1, V>(f, e8m0_inverse(b), b == kNanByte);
 }
 
-// The kRowwiseUnroll vectors raw[i] = vector base + i * kThreads of the rowwise kernel
+// The U vectors raw[i] = vector base + i * kThreads of the rowwise kernel
 // (zeros past n): amax over each MX block's lanes, scale byte, codes, stores. kSwizzle ==
 // p.layout.swizzle: the kernel branches once per iteration into one of two copies, so the
 // linear copy stores its scales with a predicated store and no layout branch. (NVVM used to
@@ -239,7 +241,7 @@ __device__ __forceinline__ void rowwise_quantize_vectors(const uint4 (&raw)[U],
     const int64_t v = base + i * kThreads;
     float f[V];
     unpack_vec<T>(raw[i], f);
-    // The kLanes lanes of a block are adjacent and aligned (kThreads * kRowwiseUnroll and
+    // The kLanes lanes of a block are adjacent and aligned (kThreads * U and
     // the vector count per block are multiples of kLanes); all 32 lanes take part.
     uint32_t b;
     const auto e = quantize_lane_vector<E2M1, R>(f, b);
