@@ -152,6 +152,23 @@ def fmt_ms(ms: float, small: bool) -> str:
     return f"{ms * 1e3:.1f} us" if small else f"{ms:.4f} ms"
 
 
+def with_peers(row: dict, peers: dict, ours_ms: float, small: bool, rep: int) -> dict:
+    """Time each peer of a row: the peers cell (time and our speed-up, or the error) and our
+    ratio to the fastest; prints the row."""
+    cells, best = [], None
+    for name, fn in peers.items():
+        pt, err = peer_time(fn, rep)
+        if pt is None:
+            cells.append(f"{name}: {err}")
+            continue
+        cells.append(f"{name}: {fmt_ms(pt, small)} ({pt / ours_ms:.2f}x)")
+        best = pt if best is None else min(best, pt)
+    row["peers (time, ours x faster)"] = "; ".join(cells)
+    row["vs fastest peer"] = f"{best / ours_ms:.2f}x" if best is not None else ""
+    print(" | ".join(row.values()), flush=True)
+    return row
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--shapes", default="8192x8192,4096x14336,16x8192")
@@ -183,18 +200,7 @@ def main() -> None:
             row = {"shape": f"[{m}, {k}]", "op": label, "ours": fmt_ms(t, small),
                    "GB/s": f"{b / t / 1e6:.0f}", "% copy": f"{100 * b / t / 1e6 / copy:.1f}",
                    "copy same bytes": fmt_ms(copy_us(b // 2) / 1e3, small)}
-            cells, best = [], None
-            for name, fn in peers.items():
-                pt, err = peer_time(fn, args.rep)
-                if pt is None:
-                    cells.append(f"{name}: {err}")
-                    continue
-                cells.append(f"{name}: {fmt_ms(pt, small)} ({pt / t:.2f}x)")
-                best = pt if best is None else min(best, pt)
-            row["peers (time, ours x faster)"] = "; ".join(cells)
-            row["vs fastest peer"] = f"{best / t:.2f}x" if best is not None else ""
-            rows.append(row)
-            print(" | ".join(row.values()), flush=True)
+            rows.append(with_peers(row, peers, t, small, args.rep))
     # the scale swizzle, on 1-byte scales
     _, to_blocked = cases(api, torch.randn(128, 128, device="cuda", dtype=BF16))
     for r, c in ((8192, 512), (4096, 896)):
@@ -204,20 +210,10 @@ def main() -> None:
         row = {"shape": f"[{r}, {c}] bytes", "op": "swizzle_scales", "ours": fmt_ms(t, True),
                "GB/s": f"{b / t / 1e6:.0f}", "% copy": f"{100 * b / t / 1e6 / copy:.1f}",
                "copy same bytes": fmt_ms(copy_us(sc.numel()) / 1e3, True)}
-        cells, best = [], None
-        for name, fn in {"torchao to_blocked (compiled)": lambda: to_blocked(sc),
-                         "torchao to_blocked (Triton kernel)":
-                             lambda: api["to_blocked"](sc, use_triton_kernel=True)}.items():
-            pt, err = peer_time(fn, args.rep)
-            if pt is None:
-                cells.append(f"{name}: {err}")
-                continue
-            cells.append(f"{name}: {fmt_ms(pt, True)} ({pt / t:.2f}x)")
-            best = pt if best is None else min(best, pt)
-        row["peers (time, ours x faster)"] = "; ".join(cells)
-        row["vs fastest peer"] = f"{best / t:.2f}x" if best is not None else ""
-        rows.append(row)
-        print(" | ".join(row.values()), flush=True)
+        peers = {"torchao to_blocked (compiled)": lambda: to_blocked(sc),
+                 "torchao to_blocked (Triton kernel)":
+                     lambda: api["to_blocked"](sc, use_triton_kernel=True)}
+        rows.append(with_peers(row, peers, t, True, args.rep))
     lines.append(table(rows, cols))
     lines += ["", "Bytes: each input read once + each output written once (ours; the peers' "
               "outputs have the same sizes, torchao's swizzled scales aside). 'copy same bytes': "
