@@ -233,14 +233,21 @@ __device__ __forceinline__ uint32_t nvfp4_scale_word(const WRegs& r, int h, int 
   return r.s[h][2 * sw] | (r.s[h][2 * sw + 1] << 16);
 }
 
+// First k of chunk i (of the 4 / P chunks of a phase) of thread t in the E2M1 layout of
+// WRegs: step phase / P, chunk (phase % P) * C + i of the step.
+template <int FMT>
+__device__ __forceinline__ int e2m1_chunk_k(int phase, int i, int t) {
+  constexpr int P = kPhases<FMT>, C = 4 / P;
+  return (phase / P) * kSuperK + 128 * ((phase % P) * C + i) + 32 * t;
+}
+
 // ALIGNED: K % 128 == 0 (16-byte code loads; each chunk wholly in or out of range).
 // Otherwise 8-byte code loads and byte scale loads per 16-element block (K % 16 == 0 keeps
 // every block wholly in or out).
 template <bool ALIGNED>
 __device__ __forceinline__ void load_w_plain(WRegs& r, const Params& p, int row0, int t,
                                              int phase) {
-  constexpr int P = kPhases<kNvfp4>, C = 4 / P;  // chunks per phase
-  const int step = phase / P, half = phase % P;
+  constexpr int C = 4 / kPhases<kNvfp4>;  // chunks per phase
 #pragma unroll
   for (int h = 0; h < 2; ++h) {
     const int n = row0 + h * 8;
@@ -249,7 +256,7 @@ __device__ __forceinline__ void load_w_plain(WRegs& r, const Params& p, int row0
     const uint8_t* srow = p.sf + int64_t(n) * (p.K / 16);
 #pragma unroll
     for (int i = 0; i < C; ++i) {
-      const int k = step * kSuperK + 128 * (half * C + i) + 32 * t;
+      const int k = e2m1_chunk_k<kNvfp4>(phase, i, t);
       if constexpr (ALIGNED) {
         load_chunk16(r, h, i, wrow + k / 2, srow + k / 16, row_ok && k < p.K);
       } else {
@@ -327,7 +334,7 @@ __device__ __forceinline__ void load_w_mxfp4(WRegs& r, const Params& p, int row0
         p.sf + int64_t(n) * (p.K / 32) + step * (kSuperK / 32) + half * (kSuperK / 32 / P);
 #pragma unroll
     for (int i = 0; i < C; ++i) {
-      const int k = step * kSuperK + 128 * (half * C + i) + 32 * t;
+      const int k = e2m1_chunk_k<kMxfp4>(phase, i, t);
       load_codes16(r, h, i, wrow + k / 2, row_ok && k < p.K);
     }
     if constexpr (ALIGNED && C == 2) {
@@ -339,7 +346,7 @@ __device__ __forceinline__ void load_w_mxfp4(WRegs& r, const Params& p, int row0
     } else {
 #pragma unroll
       for (int i = 0; i < C; ++i) {
-        const bool ok = row_ok && step * kSuperK + 128 * (half * C + i) + 32 * t < p.K;
+        const bool ok = row_ok && e2m1_chunk_k<kMxfp4>(phase, i, t) < p.K;
         r.s[h][i] = (ok ? uint32_t(srow[4 * i + t]) : 0u) << (8 * t);
       }
     }
@@ -713,7 +720,8 @@ __global__ void __launch_bounds__(kThreads, kMinBlocksOf<FMT, NT>)
       mma_phase<T, FMT, NT, PREPACKED>(acc, r0, xs + (i / P) * kTokenBytes, tok_off, i, t, base);
       if (i + 1 >= n_phases) break;
       if (i + 2 < n_phases) load_w<FMT, ALIGNED, PREPACKED>(r0, p, row0, t, ph_begin + i + 2);
-      mma_phase<T, FMT, NT, PREPACKED>(acc, r1, xs + ((i + 1) / P) * kTokenBytes, tok_off, i + 1, t, base);
+      mma_phase<T, FMT, NT, PREPACKED>(acc, r1, xs + ((i + 1) / P) * kTokenBytes, tok_off,
+                                       i + 1, t, base);
       if (i + 3 < n_phases) load_w<FMT, ALIGNED, PREPACKED>(r1, p, row0, t, ph_begin + i + 3);
     }
   } else {
@@ -746,8 +754,9 @@ __global__ void __launch_bounds__(kThreads, kMinBlocksOf<FMT, NT>)
         permute_stage<FMT, NT>(smem + (st % C::kStages) * C::kStageBytes, tid);
         __syncthreads();
       }
-      mma_phase<T, FMT, NT, PREPACKED>(acc, cur, smem + (st % C::kStages) * C::kStageBytes + t * kSegBytes,
-                            tok_off, i, t, base);
+      mma_phase<T, FMT, NT, PREPACKED>(
+          acc, cur, smem + (st % C::kStages) * C::kStageBytes + t * kSegBytes, tok_off, i, t,
+          base);
       if (i % P == P - 1) __syncthreads();
       if (i + 1 < n_phases) cur = nxt;
     }

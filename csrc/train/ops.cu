@@ -288,11 +288,11 @@ bool launch_colwise(const train::TileParams& p, ScalarType dtype, bool sr, cudaS
 
 // Both operands of train_quantize_rowcol, or one of them (train_quantize), from one read of x
 // per pass: an amax pass first when a global scale is computed, then the quantize pass.
-std::vector<OperandOutputs> train_quantize_run(const char* op, const Tensor& x,
-                                               const OperandRequest (&req)[2], bool block_2d,
-                                               bool stochastic, const std::optional<Tensor>& seed,
+std::vector<OperandOutputs> train_quantize_run(const char* op, const TrainVariant& variant,
+                                               const Tensor& x, const OperandRequest (&req)[2],
+                                               bool block_2d, bool stochastic,
+                                               const std::optional<Tensor>& seed,
                                                const std::optional<Tensor>& offset, bool swizzle) {
-  const TrainVariant variant = train_variant(op, x.get_device_index());
   torch::stable::accelerator::DeviceGuard guard(x.get_device_index());
   const Tensor xc = contiguous_aligned(x);
   const cudaStream_t stream = current_stream(xc);
@@ -403,8 +403,9 @@ std::tuple<Tensor, Tensor, Tensor> train_quantize_cuda(
   const char* op = "nvfp4.train_quantize";
   const bool colwise =
       check_train_quantize(op, x, global_scale, axis, rounding, seed, offset, hadamard_signs);
+  const TrainVariant variant = train_variant(op, x.get_device_index());
   if (!colwise && !block_2d && rounding == "nearest" && !hadamard_signs.has_value() &&
-      train_variant(op, x.get_device_index()).codec) {
+      variant.codec) {
     // The same bits as the inference quantize (docs/spec.md sec. 8): its kernel, faster
     // than the training kernels on this case (benchmarks/RESULTS.md, "fourth part").
     torch::stable::accelerator::DeviceGuard guard(x.get_device_index());
@@ -416,8 +417,8 @@ std::tuple<Tensor, Tensor, Tensor> train_quantize_cuda(
   }
   OperandRequest req[2];
   req[colwise ? 1 : 0] = {true, global_scale, hadamard_signs};
-  auto outs = train_quantize_run(op, x, req, block_2d, rounding == "stochastic", seed, offset,
-                                 swizzle);
+  auto outs = train_quantize_run(op, variant, x, req, block_2d, rounding == "stochastic", seed,
+                                 offset, swizzle);
   const OperandOutputs& o = outs[colwise ? 1 : 0];
   return {o.packed, o.scales, o.gs};
 }
@@ -442,8 +443,8 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> train_quantize_rowcol
   OperandRequest req[2];
   req[0] = {true, global_scale, std::nullopt};
   req[1] = {true, colwise_global_scale, colwise_hadamard_signs};
-  auto outs = train_quantize_run(op, x, req, block_2d, rounding == "stochastic", seed, offset,
-                                 swizzle);
+  auto outs = train_quantize_run(op, train_variant(op, x.get_device_index()), x, req, block_2d,
+                                 rounding == "stochastic", seed, offset, swizzle);
   return {outs[0].packed, outs[0].scales, outs[0].gs, outs[1].packed, outs[1].scales, outs[1].gs};
 }
 
