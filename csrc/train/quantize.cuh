@@ -41,6 +41,10 @@
 //   "sr"             the direct kernels, train/colwise.cuh's train_colwise_sr_kernel for
 //                    stochastic rounding (columnwise alone or rowcol, 16-bit x, any
 //                    transform), the tile kernel at kDepth 2 for the rest.
+//   "smem"           "auto", but train/colwise_smem.cuh's train_colwise_smem_kernel (x staged
+//                    through shared memory in the MXFP8 columnwise kernel's tiles) for a
+//                    quantize pass of the columnwise operand alone with round to nearest,
+//                    any x dtype (issue 14; not in "auto" until measured).
 // Any other value is an error. The direct kernels need 16-byte loads of x (x 16-byte aligned,
 // K * sizeof(x) % 16 == 0: always true for axis=-1) and fewer than 2^31 warp items;
 // otherwise the tile kernel runs.
