@@ -14,9 +14,9 @@
 //  * mx_dequantize_kernel: one thread per 16-byte output vector, 4 in flight per thread.
 // The columnwise kernel's tile helpers (ColTile, load_col_tile, store_tile_vector,
 // colwise_quantize_tile) and the rowwise lane-vector encode (quantize_lane_vector) also
-// serve mx_quantize_rowcol (mx/rowcol.cuh); the tile helpers (col_tile_coord, load_col_tile,
-// store_col_tile, read_tile_column) also the NVFP4 columnwise training kernel
-// (train/colwise_smem.cuh).
+// serve mx_quantize_rowcol (mx/rowcol.cuh); the tile helpers (col_tile_coord,
+// load_col_tile_async, store_col_tile, read_tile_column) also the NVFP4 columnwise training
+// kernel (train/colwise_smem.cuh).
 // Every fp32 operation is an explicit _rn intrinsic (no FMA contraction can change a bit).
 #pragma once
 
@@ -352,34 +352,57 @@ __device__ __forceinline__ void col_tile_extent(const P& p, ColTileCoord& c) {
   c.cols_valid = static_cast<int>(p.k - c.k0 < ColTile<T>::TK ? p.k - c.k0 : ColTile<T>::TK);
 }
 
-// Tile t, numbered along k fastest, then m, then the batch.
-template <typename T, typename P>
-__device__ __forceinline__ ColTileCoord col_tile_coord(const P& p, int64_t t) {
+// Tile t, numbered along k fastest, then m, then the batch; the divisions in I (uint32_t
+// where the tile count allows: fewer registers).
+template <typename T, typename P, typename I = int64_t>
+__device__ __forceinline__ ColTileCoord col_tile_coord(const P& p, I t) {
   ColTileCoord c;
-  const int64_t t2 = t / p.tiles_k;
-  c.k0 = (t - t2 * p.tiles_k) * ColTile<T>::TK;
-  c.batch = t2 / p.tiles_m;
-  c.m0 = (t2 - c.batch * p.tiles_m) * ColTile<T>::TM;
+  const I tiles_k = static_cast<I>(p.tiles_k), tiles_m = static_cast<I>(p.tiles_m);
+  const I t2 = t / tiles_k;
+  const I batch = t2 / tiles_m;
+  c.k0 = int64_t(t - t2 * tiles_k) * ColTile<T>::TK;
+  c.batch = batch;
+  c.m0 = int64_t(t2 - batch * tiles_m) * ColTile<T>::TM;
   col_tile_extent<T>(p, c);
   return c;
 }
 
-// Issue this thread's kLoads 16-byte loads of tile c (p.vec: rows 16-byte aligned); zeros
-// outside x.
-template <typename T, typename P>
-__device__ __forceinline__ void load_col_tile(const T* __restrict__ x, const P& p,
-                                              const ColTileCoord& c,
-                                              uint4 (&raw)[ColTile<T>::kLoads]) {
+// This thread's kLoads 16-byte vectors of tile c (p.vec: rows 16-byte aligned): fn(i, src,
+// ok) for vector i (row idx / kVecPerRow of the tile, idx = i * kThreads + tid), at src in x;
+// ok: inside x (src may not be read otherwise).
+template <typename T, typename P, typename F>
+__device__ __forceinline__ void col_tile_vectors(const T* __restrict__ x, const P& p,
+                                                 const ColTileCoord& c, F fn) {
   using G = ColTile<T>;
   const T* src = x + (c.batch * p.m + c.m0) * p.k + c.k0;
 #pragma unroll
   for (int i = 0; i < G::kLoads; ++i) {
     const int idx = i * kThreads + threadIdx.x;
     const int row = idx / G::kVecPerRow, col = (idx % G::kVecPerRow) * G::V;
-    raw[i] = (row < c.rows_valid && col < c.cols_valid)
-                 ? load_stream(src + int64_t(row) * p.k + col)
-                 : make_uint4(0u, 0u, 0u, 0u);
+    fn(i, src + int64_t(row) * p.k + col, row < c.rows_valid && col < c.cols_valid);
   }
+}
+
+// Issue this thread's kLoads 16-byte loads of tile c into registers; zeros outside x.
+template <typename T, typename P>
+__device__ __forceinline__ void load_col_tile(const T* __restrict__ x, const P& p,
+                                              const ColTileCoord& c,
+                                              uint4 (&raw)[ColTile<T>::kLoads]) {
+  col_tile_vectors<T>(x, p, c, [&](int i, const T* src, bool ok) {
+    raw[i] = ok ? load_stream(src) : make_uint4(0u, 0u, 0u, 0u);
+  });
+}
+
+// The same vectors copied asynchronously (cp.async, one commit group) into this thread's
+// slots of a shared staging buffer: vector i to byte s_raw + 16 (i * kThreads + tid); zeros
+// outside x. No registers hold them in flight; cp_async_wait<0>() before reading them.
+template <typename T, typename P>
+__device__ __forceinline__ void load_col_tile_async(const T* __restrict__ x, const P& p,
+                                                    const ColTileCoord& c, uint32_t s_raw) {
+  col_tile_vectors<T>(x, p, c, [&](int i, const T* src, bool ok) {
+    cp_async16(s_raw + 16u * (i * kThreads + threadIdx.x), ok ? src : x, ok);
+  });
+  cp_async_commit();
 }
 
 // Vector q (columns q * V..) of tile row `row`, as fp32 f[V], into the shared tile.

@@ -10,16 +10,18 @@
 // the structure of the MXFP8 columnwise kernel (mx/quantize.cuh, mx_quantize_colwise_kernel)
 // and its tile helpers: a CTA stages a 128-row x 128-byte tile of x (mx::ColTile<T>: 64
 // columns of 16-bit x, 32 of fp32) through shared memory as fp32 (XOR-permuted 16-byte
-// chunks, mx::tile_word), so only 4 16-byte vectors per thread are in registers. The loads
-// of the CTA's next tile are issued once the current one is in shared memory, so they are in
-// flight while it is encoded. Each thread then encodes kBlocks (2 for 16-bit x, 1 for fp32)
-// 16-row segments of one tile column, each a whole block of x^T: block pi = it * 256 + tid
-// is rows 16 h .. 16 h + 15 (h = pi % 8) of tile column kk = pi / 8, i.e. elements
-// m0 + 16 h .. + 15 of row k0 + kk of x^T. The Hadamard transform of a block is local to the
-// thread; the amax, scale byte, multiplier and codes are the functions of every training
-// kernel (hadamard16, encode_block), so the bits are those of the other kernels by
-// construction. 8 adjacent lanes write 64 contiguous bytes of codes (8 each) and 8
-// contiguous scale bytes of one row of x^T.
+// chunks, mx::tile_word). The CTA's next tile is copied with cp.async into a shared staging
+// buffer while the current one is encoded (no registers hold it in flight; held in
+// registers, as in mx_quantize_rowcol_kernel, the 16 words per thread pushed the encode of
+// 16-bit x past 64 registers on sm_80 too); each thread then widens its own staged vectors
+// into the fp32 tile. Each thread encodes kBlocks (2 for 16-bit x, 1 for fp32) 16-row segments
+// of one tile column, each a whole block of x^T: block pi = it * 256 + tid is rows
+// 16 h .. 16 h + 15 (h = pi % 8) of tile column kk = pi / 8, i.e. elements m0 + 16 h .. + 15
+// of row k0 + kk of x^T. The Hadamard transform of a block is local to the thread; the amax,
+// scale byte, multiplier and codes are the functions of every training kernel (hadamard16,
+// encode_block), so the bits are those of the other kernels by construction. 8 adjacent
+// lanes write 64 contiguous bytes of codes (8 each) and 8 contiguous scale bytes of one row
+// of x^T.
 //
 // 2-D scales: the scale of a 16x16 tile of x is shared by its 16 columns, which lie in 4
 // warps here (a warp holds 4 columns x 8 row groups); the block amaxes go through a small
@@ -54,46 +56,67 @@ __device__ __forceinline__ uint32_t smem_tile_block(const float* tile, int h, in
   return amax;
 }
 
+// The dynamic shared memory of train_colwise_smem_kernel<T>: the fp32 tile, the staging
+// buffer of the next tile's raw vectors (cp.async) and the 2-D scales' block amaxes
+// (s_amax[h * kAmaxPitch + kk], the pitch putting the 8 groups' rows in distinct banks).
+// 16-bit x: 32 + 16 + 2.1 KB (over the 48 KB of static shared memory; the launcher opts in).
+template <typename T>
+struct SmemLayout {
+  using G = SmemTile<T>;
+  static constexpr int kGroups = G::TM / 16;  // 16-row segments per tile column
+  static constexpr int kAmaxPitch = G::TK + 4;
+  static constexpr int kTileBytes = G::TM * G::TK * 4;
+  static constexpr int kRawBytes = G::kLoads * kThreads * 16;
+  static constexpr int kBytes = kTileBytes + kRawBytes + kGroups * kAmaxPitch * 4;
+};
+
 // p.op[1] only; p.tiles_m, p.tiles_k count SmemTile<T> tiles (set by the launcher), p.vec
-// true, round to nearest. 4 CTAs of 256 per SM (at most 64 registers; 32 KB of shared tile
-// each).
+// true, round to nearest; SmemLayout<T>::kBytes of dynamic shared memory. 4 CTAs of 256 per
+// SM (at most 64 registers).
 template <typename T>
 __global__ void __launch_bounds__(kThreads, 4) train_colwise_smem_kernel(const TileParams p) {
   using G = SmemTile<T>;
-  constexpr int TM = G::TM, TK = G::TK;
-  constexpr int kGroups = TM / 16;                  // 16-row segments per tile column
-  constexpr int kBlocks = TK * kGroups / kThreads;  // blocks per thread and tile
-  constexpr int kAmaxPitch = TK + 4;  // s_amax row pitch: the 8 groups' rows in distinct banks
-  static_assert(kBlocks * kThreads == TK * kGroups && kThreads == mx::kThreads, "tile shape");
-  __shared__ __align__(16) float tile[TM * TK];
-  __shared__ __align__(16) uint32_t s_amax[kGroups * kAmaxPitch];  // 2-D: block amaxes
+  using L = SmemLayout<T>;
+  constexpr int TK = G::TK;
+  constexpr int kBlocks = TK * L::kGroups / kThreads;  // blocks per thread and tile
+  static_assert(kBlocks * kThreads == TK * L::kGroups && kThreads == mx::kThreads, "tile shape");
+  extern __shared__ __align__(16) unsigned char smem[];
+  float* tile = reinterpret_cast<float*>(smem);
+  const uint4* s_raw = reinterpret_cast<const uint4*>(smem + L::kTileBytes);
+  uint32_t* s_amax = reinterpret_cast<uint32_t*>(smem + L::kTileBytes + L::kRawBytes);
+  const uint32_t s_raw_addr = static_cast<uint32_t>(__cvta_generic_to_shared(s_raw));
   __shared__ float s_signs[16];
   const Operand& o = p.op[1];
   load_signs(o, s_signs);
   const bool hadamard = o.signs != nullptr;
   const T* x = static_cast<const T*>(p.x);
   const int tid = threadIdx.x;
-  const int64_t n_tiles = p.batches * p.tiles_m * p.tiles_k;
+  // (tile indices fit 32 bits: a tile holds 4096 elements of x or more)
+  const uint32_t n_tiles = static_cast<uint32_t>(p.batches * p.tiles_m * p.tiles_k);
   const int64_t cols = 16 * o.kb;  // elements per row of x^T (= M)
 
   // (the grid has at most n_tiles CTAs)
-  mx::ColTileCoord next = mx::col_tile_coord<T>(p, blockIdx.x);
-  uint4 raw[G::kLoads];
-  mx::load_col_tile<T>(x, p, next, raw);
-  for (int64_t t = blockIdx.x; t < n_tiles; t += gridDim.x) {
-    const mx::ColTileCoord c = next;
-    mx::store_col_tile<T>(tile, raw);
-    __syncthreads();
-    if (t + gridDim.x < n_tiles) {  // the next tile's loads, in flight during the encode
-      next = mx::col_tile_coord<T>(p, t + gridDim.x);
-      mx::load_col_tile<T>(x, p, next, raw);
+  mx::load_col_tile_async<T>(x, p, mx::col_tile_coord<T>(p, uint32_t(blockIdx.x)), s_raw_addr);
+  for (uint32_t t = blockIdx.x; t < n_tiles; t += gridDim.x) {
+    cp_async_wait<0>();
+    asm volatile("" ::: "memory");  // (the reads below stay after the wait)
+    {  // this thread's own staged vectors (no barrier needed) into the fp32 tile
+      uint4 raw[G::kLoads];
+#pragma unroll
+      for (int i = 0; i < G::kLoads; ++i) raw[i] = s_raw[i * kThreads + tid];
+      mx::store_col_tile<T>(tile, raw);
     }
-    if (p.block_2d) {  // every block's amax into s_amax[h][kk]
+    __syncthreads();
+    if (t + gridDim.x < n_tiles) {  // the next tile's copies, in flight during the encode
+      mx::load_col_tile_async<T>(x, p, mx::col_tile_coord<T>(p, t + gridDim.x), s_raw_addr);
+    }
+    const mx::ColTileCoord c = mx::col_tile_coord<T>(p, t);
+    if (p.block_2d) {  // every block's amax into s_amax
 #pragma unroll
       for (int it = 0; it < kBlocks; ++it) {
         const int pi = it * kThreads + tid, h = pi & 7, kk = pi >> 3;
         float v[16];
-        s_amax[h * kAmaxPitch + kk] = smem_tile_block<TK>(tile, h, kk, hadamard, s_signs, v);
+        s_amax[h * L::kAmaxPitch + kk] = smem_tile_block<TK>(tile, h, kk, hadamard, s_signs, v);
       }
       __syncthreads();
     }
@@ -104,7 +127,7 @@ __global__ void __launch_bounds__(kThreads, 4) train_colwise_smem_kernel(const T
       float v[16];
       uint32_t amax = smem_tile_block<TK>(tile, h, kk, hadamard, s_signs, v);
       if (p.block_2d) {  // the max over the tile's 16 columns 16 (kk / 16) .. + 15
-        const uint4* a = reinterpret_cast<const uint4*>(s_amax + h * kAmaxPitch + (kk & ~15));
+        const uint4* a = reinterpret_cast<const uint4*>(s_amax + h * L::kAmaxPitch + (kk & ~15));
 #pragma unroll
         for (int q = 0; q < 4; ++q) {
           const uint4 w = a[q];
@@ -122,7 +145,7 @@ __global__ void __launch_bounds__(kThreads, 4) train_colwise_smem_kernel(const T
                            : row * o.kb + cb] = static_cast<uint8_t>(sf);
       }
     }
-    __syncthreads();  // the next tile (and its s_amax) overwrites the shared memory
+    __syncthreads();  // the next tile (and its s_amax) overwrites the shared tile
   }
   write_operand_padding(p);
 }

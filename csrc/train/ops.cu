@@ -298,7 +298,8 @@ bool launch_colwise(const train::TileParams& p, ScalarType dtype, bool sr, cudaS
 // columnwise operand alone with round to nearest; false (nothing launched) where it does not
 // apply (16-byte loads impossible). Its tiles are mx::ColTile<T>'s (128 rows x 128 bytes), so
 // p's tile counts are replaced by theirs.
-bool launch_colwise_smem(const train::TileParams& p, ScalarType dtype, cudaStream_t stream) {
+bool launch_colwise_smem(const char* op, const train::TileParams& p, ScalarType dtype,
+                         int device, cudaStream_t stream) {
   if (!p.op[1].active || p.op[0].active || !p.vec || p.stochastic) return false;
   dispatch_float(dtype, [&](auto tag) {
     using T = decltype(tag);
@@ -309,9 +310,20 @@ bool launch_colwise_smem(const train::TileParams& p, ScalarType dtype, cudaStrea
     const int64_t n_tiles = q.batches * q.tiles_m * q.tiles_k;
     if (n_tiles == 0) return;  // (no scale padding either: x^T has no rows or no blocks)
     const auto kernel = train::train_colwise_smem_kernel<T>;
-    const unsigned grid =
-        grid_for(n_tiles, 1, std::max<int64_t>(1, resident_ctas(kernel, train::kThreads)));
-    kernel<<<grid, train::kThreads, 0, stream>>>(q);
+    constexpr int kSmem = train::SmemLayout<T>::kBytes;
+    // Per device and dtype, once (no such query inside a CUDA-graph capture): the opt-in to
+    // more than 48 KB of dynamic shared memory and the CTAs resident at once.
+    constexpr int kMaxDevices = 64;
+    static int64_t slots[kMaxDevices] = {};
+    NVFP4_CHECK(device >= 0 && device < kMaxDevices, op, ": device index ", device,
+                " out of range");
+    if (slots[device] == 0) {
+      check_cuda(op,
+                 cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, kSmem),
+                 "cudaFuncSetAttribute");
+      slots[device] = std::max<int64_t>(1, resident_ctas(kernel, train::kThreads, kSmem));
+    }
+    kernel<<<grid_for(n_tiles, 1, slots[device]), train::kThreads, kSmem, stream>>>(q);
   });
   return true;
 }
@@ -416,7 +428,8 @@ std::vector<OperandOutputs> train_quantize_run(const char* op, const TrainVarian
       }
     }
   }
-  const bool direct = (variant.smem_colwise && launch_colwise_smem(p, xc.scalar_type(), stream)) ||
+  const bool direct = (variant.smem_colwise &&
+                       launch_colwise_smem(op, p, xc.scalar_type(), x.get_device_index(), stream)) ||
                       (variant.direct_rowwise && launch_rowwise(p, xc.scalar_type(), stream)) ||
                       (variant.direct_colwise &&
                        launch_colwise(p, xc.scalar_type(),
