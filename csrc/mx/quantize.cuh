@@ -368,8 +368,9 @@ __device__ __forceinline__ ColTileCoord col_tile_coord(const P& p, I t) {
 }
 
 // This thread's kLoads 16-byte vectors of tile c (p.vec: rows 16-byte aligned): fn(i, src,
-// ok) for vector i (row idx / kVecPerRow of the tile, idx = i * kThreads + tid), at src in x;
-// ok: inside x (src may not be read otherwise).
+// row, col, ok) for vector i, row `row` of the tile (idx / kVecPerRow, idx = i * kThreads +
+// tid), columns col.., at src + row * p.k + col in x (src: the tile's first element); ok:
+// inside x (not to be read otherwise).
 template <typename T, typename P, typename F>
 __device__ __forceinline__ void col_tile_vectors(const T* __restrict__ x, const P& p,
                                                  const ColTileCoord& c, F fn) {
@@ -379,7 +380,7 @@ __device__ __forceinline__ void col_tile_vectors(const T* __restrict__ x, const 
   for (int i = 0; i < G::kLoads; ++i) {
     const int idx = i * kThreads + threadIdx.x;
     const int row = idx / G::kVecPerRow, col = (idx % G::kVecPerRow) * G::V;
-    fn(i, src + int64_t(row) * p.k + col, row < c.rows_valid && col < c.cols_valid);
+    fn(i, src, row, col, row < c.rows_valid && col < c.cols_valid);
   }
 }
 
@@ -388,8 +389,8 @@ template <typename T, typename P>
 __device__ __forceinline__ void load_col_tile(const T* __restrict__ x, const P& p,
                                               const ColTileCoord& c,
                                               uint4 (&raw)[ColTile<T>::kLoads]) {
-  col_tile_vectors<T>(x, p, c, [&](int i, const T* src, bool ok) {
-    raw[i] = ok ? load_stream(src) : make_uint4(0u, 0u, 0u, 0u);
+  col_tile_vectors<T>(x, p, c, [&](int i, const T* src, int row, int col, bool ok) {
+    raw[i] = ok ? load_stream(src + int64_t(row) * p.k + col) : make_uint4(0u, 0u, 0u, 0u);
   });
 }
 
@@ -399,8 +400,9 @@ __device__ __forceinline__ void load_col_tile(const T* __restrict__ x, const P& 
 template <typename T, typename P>
 __device__ __forceinline__ void load_col_tile_async(const T* __restrict__ x, const P& p,
                                                     const ColTileCoord& c, uint32_t s_raw) {
-  col_tile_vectors<T>(x, p, c, [&](int i, const T* src, bool ok) {
-    cp_async16(s_raw + 16u * (i * kThreads + threadIdx.x), ok ? src : x, ok);
+  col_tile_vectors<T>(x, p, c, [&](int i, const T* src, int row, int col, bool ok) {
+    cp_async16(s_raw + 16u * (i * kThreads + threadIdx.x),
+               ok ? src + int64_t(row) * p.k + col : x, ok);
   });
   cp_async_commit();
 }
