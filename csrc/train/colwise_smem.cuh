@@ -49,11 +49,7 @@ __device__ __forceinline__ uint32_t smem_tile_block(const float* tile, int h, in
                                                     bool hadamard, const float* signs,
                                                     float (&v)[16]) {
   mx::read_tile_column<TK>(tile, h, kk, v);
-  if (hadamard) hadamard16(v, signs);
-  uint32_t amax = 0;
-#pragma unroll
-  for (int i = 0; i < 16; ++i) amax = max(amax, abs_bits(v[i]));
-  return amax;
+  return transformed_amax(v, hadamard, signs);
 }
 
 // The dynamic shared memory of train_colwise_smem_kernel<T>: the fp32 tile, the staging

@@ -224,6 +224,17 @@ __device__ __forceinline__ void tile_words(const TileParams& p, const TileCoord&
   }
 }
 
+// Block v Hadamard-transformed in place when hadamard (signs: the 16 signs); returns the bits
+// of its amax (the direct columnwise kernels' block, before its scale).
+__device__ __forceinline__ uint32_t transformed_amax(float (&v)[16], bool hadamard,
+                                                     const float* signs) {
+  if (hadamard) hadamard16(v, signs);
+  uint32_t amax = 0;
+#pragma unroll
+  for (int i = 0; i < 16; ++i) amax = max(amax, abs_bits(v[i]));
+  return amax;
+}
+
 // The scale byte sf (returned through sf) of a block from the bits of its amax (of the 16x16
 // tile for 2-D scales) and the encode global scale gs, and its element multiplier (NaN for
 // the scale 0x7F: the block's codes are then 0, which the caller sees to).
