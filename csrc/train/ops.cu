@@ -428,8 +428,8 @@ std::vector<OperandOutputs> train_quantize_run(const char* op, const TrainVarian
       }
     }
   }
-  const bool direct = (variant.smem_colwise &&
-                       launch_colwise_smem(op, p, xc.scalar_type(), x.get_device_index(), stream)) ||
+  const bool direct = (variant.smem_colwise && launch_colwise_smem(op, p, xc.scalar_type(),
+                                                                   x.get_device_index(), stream)) ||
                       (variant.direct_rowwise && launch_rowwise(p, xc.scalar_type(), stream)) ||
                       (variant.direct_colwise &&
                        launch_colwise(p, xc.scalar_type(),
