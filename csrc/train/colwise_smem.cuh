@@ -69,11 +69,20 @@ struct SmemLayout {
   static constexpr int kBytes = kTileBytes + kRawBytes + kGroups * kAmaxPitch * 4;
 };
 
+// Minimum CTAs per SM: 4 (at most 64 registers), what the shared memory of sm_90 / sm_100
+// holds. sm_120 (100 KB per SM: 1 CTA of 16-bit x, 2 of fp32) leaves the registers to the
+// compiler (16-bit x spilled at 64 there). (sm_86 / sm_89 run the sm_80 code: 64 registers.)
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 1200
+constexpr int kSmemMinBlocks = 1;
+#else
+constexpr int kSmemMinBlocks = 4;
+#endif
+
 // p.op[1] only; p.tiles_m, p.tiles_k count SmemTile<T> tiles (set by the launcher), p.vec
-// true, round to nearest; SmemLayout<T>::kBytes of dynamic shared memory. 4 CTAs of 256 per
-// SM (at most 64 registers).
+// true, round to nearest; SmemLayout<T>::kBytes of dynamic shared memory.
 template <typename T>
-__global__ void __launch_bounds__(kThreads, 4) train_colwise_smem_kernel(const TileParams p) {
+__global__ void __launch_bounds__(kThreads, kSmemMinBlocks)
+    train_colwise_smem_kernel(const TileParams p) {
   using G = SmemTile<T>;
   using L = SmemLayout<T>;
   constexpr int TK = G::TK;
