@@ -169,14 +169,14 @@ struct TrainVariant {
   bool direct_sr;       // and the stochastic columnwise-alone ones (train_colwise_sr_kernel)
   bool direct_sr_rowcol;  // and the stochastic rowcol ones
   int depth;            // tile kernel: tiles of loads in flight (1 or 2)
-  // The shared-memory staged kernel (train/colwise_smem.cuh) for the nearest columnwise
-  // operand alone (before the direct kernels: "smem" only, until measured).
-  bool smem_colwise = false;
   // The codec kernels of nvfp4/ops.cu where they compute the same bits: the inference
   // quantize for a rowwise nearest pass without transform or 2-D scales, global_scale for
   // a computed global scale of untransformed operands (auto only: the other variants
   // measure their own kernels).
   bool codec = false;
+  // The shared-memory staged kernel (train/colwise_smem.cuh) for the nearest columnwise
+  // operand alone, before the direct kernels.
+  bool smem_colwise = false;
 };
 
 // device: the op's device ("auto" depends on its architecture).
@@ -195,10 +195,12 @@ TrainVariant train_variant(const char* op, int device) {
     // sm_90: the fastest of each row measured on an H200 (benchmarks/RESULTS.md, "fourth
     // part"): the direct kernels, the SR columnwise kernel for the columnwise operand alone
     // (0.21 vs 0.29 ms at 8192^2) but not for rowcol (0.46 vs 0.42), the tile kernel at depth
-    // 1 (depth 2 was slower on every row, amax passes too)
+    // 1 (depth 2 was slower on every row, amax passes too); "fifth part": the staged
+    // columnwise kernel for the nearest columnwise operand alone (0.102 vs 0.137 ms).
+    // "smem" takes the staged kernel on every architecture.
     TrainVariant a = major >= 10 ? TrainVariant{false, false, false, false, 1, true}
                                  : TrainVariant{true, true, true, false, 1, true};
-    a.smem_colwise = v == "smem";  // auto, and the staged kernel where it applies
+    a.smem_colwise = major < 10 || v == "smem";
     return a;
   }
   if (v == "tile") return {false, false, false, false, 1};

@@ -29,8 +29,10 @@
 //                    alone (axis=-2) or with the rowwise one (train_quantize_rowcol), 16-bit
 //                    x), with stochastic rounding too for the columnwise operand alone
 //                    (train_colwise_sr_kernel), and the tile kernel at kDepth 1 for the rest
-//                    (stochastic rowcol, fp32 x, the amax pass of a computed global scale).
-//                    On sm_100 and later (where ptxas spills in the direct kernels) "auto" is
+//                    (stochastic rowcol, fp32 x, the amax pass of a computed global scale);
+//                    below sm_100, train/colwise_smem.cuh's staged kernel for a quantize
+//                    pass of the columnwise operand alone with round to nearest (any x
+//                    dtype, any transform or scale layout). On sm_100 and later (where ptxas spills in the direct kernels) "auto" is
 //                    "tile".
 //   "tile"           the tile kernel at kDepth 1 for everything: the kernel before the variants.
 //   "tile2"          the tile kernel at kDepth 2 for everything.
@@ -41,10 +43,10 @@
 //   "sr"             the direct kernels, train/colwise.cuh's train_colwise_sr_kernel for
 //                    stochastic rounding (columnwise alone or rowcol, 16-bit x, any
 //                    transform), the tile kernel at kDepth 2 for the rest.
-//   "smem"           "auto", but train/colwise_smem.cuh's train_colwise_smem_kernel (x staged
+//   "smem"           "auto", with train/colwise_smem.cuh's train_colwise_smem_kernel (x staged
 //                    through shared memory in the MXFP8 columnwise kernel's tiles) for a
 //                    quantize pass of the columnwise operand alone with round to nearest,
-//                    any x dtype (issue 14; not in "auto" until measured).
+//                    any x dtype, on every architecture ("auto" takes it below sm_100).
 // Any other value is an error. The direct kernels need 16-byte loads of x (x 16-byte aligned,
 // K * sizeof(x) % 16 == 0: always true for axis=-1) and fewer than 2^31 warp items;
 // otherwise the tile kernel runs.
