@@ -341,15 +341,16 @@ inline int sm_count(int device) {
   return n;
 }
 
-// CTAs of `kernel` (threads per CTA) that fit on the current device at once.
+// CTAs of `kernel` (threads per CTA, smem bytes of dynamic shared memory each) that fit on
+// the current device at once.
 template <typename K>
-int64_t resident_ctas(K kernel, int threads) {
+int64_t resident_ctas(K kernel, int threads, size_t smem = 0) {
   int per_sm = 0, dev = 0;
   if (cudaGetDevice(&dev) != cudaSuccess) {
     cudaGetLastError();
     dev = 0;
   }
-  if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, threads, 0) !=
+  if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, threads, smem) !=
           cudaSuccess ||
       per_sm <= 0) {
     cudaGetLastError();

@@ -18,6 +18,21 @@ __device__ __forceinline__ void store_stream(void* p, uint4 v) {
   __stcs(reinterpret_cast<uint4*>(p), v);
 }
 
+// Asynchronous 16-byte copies global -> shared (sm_80+, no registers hold the data in
+// flight): cp_async16 (valid false: the 16 bytes are zero-filled, nothing is read), a commit
+// closing the group of those issued so far, and a wait until at most N groups are pending
+// (their bytes are then visible to the issuing thread; to others after a barrier).
+__device__ __forceinline__ void cp_async16(uint32_t smem, const void* gmem, bool valid) {
+  const int n = valid ? 16 : 0;  // 0: zero-fill, nothing read
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(smem), "l"(gmem),
+               "r"(n));
+}
+__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n"); }
+template <int N>
+__device__ __forceinline__ void cp_async_wait() {
+  asm volatile("cp.async.wait_group %0;\n" ::"n"(N));
+}
+
 template <typename T>
 struct Elem;
 

@@ -186,17 +186,6 @@ __device__ __forceinline__ uint4 ld_stream16(const void* p) {
   return v;
 }
 
-__device__ __forceinline__ void cp_async16(uint32_t smem, const void* gmem, bool valid) {
-  const int n = valid ? 16 : 0;  // 0: zero-fill, nothing read
-  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(smem), "l"(gmem),
-               "r"(n));
-}
-__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n"); }
-template <int N>
-__device__ __forceinline__ void cp_async_wait() {
-  asm volatile("cp.async.wait_group %0;\n" ::"n"(N));
-}
-
 // One thread's weights for one phase: rows g and g+8 of its warp, 16 words each.
 // E2M1 (NVFP4, MXFP4): code word u = 4i + w (chunk i = 0..3, w = 0..3) holds k = step*512 +
 // 128i + 32t + 8w + [0, 8). NVFP4: byte hh of s[h][i] is the scale of the block of k =

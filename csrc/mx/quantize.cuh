@@ -14,7 +14,9 @@
 //  * mx_dequantize_kernel: one thread per 16-byte output vector, 4 in flight per thread.
 // The columnwise kernel's tile helpers (ColTile, load_col_tile, store_tile_vector,
 // colwise_quantize_tile) and the rowwise lane-vector encode (quantize_lane_vector) also
-// serve mx_quantize_rowcol (mx/rowcol.cuh).
+// serve mx_quantize_rowcol (mx/rowcol.cuh); the tile helpers (col_tile_coord,
+// load_col_tile_async, store_col_tile, read_tile_column) also the NVFP4 columnwise training
+// kernel (train/colwise_smem.cuh).
 // Every fp32 operation is an explicit _rn intrinsic (no FMA contraction can change a bit).
 #pragma once
 
@@ -339,41 +341,70 @@ struct ColTileCoord {
   int rows_valid, cols_valid;
 };
 
+// The tile helpers below take any parameter struct P with the fields batches, m, k, tiles_m,
+// tiles_k of ColwiseParams (tiles_m, tiles_k counting ColTile<T> tiles): ColwiseParams here,
+// train::TileParams in the NVFP4 training kernel train/colwise_smem.cuh.
+
 // rows_valid, cols_valid of the tile at c.m0, c.k0.
-template <typename T>
-__device__ __forceinline__ void col_tile_extent(const ColwiseParams& p, ColTileCoord& c) {
+template <typename T, typename P>
+__device__ __forceinline__ void col_tile_extent(const P& p, ColTileCoord& c) {
   c.rows_valid = static_cast<int>(p.m - c.m0 < ColTile<T>::TM ? p.m - c.m0 : ColTile<T>::TM);
   c.cols_valid = static_cast<int>(p.k - c.k0 < ColTile<T>::TK ? p.k - c.k0 : ColTile<T>::TK);
 }
 
-// Tile t, numbered along k fastest, then m, then the batch.
-template <typename T>
-__device__ __forceinline__ ColTileCoord col_tile_coord(const ColwiseParams& p, int64_t t) {
+// Tile t, numbered along k fastest, then m, then the batch; the divisions in I (uint32_t
+// where the tile count allows: fewer registers).
+template <typename T, typename P, typename I = int64_t>
+__device__ __forceinline__ ColTileCoord col_tile_coord(const P& p, I t) {
   ColTileCoord c;
-  const int64_t t2 = t / p.tiles_k;
-  c.k0 = (t - t2 * p.tiles_k) * ColTile<T>::TK;
-  c.batch = t2 / p.tiles_m;
-  c.m0 = (t2 - c.batch * p.tiles_m) * ColTile<T>::TM;
+  const I tiles_k = static_cast<I>(p.tiles_k), tiles_m = static_cast<I>(p.tiles_m);
+  const I t2 = t / tiles_k;
+  const I batch = t2 / tiles_m;
+  c.k0 = int64_t(t - t2 * tiles_k) * ColTile<T>::TK;
+  c.batch = batch;
+  c.m0 = int64_t(t2 - batch * tiles_m) * ColTile<T>::TM;
   col_tile_extent<T>(p, c);
   return c;
 }
 
-// Issue this thread's kLoads 16-byte loads of tile c (p.vec: rows 16-byte aligned); zeros
-// outside x.
-template <typename T>
-__device__ __forceinline__ void load_col_tile(const T* __restrict__ x, const ColwiseParams& p,
-                                              const ColTileCoord& c,
-                                              uint4 (&raw)[ColTile<T>::kLoads]) {
+// This thread's kLoads 16-byte vectors of tile c (p.vec: rows 16-byte aligned): fn(i, src,
+// row, col, ok) for vector i, row `row` of the tile (idx / kVecPerRow, idx = i * kThreads +
+// tid), columns col.., at src + row * p.k + col in x (src: the tile's first element); ok:
+// inside x (not to be read otherwise).
+template <typename T, typename P, typename F>
+__device__ __forceinline__ void col_tile_vectors(const T* __restrict__ x, const P& p,
+                                                 const ColTileCoord& c, F fn) {
   using G = ColTile<T>;
   const T* src = x + (c.batch * p.m + c.m0) * p.k + c.k0;
 #pragma unroll
   for (int i = 0; i < G::kLoads; ++i) {
     const int idx = i * kThreads + threadIdx.x;
     const int row = idx / G::kVecPerRow, col = (idx % G::kVecPerRow) * G::V;
-    raw[i] = (row < c.rows_valid && col < c.cols_valid)
-                 ? load_stream(src + int64_t(row) * p.k + col)
-                 : make_uint4(0u, 0u, 0u, 0u);
+    fn(i, src, row, col, row < c.rows_valid && col < c.cols_valid);
   }
+}
+
+// Issue this thread's kLoads 16-byte loads of tile c into registers; zeros outside x.
+template <typename T, typename P>
+__device__ __forceinline__ void load_col_tile(const T* __restrict__ x, const P& p,
+                                              const ColTileCoord& c,
+                                              uint4 (&raw)[ColTile<T>::kLoads]) {
+  col_tile_vectors<T>(x, p, c, [&](int i, const T* src, int row, int col, bool ok) {
+    raw[i] = ok ? load_stream(src + int64_t(row) * p.k + col) : make_uint4(0u, 0u, 0u, 0u);
+  });
+}
+
+// The same vectors copied asynchronously (cp.async, one commit group) into this thread's
+// slots of a shared staging buffer: vector i to byte s_raw + 16 (i * kThreads + tid); zeros
+// outside x. No registers hold them in flight; cp_async_wait<0>() before reading them.
+template <typename T, typename P>
+__device__ __forceinline__ void load_col_tile_async(const T* __restrict__ x, const P& p,
+                                                    const ColTileCoord& c, uint32_t s_raw) {
+  col_tile_vectors<T>(x, p, c, [&](int i, const T* src, int row, int col, bool ok) {
+    cp_async16(s_raw + 16u * (i * kThreads + threadIdx.x),
+               ok ? src + int64_t(row) * p.k + col : x, ok);
+  });
+  cp_async_commit();
 }
 
 // Vector q (columns q * V..) of tile row `row`, as fp32 f[V], into the shared tile.
@@ -396,6 +427,30 @@ __device__ __forceinline__ void store_tile_vector(float* tile, int row, int q,
   }
 }
 
+// This thread's kLoads vectors of a tile (load_col_tile) as fp32 into the shared tile.
+template <typename T>
+__device__ __forceinline__ void store_col_tile(float* tile,
+                                               const uint4 (&raw)[ColTile<T>::kLoads]) {
+  using G = ColTile<T>;
+#pragma unroll
+  for (int i = 0; i < G::kLoads; ++i) {
+    const int idx = i * kThreads + threadIdx.x;
+    float f[G::V];
+    unpack_vec<T>(raw[i], f);
+    store_tile_vector<T>(tile, idx / G::kVecPerRow, idx % G::kVecPerRow, f);
+  }
+}
+
+// Rows 16 h .. 16 h + 15 of column kk of the shared tile (TK columns) into f: one 16-row
+// segment, whose rows all have XOR key h (tile_word).
+template <int TK>
+__device__ __forceinline__ void read_tile_column(const float* tile, int h, int kk,
+                                                 float (&f)[16]) {
+  const float* col = tile + 16 * h * TK + ((((kk >> 2) ^ h) << 2) | (kk & 3));
+#pragma unroll
+  for (int s = 0; s < 16; ++s) f[s] = col[s * TK];
+}
+
 // The columnwise quantization of the shared tile (tile c of x): each thread walks 16 rows of
 // one column (half an MX block; the other half is the neighbouring lane) and writes 16
 // output bytes (E4M3) or 8 (E2M1) of output row k0 + column, and the scale byte.
@@ -414,11 +469,8 @@ __device__ __forceinline__ void colwise_quantize_tile(const float* tile, const C
     const int pi = it * kThreads + threadIdx.x;
     const int h = pi & 7;   // 16-row half block: rows 16h..16h+15 of the tile
     const int kk = pi >> 3; // tile column = output row k0 + kk
-    // tile_word(16h + s, kk) for s = 0..15: rows 16h.. all have XOR key h.
-    const float* col = tile + 16 * h * TK + ((((kk >> 2) ^ h) << 2) | (kk & 3));
     float f[16];
-#pragma unroll
-    for (int s = 0; s < 16; ++s) f[s] = col[s * TK];
+    read_tile_column<TK>(tile, h, kk, f);
     uint32_t amax = 0;
 #pragma unroll
     for (int s = 0; s < 16; ++s) amax = max(amax, abs_bits(f[s]));
@@ -443,7 +495,7 @@ __global__ void __launch_bounds__(kThreads, 4)
     mx_quantize_colwise_kernel(const T* __restrict__ x, uint8_t* __restrict__ data,
                                uint8_t* __restrict__ scales, ColwiseParams p) {
   using G = ColTile<T>;
-  constexpr int TM = G::TM, TK = G::TK, V = G::V;
+  constexpr int TM = G::TM, TK = G::TK;
   __shared__ __align__(16) float tile[TM * TK];
 
   const int tid = threadIdx.x;
@@ -454,13 +506,7 @@ __global__ void __launch_bounds__(kThreads, 4)
     if (p.vec) {
       uint4 raw[G::kLoads];
       load_col_tile<T>(x, p, c, raw);
-#pragma unroll
-      for (int i = 0; i < G::kLoads; ++i) {
-        const int idx = i * kThreads + tid;
-        float f[V];
-        unpack_vec<T>(raw[i], f);
-        store_tile_vector<T>(tile, idx / G::kVecPerRow, idx % G::kVecPerRow, f);
-      }
+      store_col_tile<T>(tile, raw);
     } else {
       // Unaligned rows (k * sizeof(T) not a multiple of 16): element loads, still
       // coalesced along the rows. 8 loads in flight per thread.

@@ -122,11 +122,7 @@ __device__ __forceinline__ uint32_t colwise_block(const uint4 (&raw)[16], int j,
                                                   const float* signs, float (&v)[16]) {
 #pragma unroll
   for (int i = 0; i < 16; ++i) v[i] = vec_elem<T>(raw[i], j);
-  if (hadamard) hadamard16(v, signs);
-  uint32_t amax = 0;
-#pragma unroll
-  for (int i = 0; i < 16; ++i) amax = max(amax, abs_bits(v[i]));
-  return amax;
+  return transformed_amax(v, hadamard, signs);
 }
 
 // train_quantize_rowcol: the rowwise operand p.op[0] (no transform) from the same loaded

@@ -29,8 +29,10 @@
 //                    alone (axis=-2) or with the rowwise one (train_quantize_rowcol), 16-bit
 //                    x), with stochastic rounding too for the columnwise operand alone
 //                    (train_colwise_sr_kernel), and the tile kernel at kDepth 1 for the rest
-//                    (stochastic rowcol, fp32 x, the amax pass of a computed global scale).
-//                    On sm_100 and later (where ptxas spills in the direct kernels) "auto" is
+//                    (stochastic rowcol, fp32 x, the amax pass of a computed global scale);
+//                    below sm_100, train/colwise_smem.cuh's staged kernel for a quantize
+//                    pass of the columnwise operand alone with round to nearest (any x
+//                    dtype, any transform or scale layout). On sm_100 and later (where ptxas spills in the direct kernels) "auto" is
 //                    "tile".
 //   "tile"           the tile kernel at kDepth 1 for everything: the kernel before the variants.
 //   "tile2"          the tile kernel at kDepth 2 for everything.
@@ -41,6 +43,10 @@
 //   "sr"             the direct kernels, train/colwise.cuh's train_colwise_sr_kernel for
 //                    stochastic rounding (columnwise alone or rowcol, 16-bit x, any
 //                    transform), the tile kernel at kDepth 2 for the rest.
+//   "smem"           "auto", with train/colwise_smem.cuh's train_colwise_smem_kernel (x staged
+//                    through shared memory in the MXFP8 columnwise kernel's tiles) for a
+//                    quantize pass of the columnwise operand alone with round to nearest,
+//                    any x dtype, on every architecture ("auto" takes it below sm_100).
 // Any other value is an error. The direct kernels need 16-byte loads of x (x 16-byte aligned,
 // K * sizeof(x) % 16 == 0: always true for axis=-1) and fewer than 2^31 warp items;
 // otherwise the tile kernel runs.
@@ -218,6 +224,17 @@ __device__ __forceinline__ void tile_words(const TileParams& p, const TileCoord&
       if (e >= e0 && e < e_end) w[r * kPitch + static_cast<int>(e - e0)] = words.w[j];
     }
   }
+}
+
+// Block v Hadamard-transformed in place when hadamard (signs: the 16 signs); returns the bits
+// of its amax (the direct columnwise kernels' block, before its scale).
+__device__ __forceinline__ uint32_t transformed_amax(float (&v)[16], bool hadamard,
+                                                     const float* signs) {
+  if (hadamard) hadamard16(v, signs);
+  uint32_t amax = 0;
+#pragma unroll
+  for (int i = 0; i < 16; ++i) amax = max(amax, abs_bits(v[i]));
+  return amax;
 }
 
 // The scale byte sf (returned through sf) of a block from the bits of its amax (of the 16x16

@@ -192,10 +192,14 @@ def test_2d_blocks_give_the_same_values_both_ways_on_cuda():
 # the kernel variants of NVFP4_OPS_TRAIN_KERNEL (csrc/train/quantize.cuh): the same bits
 # --------------------------------------------------------------------------------------
 
-TRAIN_KERNELS = ["auto", "tile", "tile2", "row", "direct", "sr"]
+TRAIN_KERNELS = ["auto", "tile", "tile2", "row", "direct", "sr", "smem"]
 # large enough that warps and CTAs loop over several items / tiles (the prefetch paths), with
-# partial row groups, odd block spans and 3-D batches
-VARIANT_SHAPES = [((4096, 1024), BF16), ((2, 1040, 528), F16), ((3, 33, 80), F32)]
+# partial row groups, odd block spans and 3-D batches. "smem" (tiles of 128 rows x 128 bytes,
+# the columnwise operand alone): partial row and column tiles in the F16 shape (1040 = 8 * 128
+# + 16 rows, 528 = 8 * 64 + 16 columns) and the F32 one (144 = 128 + 16, 8464 = 264 * 32 +
+# 16), whose 530 tiles make CTAs of an H200 loop (132 SMs, 4 CTAs each)
+VARIANT_SHAPES = [((4096, 1024), BF16), ((2, 1040, 528), F16), ((3, 33, 80), F32),
+                  ((144, 8464), F32)]
 
 
 @pytest.mark.parametrize("kernel", TRAIN_KERNELS)
