@@ -147,7 +147,7 @@ void launch(const char* op, Params p, int device, cudaStream_t stream, const Ten
   // steps of one CTA plus one step of fixed cost, is least (ties: fewer splits). XPRE: only
   // splits whose activations fit in kXPreMaxSmem.
   int64_t best_cost = INT64_MAX, best_sps = 1;
-  for (int64_t s = 1; s <= p.steps; ++s) {
+  for (int64_t s = 1; s <= std::min<int64_t>(p.steps, 65535); ++s) {  // (gridDim.y)
     const int64_t sps = ceil_div(p.steps, s);
     if (s > 1 && sps == ceil_div(p.steps, s - 1)) continue;  // the same split as s - 1
     if (C::kXPre && tokens * x_stride(sps) > kXPreSmem<FMT, NT>) continue;
@@ -171,19 +171,30 @@ void launch(const char* op, Params p, int device, cudaStream_t stream, const Ten
                  "cudaMemsetAsync");
     }
   }
-  dim3 grid(static_cast<unsigned>(n_tiles), static_cast<unsigned>(p.splits),
-            static_cast<unsigned>(m_tiles));
+  Tensor xp = like;  // ring path: x permuted once (permute_x_kernel), alive until queued
+  if constexpr (!C::kXPre) {
+    const int64_t n16 = int64_t(p.M) * p.K / 8;
+    xp = empty_like_shape(like, {n16 * 8}, like.scalar_type());
+    permute_x_kernel<FMT><<<grid_for(n16, kThreads, int64_t(sm_count(device)) * 8), kThreads, 0,
+                            stream>>>(static_cast<const uint4*>(p.x),
+                                      static_cast<uint4*>(xp.mutable_data_ptr()), n16);
+    check_launch(op);
+    p.x = xp.const_data_ptr();
+  }
+  dim3 grid(static_cast<unsigned>(tiles), static_cast<unsigned>(p.splits));
   kernel<<<grid, kThreads, smem, stream>>>(p);
   check_launch(op);
 }
 
 // Tokens per CTA (8 * NT) by M. NVFP4: the prepacked weight, or the plain one with 16-byte
-// code loads (K % 128 == 0) or 8-byte ones. MX: whole-step scale loads when K % 512 == 0; no
-// 32-token tiles (M 17..32 takes the 64-token one: fewer instantiations to build).
+// code loads (K % 128 == 0) or 8-byte ones. MX: whole-step scale loads when K % 512 == 0;
+// MXFP8 has no 32-token tile (M 17..32 takes the 64-token one: fewer instantiations to build).
 template <typename T, int FMT>
 void dispatch(const char* op, const Params& p, bool prepacked, int device, cudaStream_t stream,
               const Tensor& like) {
   const bool aligned = p.K % (FMT == kNvfp4 ? 128 : kSuperK) == 0;
+  // (M = 33..64 as two 32-token tiles at 2 CTAs per SM measured 5-12 % slower than one
+  // 64-token tile: benchmarks/RESULTS.md, "fifth part")
   const int m = std::min(p.M, 64);
 #define NVFP4_GEMM_CASE(NT)                                                                  \
   if (FMT == kNvfp4 && prepacked) launch<T, FMT, NT, true, FMT == kNvfp4>(op, p, device, stream, like); \
@@ -193,10 +204,10 @@ void dispatch(const char* op, const Params& p, bool prepacked, int device, cudaS
     NVFP4_GEMM_CASE(1)
   } else if (m <= 16) {
     NVFP4_GEMM_CASE(2)
-  } else if (kE2m1<FMT> && m <= 32) {
-    NVFP4_GEMM_CASE(4)
-  } else {
+  } else if (m > 32 || !kE2m1<FMT>) {
     NVFP4_GEMM_CASE(8)
+  } else if constexpr (kE2m1<FMT>) {  // (no MXFP8 instantiation of the 32-token tile)
+    NVFP4_GEMM_CASE(4)
   }
 #undef NVFP4_GEMM_CASE
 }

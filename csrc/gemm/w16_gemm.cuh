@@ -10,12 +10,13 @@
 // * Weights go global -> registers, one phase (a 512-wide step; MXFP8: half a step) ahead of
 //   their use: each weight byte is used by exactly one thread. NVFP4 reads whole 32-byte
 //   sectors (the 4 threads of a row read 64 contiguous bytes, four times per step); the
-//   nibble order inside a code word is absorbed once per activation element when the
-//   activations are stored in shared memory (`permute_for`), not per use.
-// * Activations: few tokens (kXPre, M <= 16 per tile) are loaded once per CTA for its whole
-//   K range (`preload_x`), so the main loop has no barrier; more tokens go through a cp.async
-//   ring of stages shared by the 8 warps. Both are padded so that the 16-byte fragment reads
-//   are free of bank conflicts.
+//   nibble order inside a code word is absorbed once per activation element (`permute_for`),
+//   not per use.
+// * Activations: few tokens (kXPre, M <= 16 per tile) are loaded and permuted once per CTA
+//   for its whole K range (`preload_x`), so the main loop has no barrier; more tokens are
+//   permuted once per call (`permute_x_kernel`) and go through a cp.async ring of stages
+//   shared by the 8 warps, one barrier per 512-wide step. Both are padded so that the
+//   16-byte fragment reads are free of bank conflicts.
 // * E2M1 / E4M3 -> fp16/bf16 by placing the code bits into the exponent/mantissa fields
 //   (exact). NVFP4: one packed multiply by the block scale times a power of two; the product
 //   e2m1 * sf * 2^-7 is EXACT in both fp16 and bf16 (at most 6 significant bits, magnitude in
@@ -73,9 +74,10 @@ constexpr int kTokenBytes = 4 * kSegBytes;    // 1088: 1088 % 128 == 64 -> no ba
 
 template <int NT>
 struct Config {
-  static constexpr int kMinBlocks = NT <= 2 ? 2 : 1;  // 2 CTAs/SM: at most 128 registers
+  static constexpr int kMinBlocks = NT <= 4 ? 2 : 1;  // 2 CTAs/SM: at most 128 registers
   static constexpr int kTokens = 8 * NT;
-  static constexpr int kStages = NT <= 2 ? 4 : (NT == 4 ? 3 : 2);
+  // ring stages (NT >= 4): 3 x 35 KB (NT = 4, 2 CTAs per SM) or 3 x 70 KB (NT = 8, 1 CTA)
+  static constexpr int kStages = 3;
   static constexpr int kStageBytes = kTokens * kTokenBytes;
   static constexpr int kSmemBytes = kStages * kStageBytes;
   // Few tokens: the split's activations preloaded once (preload_x), no ring.
@@ -374,7 +376,7 @@ __device__ __forceinline__ void load_w(WRegs& r, const Params& p, int row0, int 
   }
 }
 
-// The activation chunk x[k .. k+8) as the kernel stores it (see permute_stage).
+// The activation chunk x[k .. k+8) as the kernel stores it (see permute_for).
 __device__ __forceinline__ uint4 permute_chunk(uint4 v) {
   return make_uint4(__byte_perm(v.y, v.w, 0x7632), __byte_perm(v.y, v.w, 0x5410),
                     __byte_perm(v.x, v.z, 0x7632), __byte_perm(v.x, v.z, 0x5410));
@@ -400,7 +402,8 @@ __device__ __forceinline__ uint4 permute_for(uint4 v) {
     return permute_chunk(v);
 }
 
-// Activation stage: tokens [m0, m0 + 8*NT) x k [step*512, +512), zero-filled out of range.
+// Activation stage: tokens [m0, m0 + 8*NT) x k [step*512, +512) of the permuted x
+// (permute_x_kernel), zero-filled out of range.
 template <int FMT, int NT>
 __device__ __forceinline__ void load_x_stage(uint32_t smem_stage, const Params& p, int m0,
                                              int step, int tid) {
@@ -420,17 +423,15 @@ __device__ __forceinline__ void load_x_stage(uint32_t smem_stage, const Params& 
 }
 
 
-// Once a stage has landed: each 16-byte chunk x0..x7 becomes (x3 x7) (x2 x6) (x1 x5) (x0 x4),
-// the B fragments of the two mma steps of a code word (see a_pairs), in the code order.
-template <int FMT, int NT>
-__device__ __forceinline__ void permute_stage(unsigned char* stage, int tid) {
-  constexpr int kChunks = 8 * NT * (kSuperK / 8);
-  for (int c = tid; c < kChunks; c += kThreads) {
-    const int tok = c / (kSuperK / 8), j = c % (kSuperK / 8);
-    uint4* q = reinterpret_cast<uint4*>(stage + tok * kTokenBytes + (j / 16) * kSegBytes +
-                                        (j % 16) * 16);
-    *q = permute_for<FMT>(*q);
-  }
+// Ring path (NT >= 4): x permuted once per call, before the GEMM (each 16-byte chunk x0..x7
+// of xp = permute_for<FMT> of x's), so that a ring stage lands in the order the mma steps
+// read and needs no pass of its own (nor the two barriers around one). n16: x.numel() / 8.
+template <int FMT>
+__global__ void permute_x_kernel(const uint4* __restrict__ x, uint4* __restrict__ xp,
+                                 int64_t n16) {
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n16;
+       i += int64_t(gridDim.x) * blockDim.x)
+    xp[i] = permute_for<FMT>(__ldg(x + i));
 }
 
 // Weight pairs of step 2u and 2u+1 from one code word: the exponent-field trick yields
@@ -681,7 +682,10 @@ __global__ void __launch_bounds__(kThreads, kMinBlocksOf<FMT, NT>)
   const int tid = threadIdx.x;
   const int warp = tid / 32, lane = tid % 32;
   const int g = lane / 4, t = lane % 4;
-  const int n_tile = blockIdx.x, split = blockIdx.y, m_tile = blockIdx.z;
+  // Tile blockIdx.x: the m tiles of a weight tile are neighbours, so that they run together
+  // (one DRAM read of the weight tile, the other m tiles' reads hit the L2).
+  const int m_tiles = (p.M + C::kTokens - 1) / C::kTokens;
+  const int m_tile = blockIdx.x % m_tiles, n_tile = blockIdx.x / m_tiles, split = blockIdx.y;
   const int row0 = n_tile * kRowsPerCta + warp * 16 + g;
   const int m0 = m_tile * C::kTokens;
   const int s_begin = split * p.steps_per_split;
@@ -714,6 +718,9 @@ __global__ void __launch_bounds__(kThreads, kMinBlocksOf<FMT, NT>)
       if (i + 3 < n_phases) load_w<FMT, ALIGNED, PREPACKED>(r1, p, row0, t, ph_begin + i + 3);
     }
   } else {
+    // Ring of kStages activation stages (x permuted beforehand: permute_x_kernel). One
+    // barrier per step: after it, stage st has landed for every thread and every warp is done
+    // with step st - 1, whose stage is then refilled with step st + kStages - 1.
 #pragma unroll
     for (int s = 0; s < C::kStages - 1; ++s) {
       if (s < n_steps)
@@ -729,6 +736,8 @@ __global__ void __launch_bounds__(kThreads, kMinBlocksOf<FMT, NT>)
     for (int i = 0; i < n_phases; ++i) {
       const int st = i / P;  // local step: its stage lands at the first phase of the step
       if (i % P == 0) {
+        cp_async_wait<C::kStages - 2>();
+        __syncthreads();
         const int s = st + C::kStages - 1;
         if (s < n_steps)
           load_x_stage<FMT, NT>(smem_base + (s % C::kStages) * C::kStageBytes, p, m0,
@@ -737,16 +746,9 @@ __global__ void __launch_bounds__(kThreads, kMinBlocksOf<FMT, NT>)
       }
       WRegs nxt;
       if (i + 1 < n_phases) load_w<FMT, ALIGNED, PREPACKED>(nxt, p, row0, t, ph_begin + i + 1);
-      if (i % P == 0) {
-        cp_async_wait<C::kStages - 1>();
-        __syncthreads();
-        permute_stage<FMT, NT>(smem + (st % C::kStages) * C::kStageBytes, tid);
-        __syncthreads();
-      }
       mma_phase<T, FMT, NT, PREPACKED>(
           acc, cur, smem + (st % C::kStages) * C::kStageBytes + t * kSegBytes, tok_off, i, t,
           base);
-      if (i % P == P - 1) __syncthreads();
       if (i + 1 < n_phases) cur = nxt;
     }
     cp_async_wait<0>();
@@ -786,7 +788,7 @@ __global__ void __launch_bounds__(kThreads, kMinBlocksOf<FMT, NT>)
   __syncthreads();
   __shared__ int last;
   if (tid == 0) {
-    int* ticket = p.tickets + m_tile * gridDim.x + n_tile;
+    int* ticket = p.tickets + blockIdx.x;
     const int prev = atomicAdd(ticket, 1);
     last = prev == p.splits - 1;
     if (last) *ticket = 0;  // ready for the next launch (and for CUDA-graph replays)
@@ -794,13 +796,52 @@ __global__ void __launch_bounds__(kThreads, kMinBlocksOf<FMT, NT>)
   __syncthreads();
   if (!last) return;
   __threadfence();
+  // The sums in split order 0..S-1 (the same bits as any arrival order). N % 4 == 0: four
+  // outputs per 16-byte load and every load of a thread issued before the first add, so that
+  // the last CTA waits for the L2 about once per split, not once per output.
+  const int64_t mn = int64_t(p.M) * p.N;
+  if (p.N % 4 == 0) {
+    constexpr int kQuads = C::kTokens * kRowsPerCta / 4;
+    constexpr int kBatch = kQuads / kThreads;  // 1, 2, 4, 8
+    static_assert(kBatch * kThreads == kQuads, "whole batches of quads");
+    int64_t off[kBatch];
+    float4 sum[kBatch];
+#pragma unroll
+    for (int b = 0; b < kBatch; ++b) {
+      const int q = tid + b * kThreads;
+      const int m = m0 + q / (kRowsPerCta / 4);
+      const int n = n_tile * kRowsPerCta + 4 * (q % (kRowsPerCta / 4));
+      off[b] = m < p.M && n < p.N ? int64_t(m) * p.N + n : -1;
+      sum[b] = make_float4(0.f, 0.f, 0.f, 0.f);
+    }
+    for (int s = 0; s < p.splits; ++s) {
+      float4 v[kBatch];
+#pragma unroll
+      for (int b = 0; b < kBatch; ++b)
+        v[b] = off[b] >= 0 ? __ldcg(reinterpret_cast<const float4*>(p.partials + s * mn + off[b]))
+                           : make_float4(0.f, 0.f, 0.f, 0.f);
+#pragma unroll
+      for (int b = 0; b < kBatch; ++b)
+        sum[b].x += v[b].x, sum[b].y += v[b].y, sum[b].z += v[b].z, sum[b].w += v[b].w;
+    }
+#pragma unroll
+    for (int b = 0; b < kBatch; ++b) {
+      if (off[b] < 0) continue;
+      const int n = int(off[b] % p.N);
+      y[off[b]] = finish<T>(sum[b].x, inv, bias, n);
+      y[off[b] + 1] = finish<T>(sum[b].y, inv, bias, n + 1);
+      y[off[b] + 2] = finish<T>(sum[b].z, inv, bias, n + 2);
+      y[off[b] + 3] = finish<T>(sum[b].w, inv, bias, n + 3);
+    }
+    return;
+  }
   for (int i = tid; i < C::kTokens * kRowsPerCta; i += kThreads) {
     const int m = m0 + i / kRowsPerCta;
     const int n = n_tile * kRowsPerCta + i % kRowsPerCta;
     if (m >= p.M || n >= p.N) continue;
     const int64_t off = int64_t(m) * p.N + n;
     float sum = 0.f;
-    for (int s = 0; s < p.splits; ++s) sum += __ldcg(p.partials + int64_t(s) * p.M * p.N + off);
+    for (int s = 0; s < p.splits; ++s) sum += __ldcg(p.partials + s * mn + off);
     y[off] = finish<T>(sum, inv, bias, n);
   }
 }

@@ -442,6 +442,20 @@ std::vector<OperandOutputs> train_quantize_run(const char* op, const TrainVarian
   return outs;
 }
 
+// The rowwise operand of a nearest pass without transform or 2-D scales: the same bits as
+// the inference quantize (docs/spec.md sec. 8), whose kernel is faster than the training
+// kernels on this case (benchmarks/RESULTS.md, "fourth part"). {packed, scales, gs}.
+std::tuple<Tensor, Tensor, Tensor> rowwise_codec(const char* op, const Tensor& x,
+                                                 const std::optional<Tensor>& global_scale,
+                                                 bool swizzle) {
+  torch::stable::accelerator::DeviceGuard guard(x.get_device_index());
+  const Tensor gs = global_scale.has_value()
+                        ? copy_scale(op, x, *global_scale, current_stream(x))
+                        : global_scale_of(x);
+  auto [packed, scales] = quantize_amax(x, gs, swizzle);
+  return {packed, scales, gs};
+}
+
 std::tuple<Tensor, Tensor, Tensor> train_quantize_cuda(
     Tensor x, std::optional<Tensor> global_scale, int64_t axis, bool block_2d,
     std::string rounding, std::optional<Tensor> seed, std::optional<Tensor> offset,
@@ -451,16 +465,8 @@ std::tuple<Tensor, Tensor, Tensor> train_quantize_cuda(
       check_train_quantize(op, x, global_scale, axis, rounding, seed, offset, hadamard_signs);
   const TrainVariant variant = train_variant(op, x.get_device_index());
   if (!colwise && !block_2d && rounding == "nearest" && !hadamard_signs.has_value() &&
-      variant.codec) {
-    // The same bits as the inference quantize (docs/spec.md sec. 8): its kernel, faster
-    // than the training kernels on this case (benchmarks/RESULTS.md, "fourth part").
-    torch::stable::accelerator::DeviceGuard guard(x.get_device_index());
-    const Tensor gs = global_scale.has_value()
-                          ? copy_scale(op, x, *global_scale, current_stream(x))
-                          : global_scale_of(x);
-    auto [packed, scales] = quantize_amax(x, gs, swizzle);
-    return {packed, scales, gs};
-  }
+      variant.codec)
+    return rowwise_codec(op, x, global_scale, swizzle);
   OperandRequest req[2];
   req[colwise ? 1 : 0] = {true, global_scale, hadamard_signs};
   auto outs = train_quantize_run(op, variant, x, req, block_2d, rounding == "stochastic", seed,
@@ -486,11 +492,24 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> train_quantize_rowcol
   add_present(devices, "colwise_hadamard_signs", colwise_hadamard_signs);
   check_one_device(op, devices);
 
+  const TrainVariant variant = train_variant(op, x.get_device_index());
   OperandRequest req[2];
   req[0] = {true, global_scale, std::nullopt};
   req[1] = {true, colwise_global_scale, colwise_hadamard_signs};
-  auto outs = train_quantize_run(op, train_variant(op, x.get_device_index()), x, req, block_2d,
-                                 rounding == "stochastic", seed, offset, swizzle);
+  if (!block_2d && rounding == "nearest" && variant.codec && variant.smem_colwise) {
+    // Two passes, the same bits: the inference quantize for the rowwise operand and the
+    // staged columnwise kernel, 0.160 vs 0.197 ms from one read at 8192^2 on the H200
+    // (benchmarks/RESULTS.md, "fifth part"). An untransformed columnwise operand with a
+    // computed scale takes the rowwise one's (the same amax).
+    auto [packed, scales, gs] = rowwise_codec(op, x, global_scale, swizzle);
+    req[0].active = false;
+    if (!req[1].gs.has_value() && !req[1].signs.has_value() && !global_scale.has_value())
+      req[1].gs = gs;
+    auto outs = train_quantize_run(op, variant, x, req, false, false, seed, offset, swizzle);
+    return {packed, scales, gs, outs[1].packed, outs[1].scales, outs[1].gs};
+  }
+  auto outs = train_quantize_run(op, variant, x, req, block_2d, rounding == "stochastic", seed,
+                                 offset, swizzle);
   return {outs[0].packed, outs[0].scales, outs[0].gs, outs[1].packed, outs[1].scales, outs[1].gs};
 }
 

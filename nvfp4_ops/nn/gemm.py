@@ -197,6 +197,11 @@ def _scaled_mm(layer, x2: Tensor, bias: Optional[Tensor]) -> Tensor:
 #:
 #: fused wins up to M = 64 on all four shapes, dequantize + F.linear at M = 128: cut at 64,
 #: as NVFP4.
+#:
+#: Confirmed after the ring-path rework (benchmarks/probe/gemm_mid.sh, RESULTS "fifth part";
+#: fused / dequantize + F.linear at 8192x8192, microseconds): NVFP4 M = 64 62.4 / 93.7,
+#: M = 128 105.5 / 95.7; MXFP4 66.7 / 97.6, 113.3 / 99.1; MXFP8 M = 16 47.9 / 95.5, M = 32
+#: 100.1 / 95.9 (the same on the other three shapes): the cuts stay.
 FUSED_MAX_M: Dict[str, int] = {"NVFP4": 64, "MXFP8": 16, "MXFP4": 64}
 
 #: Per format: the measurement behind its :data:`FUSED_MAX_M` value, as the reasons of

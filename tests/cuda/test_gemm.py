@@ -51,7 +51,7 @@ def _check(x, packed, scales, gs, bias=None):
 
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
-@pytest.mark.parametrize("m", [1, 2, 7, 16, 33, 64, 127, 256, 1000])
+@pytest.mark.parametrize("m", [1, 2, 7, 16, 24, 32, 33, 64, 127, 256, 1000])
 def test_m_sweep(dtype, m):
     packed, scales, gs = _weight(384, 2048)
     _check(_x((m, 2048), dtype), packed, scales, gs, _x((384,), dtype, seed=3) if m % 2 else None)
@@ -59,7 +59,7 @@ def test_m_sweep(dtype, m):
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
 @pytest.mark.parametrize("n, k", [(72, 80), (72, 4096), (200, 48), (136, 1040), (130, 640)])
-@pytest.mark.parametrize("m", [1, 16, 33])
+@pytest.mark.parametrize("m", [1, 16, 20, 33])
 def test_odd_shapes(dtype, n, k, m):
     packed, scales, gs = _weight(n, k, seed=n + k)
     _check(_x((m, k), dtype), packed, scales, gs, _x((n,), dtype, seed=4))
@@ -231,7 +231,7 @@ def test_mx_kernel_is_built():
 
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
-@pytest.mark.parametrize("m", [1, 7, 16, 33, 64, 257, 1031])
+@pytest.mark.parametrize("m", [1, 7, 16, 24, 33, 64, 257, 1031])
 @pytest.mark.parametrize("elem", ELEMS)
 def test_mx_m_sweep(elem, m, dtype):
     data, scales = _mx_weight(384, 2048, elem)
@@ -247,7 +247,7 @@ def test_mx_many_rows(elem):
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
 @pytest.mark.parametrize("n, k", [(72, 96), (72, 4096), (200, 64), (136, 1056), (40, 32)])
-@pytest.mark.parametrize("m", [1, 16, 33])
+@pytest.mark.parametrize("m", [1, 16, 20, 33])
 @pytest.mark.parametrize("elem", ELEMS)
 def test_mx_odd_shapes(elem, m, n, k, dtype):
     # N and K multiples of 32 (N: 72, 200, 136, 40 are not) but not of any tile
