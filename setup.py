@@ -7,10 +7,11 @@ as the target version and the Python limited API, so one build serves torch >= 2
 and every CPython >= 3.10.
 
 Environment:
-  TORCH_CUDA_ARCH_LIST   e.g. "9.0;10.0" (default: 8.0;9.0;10.0;12.0+PTX: machine code for
-                         sm_80, sm_90, sm_100, sm_120 and PTX of sm_120, which newer GPUs
+  TORCH_CUDA_ARCH_LIST   e.g. "9.0a;10.0" (default: 8.0;9.0a;10.0;12.0+PTX: machine code for
+                         sm_80, sm_90a, sm_100, sm_120 and PTX of sm_120, which newer GPUs
                          JIT-compile; "+PTX" embeds PTX for an arch, a suffix "a" builds an
-                         arch-specific target, which no kernel needs today)
+                         arch-specific target: sm_90a (H100 / H200 only) holds the wgmma
+                         GEMM kernel, which a plain "9.0" build goes without)
   NVFP4_OPS_CPU_ONLY=1   build without the CUDA sources even when nvcc is there
   MAX_JOBS               parallel compile jobs (ninja)
 
@@ -25,7 +26,7 @@ import os
 from setuptools import find_packages, setup
 
 ROOT = os.path.dirname(os.path.abspath(__file__))
-DEFAULT_ARCHS = "8.0;9.0;10.0;12.0+PTX"
+DEFAULT_ARCHS = "8.0;9.0a;10.0;12.0+PTX"
 # torch 2.11 is the oldest torch this build loads into (stable ABI target version).
 TORCH_TARGET_VERSION = "0x020b000000000000"
 

@@ -5,10 +5,14 @@
 // no CUDA kernel: they are byte moves, and the reference serves them on every device.
 
 #include "gemm/w16_gemm.cuh"
+#include "gemm/wgmma.cuh"
 #include "torch_utils.h"
 
 #include <algorithm>
 #include <climits>
+#include <cstdlib>
+#include <cstring>
+#include <string>
 #include <optional>
 
 namespace nvfp4 {
@@ -112,10 +116,16 @@ void check_prepacked_args(const Tensor& x, const Tensor& packed, const Tensor& s
   check_bias_devices(op, x, packed, scales, gs, bias, n);
 }
 
-template <typename T, int FMT, int NT, bool ALIGNED, bool PREPACKED>
+// WG > 0: the wgmma kernel with WG weight buffers (wgmma.cuh; NVFP4 with K % 128 == 0, plain
+// or prepacked, or MXFP4 with K % 512 == 0; NT = 8).
+template <typename T, int FMT, int NT, bool ALIGNED, bool PREPACKED, int WG = 0>
 void launch(const char* op, Params p, int device, cudaStream_t stream, const Tensor& like) {
   using C = Config<NT>;
-  auto kernel = w16_gemm_kernel<T, FMT, NT, ALIGNED, PREPACKED>;
+  static_assert(!WG || (kE2m1<FMT> && NT == 8 && ALIGNED), "wgmma: E2M1, 64 tokens");
+  const auto kernel = [] {
+    if constexpr (WG != 0) return w16_wgmma_kernel<T, FMT, PREPACKED, WG>;
+    else return w16_gemm_kernel<T, FMT, NT, ALIGNED, PREPACKED>;
+  }();
   // Per device and instantiation, once (so that a call inside a CUDA-graph capture makes no
   // such query): the shared-memory opt-in and the CTA slots of one wave.
   constexpr int kMaxDevices = 64;
@@ -123,7 +133,7 @@ void launch(const char* op, Params p, int device, cudaStream_t stream, const Ten
   NVFP4_CHECK(device >= 0 && device < kMaxDevices, op, ": device index ", device,
               " out of range");
   // XPRE reserves its largest size here; a launch uses tokens * x_stride of it.
-  constexpr int kSmemMax = C::kXPre ? kXPreSmem<FMT, NT> : C::kSmemBytes;
+  constexpr int kSmemMax = WG != 0 ? kWgSmem : C::kXPre ? kXPreSmem<FMT, NT> : C::kSmemBytes;
   if (slots[device] == 0) {
     check_cuda(op,
                cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
@@ -158,7 +168,7 @@ void launch(const char* op, Params p, int device, cudaStream_t stream, const Ten
   p.steps_per_split = static_cast<int>(best_sps);
   p.splits = static_cast<int>(ceil_div(p.steps, best_sps));
   p.x_stride = static_cast<int>(x_stride(best_sps));
-  const int smem = C::kXPre ? static_cast<int>(tokens * p.x_stride) : C::kSmemBytes;
+  const int smem = WG != 0 ? kWgSmem : C::kXPre ? static_cast<int>(tokens * p.x_stride) : C::kSmemBytes;
   Tensor work = like;  // keeps the workspace alive until the launch is queued
   if (p.splits > 1) {
     const int64_t n_part = int64_t(p.splits) * p.M * p.N;
@@ -172,7 +182,15 @@ void launch(const char* op, Params p, int device, cudaStream_t stream, const Ten
     }
   }
   Tensor xp = like;  // ring path: x permuted once (permute_x_kernel), alive until queued
-  if constexpr (!C::kXPre) {
+  if constexpr (WG != 0) {  // x in the wgmma B layout (wgmma_x_kernel)
+    const int64_t units = int64_t(p.M) * p.steps * 16;
+    xp = empty_like_shape(like, {units * 4 * 8}, like.scalar_type());
+    wgmma_x_kernel<<<grid_for(units, kThreads, int64_t(sm_count(device)) * 8), kThreads, 0,
+                     stream>>>(static_cast<const uint4*>(p.x),
+                               static_cast<uint4*>(xp.mutable_data_ptr()), p.M, p.K, p.steps);
+    check_launch(op);
+    p.x = xp.const_data_ptr();
+  } else if constexpr (!C::kXPre) {
     const int64_t n16 = int64_t(p.M) * p.K / 8;
     xp = empty_like_shape(like, {n16 * 8}, like.scalar_type());
     permute_x_kernel<FMT><<<grid_for(n16, kThreads, int64_t(sm_count(device)) * 8), kThreads, 0,
@@ -186,13 +204,52 @@ void launch(const char* op, Params p, int device, cudaStream_t stream, const Ten
   check_launch(op);
 }
 
-// Tokens per CTA (8 * NT) by M. NVFP4: the prepacked weight, or the plain one with 16-byte
+// The wgmma kernel serves `device`: an sm_90 GPU, a build holding sm_90a code, and not
+// switched off (NVFP4_OPS_GEMM_WGMMA=0: the mma.sync kernel, for A/B measurements).
+bool wgmma_serves(int device) {
+  static const bool on = [] {
+    const char* e = std::getenv("NVFP4_OPS_GEMM_WGMMA");
+    return std::strstr(NVFP4_OPS_ARCHS, "sm_90a") != nullptr &&
+           !(e != nullptr && std::string(e) == "0");
+  }();
+  if (!on) return false;
+  constexpr int kMaxDevices = 64;
+  static int cc[kMaxDevices] = {};  // major * 10 + minor, once per device
+  if (device < 0 || device >= kMaxDevices) return false;
+  if (cc[device] == 0) {
+    int major = 0, minor = 0;
+    if (cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device) != cudaSuccess ||
+        cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, device) != cudaSuccess) {
+      cudaGetLastError();  // clear it
+      return false;
+    }
+    cc[device] = major * 10 + minor;
+  }
+  return cc[device] == 90;
+}
+
+// Tokens per CTA (8 * NT) by M; NVFP4 (K % 128 == 0) and MXFP4 (K % 512 == 0) with M > 32:
+// the wgmma kernel where it serves. NVFP4: the prepacked weight, or the plain one with 16-byte
 // code loads (K % 128 == 0) or 8-byte ones. MX: whole-step scale loads when K % 512 == 0;
 // MXFP8 has no 32-token tile (M 17..32 takes the 64-token one: fewer instantiations to build).
 template <typename T, int FMT>
 void dispatch(const char* op, const Params& p, bool prepacked, int device, cudaStream_t stream,
               const Tensor& like) {
   const bool aligned = p.K % (FMT == kNvfp4 ? 128 : kSuperK) == 0;
+  if constexpr (kE2m1<FMT>) {
+    // (prepacked: also only when K % 128 == 0, so that both layouts give the same bits)
+    if (p.M > 32 && aligned && wgmma_serves(device)) {
+      // (4 weight buffers: 3 and 5 measured 4-10 % slower at M = 33..256, RESULTS "fifth part")
+      if constexpr (FMT == kNvfp4) {
+        if (prepacked) {
+          launch<T, FMT, 8, true, true, 4>(op, p, device, stream, like);
+          return;
+        }
+      }
+      launch<T, FMT, 8, true, false, 4>(op, p, device, stream, like);
+      return;
+    }
+  }
   // (M = 33..64 as two 32-token tiles at 2 CTAs per SM measured 5-12 % slower than one
   // 64-token tile: benchmarks/RESULTS.md, "fifth part")
   const int m = std::min(p.M, 64);

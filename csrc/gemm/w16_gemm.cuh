@@ -673,6 +673,107 @@ __device__ __forceinline__ void mma_phase(float (&acc)[NT][4], const WRegs& r,
     mma_phase_mxfp8<T, NT>(acc, r, xs + (phase % kPhases<FMT>) * kUnits<FMT> * 16, tok_off);
 }
 
+// The epilogue of a CTA's tile. acc[nt]: (row g, tokens 2t, 2t+1), (row g+8, tokens 2t, 2t+1)
+// of token tile nt (the mma.sync C fragment; wgmma's D fragment has the same layout). One
+// split: the outputs; several: fp32 partials, summed by the last CTA of the tile to arrive
+// (ticket `tile`, the CTA's blockIdx.x) in split order.
+template <typename T, int FMT, int NT>
+__device__ __forceinline__ void store_tile(float (&acc)[NT][4], const MxBase& base,
+                                           const Params& p, int m0, int row0, int n_tile,
+                                           int split, int tile) {
+  constexpr int kTokens = 8 * NT;
+  const int tid = threadIdx.x, t = tid % 4;
+  if constexpr (FMT == kMxfp4) {  // the sums in units of 2^(base - 127) (fp16: - 128)
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+      const float f = std::is_same_v<T, __half> ? 0.5f * e8m0_decode(base.e[h])
+                                                : e8m0_decode(base.e[h]);
+#pragma unroll
+      for (int nt = 0; nt < NT; ++nt) acc[nt][2 * h] *= f, acc[nt][2 * h + 1] *= f;
+    }
+  }
+  const float inv = FMT == kNvfp4 ? 128.0f / __ldg(p.gs) : 1.0f;
+  const T* bias = static_cast<const T*>(p.bias);
+  T* y = static_cast<T*>(p.y);
+  // One split: the output directly. Several: fp32 partials, summed below by the last CTA.
+  const bool direct = p.splits == 1;
+  float* part = direct ? nullptr : p.partials + int64_t(split) * p.M * p.N;
+#pragma unroll
+  for (int nt = 0; nt < NT; ++nt)
+#pragma unroll
+    for (int e = 0; e < 4; ++e) {
+      const int n = row0 + (e / 2) * 8;
+      const int m = m0 + nt * 8 + 2 * t + (e % 2);
+      if (n < p.N && m < p.M) {
+        if (direct)
+          y[int64_t(m) * p.N + n] = finish<T>(acc[nt][e], inv, bias, n);
+        else
+          part[int64_t(m) * p.N + n] = acc[nt][e];
+      }
+    }
+  if (direct) return;
+  __threadfence();
+  __syncthreads();
+  __shared__ int last;
+  if (tid == 0) {
+    int* ticket = p.tickets + tile;
+    const int prev = atomicAdd(ticket, 1);
+    last = prev == p.splits - 1;
+    if (last) *ticket = 0;  // ready for the next launch (and for CUDA-graph replays)
+  }
+  __syncthreads();
+  if (!last) return;
+  __threadfence();
+  // The sums in split order 0..S-1 (the same bits as any arrival order). N % 4 == 0: four
+  // outputs per 16-byte load and every load of a thread issued before the first add, so that
+  // the last CTA waits for the L2 about once per split, not once per output.
+  const int64_t mn = int64_t(p.M) * p.N;
+  if (p.N % 4 == 0) {
+    constexpr int kQuads = kTokens * kRowsPerCta / 4;
+    constexpr int kBatch = kQuads / kThreads;  // 1, 2, 4, 8
+    static_assert(kBatch * kThreads == kQuads, "whole batches of quads");
+    int64_t off[kBatch];
+    float4 sum[kBatch];
+#pragma unroll
+    for (int b = 0; b < kBatch; ++b) {
+      const int q = tid + b * kThreads;
+      const int m = m0 + q / (kRowsPerCta / 4);
+      const int n = n_tile * kRowsPerCta + 4 * (q % (kRowsPerCta / 4));
+      off[b] = m < p.M && n < p.N ? int64_t(m) * p.N + n : -1;
+      sum[b] = make_float4(0.f, 0.f, 0.f, 0.f);
+    }
+    for (int s = 0; s < p.splits; ++s) {
+      float4 v[kBatch];
+#pragma unroll
+      for (int b = 0; b < kBatch; ++b)
+        v[b] = off[b] >= 0 ? __ldcg(reinterpret_cast<const float4*>(p.partials + s * mn + off[b]))
+                           : make_float4(0.f, 0.f, 0.f, 0.f);
+#pragma unroll
+      for (int b = 0; b < kBatch; ++b)
+        sum[b].x += v[b].x, sum[b].y += v[b].y, sum[b].z += v[b].z, sum[b].w += v[b].w;
+    }
+#pragma unroll
+    for (int b = 0; b < kBatch; ++b) {
+      if (off[b] < 0) continue;
+      const int n = int(off[b] % p.N);
+      y[off[b]] = finish<T>(sum[b].x, inv, bias, n);
+      y[off[b] + 1] = finish<T>(sum[b].y, inv, bias, n + 1);
+      y[off[b] + 2] = finish<T>(sum[b].z, inv, bias, n + 2);
+      y[off[b] + 3] = finish<T>(sum[b].w, inv, bias, n + 3);
+    }
+    return;
+  }
+  for (int i = tid; i < kTokens * kRowsPerCta; i += kThreads) {
+    const int m = m0 + i / kRowsPerCta;
+    const int n = n_tile * kRowsPerCta + i % kRowsPerCta;
+    if (m >= p.M || n >= p.N) continue;
+    const int64_t off = int64_t(m) * p.N + n;
+    float sum = 0.f;
+    for (int s = 0; s < p.splits; ++s) sum += __ldcg(p.partials + s * mn + off);
+    y[off] = finish<T>(sum, inv, bias, n);
+  }
+}
+
 template <typename T, int FMT, int NT, bool ALIGNED, bool PREPACKED>
 __global__ void __launch_bounds__(kThreads, kMinBlocksOf<FMT, NT>)
     w16_gemm_kernel(const Params p) {
@@ -754,96 +855,7 @@ __global__ void __launch_bounds__(kThreads, kMinBlocksOf<FMT, NT>)
     cp_async_wait<0>();
   }
 
-  // Epilogue. acc[nt]: (row g, tokens 2t, 2t+1), (row g+8, tokens 2t, 2t+1) of tile nt.
-  if constexpr (FMT == kMxfp4) {  // the sums in units of 2^(base - 127) (fp16: - 128)
-#pragma unroll
-    for (int h = 0; h < 2; ++h) {
-      const float f = std::is_same_v<T, __half> ? 0.5f * e8m0_decode(base.e[h])
-                                                : e8m0_decode(base.e[h]);
-#pragma unroll
-      for (int nt = 0; nt < NT; ++nt) acc[nt][2 * h] *= f, acc[nt][2 * h + 1] *= f;
-    }
-  }
-  const float inv = FMT == kNvfp4 ? 128.0f / __ldg(p.gs) : 1.0f;
-  const T* bias = static_cast<const T*>(p.bias);
-  T* y = static_cast<T*>(p.y);
-  // One split: the output directly. Several: fp32 partials, summed below by the last CTA.
-  const bool direct = p.splits == 1;
-  float* part = direct ? nullptr : p.partials + int64_t(split) * p.M * p.N;
-#pragma unroll
-  for (int nt = 0; nt < NT; ++nt)
-#pragma unroll
-    for (int e = 0; e < 4; ++e) {
-      const int n = row0 + (e / 2) * 8;
-      const int m = m0 + nt * 8 + 2 * t + (e % 2);
-      if (n < p.N && m < p.M) {
-        if (direct)
-          y[int64_t(m) * p.N + n] = finish<T>(acc[nt][e], inv, bias, n);
-        else
-          part[int64_t(m) * p.N + n] = acc[nt][e];
-      }
-    }
-  if (direct) return;
-  __threadfence();
-  __syncthreads();
-  __shared__ int last;
-  if (tid == 0) {
-    int* ticket = p.tickets + blockIdx.x;
-    const int prev = atomicAdd(ticket, 1);
-    last = prev == p.splits - 1;
-    if (last) *ticket = 0;  // ready for the next launch (and for CUDA-graph replays)
-  }
-  __syncthreads();
-  if (!last) return;
-  __threadfence();
-  // The sums in split order 0..S-1 (the same bits as any arrival order). N % 4 == 0: four
-  // outputs per 16-byte load and every load of a thread issued before the first add, so that
-  // the last CTA waits for the L2 about once per split, not once per output.
-  const int64_t mn = int64_t(p.M) * p.N;
-  if (p.N % 4 == 0) {
-    constexpr int kQuads = C::kTokens * kRowsPerCta / 4;
-    constexpr int kBatch = kQuads / kThreads;  // 1, 2, 4, 8
-    static_assert(kBatch * kThreads == kQuads, "whole batches of quads");
-    int64_t off[kBatch];
-    float4 sum[kBatch];
-#pragma unroll
-    for (int b = 0; b < kBatch; ++b) {
-      const int q = tid + b * kThreads;
-      const int m = m0 + q / (kRowsPerCta / 4);
-      const int n = n_tile * kRowsPerCta + 4 * (q % (kRowsPerCta / 4));
-      off[b] = m < p.M && n < p.N ? int64_t(m) * p.N + n : -1;
-      sum[b] = make_float4(0.f, 0.f, 0.f, 0.f);
-    }
-    for (int s = 0; s < p.splits; ++s) {
-      float4 v[kBatch];
-#pragma unroll
-      for (int b = 0; b < kBatch; ++b)
-        v[b] = off[b] >= 0 ? __ldcg(reinterpret_cast<const float4*>(p.partials + s * mn + off[b]))
-                           : make_float4(0.f, 0.f, 0.f, 0.f);
-#pragma unroll
-      for (int b = 0; b < kBatch; ++b)
-        sum[b].x += v[b].x, sum[b].y += v[b].y, sum[b].z += v[b].z, sum[b].w += v[b].w;
-    }
-#pragma unroll
-    for (int b = 0; b < kBatch; ++b) {
-      if (off[b] < 0) continue;
-      const int n = int(off[b] % p.N);
-      y[off[b]] = finish<T>(sum[b].x, inv, bias, n);
-      y[off[b] + 1] = finish<T>(sum[b].y, inv, bias, n + 1);
-      y[off[b] + 2] = finish<T>(sum[b].z, inv, bias, n + 2);
-      y[off[b] + 3] = finish<T>(sum[b].w, inv, bias, n + 3);
-    }
-    return;
-  }
-  for (int i = tid; i < C::kTokens * kRowsPerCta; i += kThreads) {
-    const int m = m0 + i / kRowsPerCta;
-    const int n = n_tile * kRowsPerCta + i % kRowsPerCta;
-    if (m >= p.M || n >= p.N) continue;
-    const int64_t off = int64_t(m) * p.N + n;
-    float sum = 0.f;
-    for (int s = 0; s < p.splits; ++s) sum += __ldcg(p.partials + s * mn + off);
-    y[off] = finish<T>(sum, inv, bias, n);
-  }
+  store_tile<T, FMT, NT>(acc, base, p, m0, row0, n_tile, split, blockIdx.x);
 }
 
 }  // namespace gemm

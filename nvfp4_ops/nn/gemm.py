@@ -37,6 +37,8 @@ A layer supplies: ``in_features``, ``out_features``, ``act_quant``, ``FORMAT``,
 
 from __future__ import annotations
 
+import functools
+import os
 from typing import Callable, Dict, Optional, Tuple
 
 import torch
@@ -46,9 +48,10 @@ from torch import Tensor
 from .backends import BACKENDS, FORMATS
 from .padding import ALIGN, pad_activation, pad_mx_weight, pad_nvfp4_weight, round_up, unpad_output
 
-__all__ = ["FUSED", "FUSED_BASIS", "FUSED_MAX_M", "GEMMS", "SCALED_MM", "apply_linear",
-           "apply_mxfp4_linear", "apply_mxfp8_linear", "apply_nvfp4_linear", "fused_path",
-           "prepare"]
+__all__ = ["FUSED", "FUSED_BASIS", "FUSED_MAX_M", "FUSED_MAX_M_WGMMA", "GEMMS", "SCALED_MM",
+           "WGMMA_K_MULTIPLE",
+           "apply_linear", "apply_mxfp4_linear", "apply_mxfp8_linear", "apply_nvfp4_linear",
+           "fused_max_m", "fused_path", "prepare"]
 
 _ops = torch.ops.nvfp4
 _FP4X2 = getattr(torch, "float4_e2m1fn_x2", None)
@@ -213,7 +216,57 @@ FUSED_BASIS: Dict[str, str] = {
 }
 
 
-def fused_path(fmt: str, m: int, dtype: torch.dtype) -> Tuple[str, str]:
+#: Per format: the crossover of the wgmma kernel (csrc/gemm/wgmma.cuh), where it serves: an
+#: sm_90 GPU, a build holding sm_90a code, K a multiple of :data:`WGMMA_K_MULTIPLE` (NVFP4
+#: and MXFP4; ``NVFP4_OPS_GEMM_WGMMA=0`` switches it off, in the kernels and here). bench_gemm.py --formats nvfp4 --ms 33,64,128,256
+#: on an H200 (torch 2.11, bf16; fused / dequantize + F.linear, microseconds;
+#: benchmarks/probe/wgmma2.sh, RESULTS "fifth part"):
+#:
+#: N x K      | M=64        | M=128        | M=256
+#: 8192x8192  | 45.3 / 94.9 | 72.8 / 95.3  | 131.0 / 101.3
+#: 14336x4096 | 42.7 / 84.4 | 76.0 / 84.1  | 142.9 / 91.6
+#: 4096x14336 | 43.7 / 86.7 | 69.1 / 88.3  | 116.3 / 95.8
+#: 28672x8192 | 138.3 / 297.9 | 255.4 / 305.8 | 432.0 / 351.2
+#:
+#: fused wins up to M = 128 on all four shapes, dequantize + F.linear at M = 256: cut at 128.
+FUSED_MAX_M_WGMMA: Dict[str, int] = {"NVFP4": 128, "MXFP4": 128}
+
+#: Per format: the K multiple the wgmma kernel takes (NVFP4 16-byte code loads, MXFP4
+#: whole-step scale loads).
+WGMMA_K_MULTIPLE: Dict[str, int] = {"NVFP4": 128, "MXFP4": 512}
+
+
+@functools.lru_cache(maxsize=None)
+def _wgmma_serves(index: int) -> bool:
+    # the condition of csrc/gemm/ops.cu's wgmma_serves (the environment read once, as there)
+    if os.environ.get("NVFP4_OPS_GEMM_WGMMA") == "0":
+        return False
+    from .. import _library
+
+    if "sm_90a" not in (_library.build_info().get("archs") or []):
+        return False
+    return torch.cuda.get_device_capability(index) == (9, 0)
+
+
+def fused_max_m(fmt: str, device: Optional[torch.device] = None,
+                k: Optional[int] = None) -> Tuple[int, str]:
+    """The largest M that the ``fused`` backend serves with the fused kernel for a ``fmt``
+    layer of in_features ``k`` on ``device``, and the measurement behind it:
+    :data:`FUSED_MAX_M`, or :data:`FUSED_MAX_M_WGMMA` where the wgmma kernel serves (given
+    a CUDA ``device`` and ``k``)."""
+    if fmt not in FUSED_MAX_M:
+        raise KeyError(f"no fused GEMM crossover for format {fmt!r}; known: "
+                       f"{', '.join(FUSED_MAX_M)}")
+    if (fmt in FUSED_MAX_M_WGMMA and device is not None and device.type == "cuda"
+            and k is not None and k % WGMMA_K_MULTIPLE[fmt] == 0
+            and _wgmma_serves(device.index if device.index is not None
+                              else torch.cuda.current_device())):
+        return FUSED_MAX_M_WGMMA[fmt], f"{FUSED_BASIS[fmt]}, the wgmma kernel"
+    return FUSED_MAX_M[fmt], FUSED_BASIS[fmt]
+
+
+def fused_path(fmt: str, m: int, dtype: torch.dtype, device: Optional[torch.device] = None,
+               k: Optional[int] = None) -> Tuple[str, str]:
     """What the ``fused`` backend runs for ``m`` rows of a ``dtype`` activation of a ``fmt``
     layer, and why.
 
@@ -225,18 +278,18 @@ def fused_path(fmt: str, m: int, dtype: torch.dtype) -> Tuple[str, str]:
         The rows of the flattened activation ``[M, K]``.
     dtype : torch.dtype
         The activation's dtype.
+    device, k : torch.device, int, optional
+        The activation's device and K: where the wgmma kernel serves, its crossover
+        (:func:`fused_max_m`).
 
     Returns
     -------
     (path, reason) : (str, str)
         ``path`` is ``"fused"`` (the format's fused op, :data:`FUSED`) or ``"dequant"``.
     """
-    if fmt not in FUSED_MAX_M:
-        raise KeyError(f"no fused GEMM crossover for format {fmt!r}; known: "
-                       f"{', '.join(FUSED_MAX_M)}")
+    max_m, basis = fused_max_m(fmt, device, k)
     if dtype not in (torch.float16, torch.bfloat16):
         return "dequant", f"the fused kernel takes float16 / bfloat16 activations, got {dtype}"
-    max_m, basis = FUSED_MAX_M[fmt], FUSED_BASIS[fmt]
     if m > max_m:
         return "dequant", f"M = {m} > {max_m}: dequantize + F.linear is faster ({basis})"
     return "fused", f"M = {m} <= {max_m}: the fused kernel is faster ({basis})"
@@ -265,7 +318,7 @@ def _fused(layer, x2: Tensor, bias: Optional[Tensor]) -> Tensor:
         raise ValueError(f"{type(layer).__name__}: the fused backend serves the weight-only "
                          f"scheme ({FORMATS[layer.FORMAT].schemes[0]}, act_quant=None), got "
                          f"act_quant={layer.act_quant!r}")
-    if fused_path(layer.FORMAT, x2.shape[0], x2.dtype)[0] != "fused":
+    if fused_path(layer.FORMAT, x2.shape[0], x2.dtype, x2.device, x2.shape[1])[0] != "fused":
         return _dequant(layer, x2, bias)
     return FUSED[layer.FORMAT](layer, x2, None if bias is None else bias.to(x2.dtype))
 

@@ -2,6 +2,11 @@
 W4A16 (``nvfp4.gemm_nvfp4_w4a16``, its prepacked form) and MX (``nvfp4.gemm_mx_w16``:
 MXFP8 W8A16 with ``elem="e4m3"``, MXFP4 W4A16 with ``"e2m1"``).
 
+On an sm_90 GPU with a build holding sm_90a code, M > 32 runs the wgmma kernel
+(csrc/gemm/wgmma.cuh) for NVFP4 with K % 128 == 0 and MXFP4 with K % 512 == 0;
+NVFP4_OPS_GEMM_WGMMA=0 in the environment runs the mma.sync kernel there instead
+(benchmarks/probe/final6.sh runs this file both ways).
+
 Bound (issue 12): relative Frobenius error against the reference's fp32 result (weight
 dequantized to fp32, fp32 matmul, bias in fp32, before its one cast) below 4e-3 for bf16
 and 6e-4 for fp16 outputs; never NaN where the reference is finite; the same bits on every
@@ -115,8 +120,8 @@ def test_fp16_no_overflow_with_large_scales():
     w = torch.randn(64, 256, device="cuda") * 2000.0
     gs = nvfp4_ops.global_scale(w)
     packed, scales = nvfp4_ops.quantize(w, gs)
-    x = _x((4, 256), torch.float16) * 1e-3
-    _check(x, packed, scales, gs)
+    for m in (4, 40):  # (40: the 64-token kernels, wgmma on sm_90)
+        _check(_x((m, 256), torch.float16) * 1e-3, packed, scales, gs)
 
 
 @pytest.mark.parametrize("m", [1, 16, 100])

@@ -13,7 +13,7 @@ from nvfp4_ops.nn import (
     select_nvfp4_linear_backend,
 )
 from nvfp4_ops.nn.backends import FUSED_AUTO_ARCHS
-from nvfp4_ops.nn.gemm import FUSED_MAX_M, fused_path
+from nvfp4_ops.nn.gemm import FUSED_MAX_M, fused_max_m, fused_path
 from nvfp4_ops.reference import gemm as ref_gemm
 
 from .._utils import requires_cuda
@@ -136,12 +136,14 @@ def test_cuda_fused_backend_paths(cls, dtype):
         assert layer.active_backend == "fused", layer.backend_reasons
     layer.set_backend("fused")
     dequant = cls.from_float(lin, backend="dequant").cuda()
-    max_m = FUSED_MAX_M[cls.FORMAT]
+    # (the wgmma kernel's crossover where it serves: NVFP4 on sm_90 with an sm_90a build)
+    max_m = fused_max_m(cls.FORMAT, torch.device("cuda"), 1024)[0]
+    assert max_m >= FUSED_MAX_M[cls.FORMAT]
     for m in (1, 7, max_m, max_m + 1, 300):
         x = _x((m, 1024), dtype, seed=m).cuda()
         y = layer(x)
         assert y.shape == (m, 256) and y.dtype == dtype
-        if fused_path(cls.FORMAT, m, dtype)[0] == "fused":
+        if fused_path(cls.FORMAT, m, dtype, x.device, 1024)[0] == "fused":
             assert torch.equal(y, _fused_want(layer, x)), m
         else:
             assert m > max_m and torch.equal(y, dequant(x)), m

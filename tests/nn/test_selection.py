@@ -16,7 +16,7 @@ from nvfp4_ops.nn import (
     select_nvfp4_linear_backend,
 )
 from nvfp4_ops.nn import gemm
-from nvfp4_ops.nn.gemm import FUSED_MAX_M, apply_linear, fused_path
+from nvfp4_ops.nn.gemm import FUSED_MAX_M, apply_linear, fused_max_m, fused_path
 
 from ._common import _linear, _x
 
@@ -270,6 +270,27 @@ def test_fused_path_by_format_rows_and_dtype(monkeypatch):
     assert fused_path("NVFP4", 9, torch.bfloat16)[0] == "fused"
     with pytest.raises(KeyError, match="no fused GEMM crossover for format 'FP6'"):
         fused_path("FP6", 1, torch.bfloat16)
+
+
+def test_fused_max_m_of_the_wgmma_kernel(monkeypatch):
+    # where the wgmma kernel serves (sm_90 GPU, sm_90a build), NVFP4 layers with K % 128 == 0
+    # take its crossover; elsewhere (CPU, other K, other formats) the format's own
+    monkeypatch.setattr(gemm, "_wgmma_serves", lambda index: True)
+    cuda = torch.device("cuda", 0)
+    assert gemm.FUSED_MAX_M_WGMMA == {"NVFP4": 128, "MXFP4": 128}
+    assert fused_max_m("NVFP4", cuda, 4096) == (128, "measured on an H200, the wgmma kernel")
+    assert fused_path("NVFP4", 128, torch.bfloat16, cuda, 4096) == (
+        "fused", "M = 128 <= 128: the fused kernel is faster (measured on an H200, the wgmma "
+        "kernel)")
+    assert fused_path("NVFP4", 129, torch.bfloat16, cuda, 4096)[0] == "dequant"
+    assert fused_max_m("NVFP4", cuda, 80) == (64, "measured on an H200")
+    assert fused_max_m("NVFP4", torch.device("cpu"), 4096)[0] == 64
+    assert fused_max_m("NVFP4")[0] == 64
+    assert fused_max_m("MXFP4", cuda, 4096)[0] == 128
+    assert fused_max_m("MXFP4", cuda, 4096 + 128)[0] == FUSED_MAX_M["MXFP4"]  # K % 512 != 0
+    assert fused_max_m("MXFP8", cuda, 4096)[0] == FUSED_MAX_M["MXFP8"]
+    monkeypatch.setattr(gemm, "_wgmma_serves", lambda index: False)
+    assert fused_max_m("NVFP4", cuda, 4096)[0] == 64
 
 
 class _Spy:

@@ -1,0 +1,279 @@
+// The fused NVFP4 / MXFP4 W4A16 GEMM with Hopper's warpgroup MMA (sm_90a), for 33..64 tokens
+// per CTA (M > 32: where the mma.sync kernel of w16_gemm.cuh, at 64 tokens per CTA, needs
+// ~178 registers and runs 2 warps per scheduler with the tensor pipe 27 % busy; NOTES.md).
+//
+// Same tile, thread layout and numerics as w16_gemm_kernel: 128 weight rows per CTA (8 warps,
+// 16 rows each), the codes loaded global -> registers one phase ahead and converted in
+// registers (a_pairs: NVFP4 e2m1 * sf * 2^-7, MXFP4 e2m1 * 2^(e - base), exact), fp32 sums,
+// the same split-K and epilogue (store_tile). What changes is the multiply (and MXFP4's
+// base: fixed per split, mxfp4_split_base):
+// * Each warpgroup (4 warps, 64 rows) issues wgmma.mma_async m64n64k16 with the converted
+//   weights as the REGISTER A operand (its per-warp fragment is the mma.sync m16n8k16 A
+//   fragment: the registers a_pairs already produces) and 64 tokens of activations as the
+//   shared-memory B operand, asynchronously: while the tensor cores run one half phase, the
+//   warps convert the next (two sets of A registers, wgmma.wait_group 1 between them).
+// * The activations are rearranged once per call (wgmma_x_kernel) into the canonical K-major
+//   layout without swizzle, in the k order of the A fragments: for mma k-step j and token n,
+//   the 16 bytes of B values of core matrix kk are the pairs of the 4 threads t of a row
+//   (t's code word pair 2h + kk, see a_pairs and permute_chunk). A ring stage then holds one
+//   512-wide step for 64 tokens (64 KB): chunk ch = 2 j + kk of token n at
+//   ch * 1024 + (n / 8) * 128 + (n % 8) * 16: core matrices of 8 tokens x 16 bytes, 128 B
+//   apart along N (the descriptor's stride offset) and 1024 B apart along K (its leading
+//   offset).
+// * Three stages of 64 KB; at the start of step st (one barrier, after a proxy fence that
+//   makes the cp.async writes visible to wgmma) every warp has waited for its wgmma groups
+//   up to step st - 1's last-but-one code word, so step st - 2's stage is free and is
+//   refilled with step st + 1.
+// * One wgmma group per code word (2 MMAs), two sets of A registers: the conversion of word
+//   u overlaps the MMAs of word u - 1. The weights are loaded NB - 1 = 3 phases ahead (four
+//   register buffers; 3 and 5 buffers measured slower): the MMAs being asynchronous, a
+//   phase is short and the one-phase lookahead of the mma.sync kernel left the warps waiting
+//   on DRAM (ncu: 24 % of the stall samples on the first use of the weight loads).
+// Built only for sm_90a (wgmma needs the arch-specific target); the launcher takes it where
+// the device is sm_90 and the build holds sm_90a code (ops.cu, wgmma_built).
+#pragma once
+
+#include "gemm/w16_gemm.cuh"
+
+namespace nvfp4 {
+namespace gemm {
+
+constexpr int kWgTokens = 64;                            // the wgmma's N: tokens per CTA
+constexpr int kWgStages = 3;
+constexpr int kWgChunks = 2 * kSuperK / 16;              // 16-byte B chunks per token and step
+constexpr int kWgStageBytes = kWgTokens * kWgChunks * 16;  // 64 KB
+constexpr int kWgSmem = kWgStages * kWgStageBytes;       // 192 KB: 1 CTA per SM
+constexpr int kWgKStride = kWgTokens * 16;               // bytes between K-adjacent core matrices
+
+// x [M, K] (K % 8 == 0) -> xw, 16-byte chunks: chunk ch (= 2 j + kk, j = 16 ph + 2 u + h) of
+// step s of token n at xw[(s * kWgChunks + ch) * M + n] (tokens innermost, so that a ring
+// stage's copies are coalesced). One unit per thread: token n, step s, phase ph, code word u:
+// the 4 input chunks of threads t = 0..3 (k = s 512 + 128 (2 ph + u / 4) + 32 t + 8 (u % 4)),
+// the 4 output chunks ch = 32 ph + 4 u + 2 h + kk (word t = permute_chunk(chunk t)[2 h + kk]).
+__global__ void wgmma_x_kernel(const uint4* __restrict__ x, uint4* __restrict__ xw, int M, int K,
+                               int steps) {
+  const int64_t units = int64_t(M) * steps * 16;
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < units;
+       i += int64_t(gridDim.x) * blockDim.x) {
+    const int n = int(i % M);
+    const int64_t rest = i / M;
+    const int pu = int(rest % 16), s = int(rest / 16);
+    const int ph = pu / 8, u = pu % 8;
+    uint4 q[4];
+#pragma unroll
+    for (int t = 0; t < 4; ++t) {
+      const int k = s * kSuperK + 128 * (2 * ph + u / 4) + 32 * t + 8 * (u % 4);
+      q[t] = permute_chunk(k < K ? __ldg(x + (int64_t(n) * K + k) / 8) : make_uint4(0, 0, 0, 0));
+    }
+    uint4* out = xw + (int64_t(s) * kWgChunks + 32 * ph + 4 * u) * M + n;
+    out[0] = make_uint4(q[0].x, q[1].x, q[2].x, q[3].x);
+    out[int64_t(M)] = make_uint4(q[0].y, q[1].y, q[2].y, q[3].y);
+    out[2 * int64_t(M)] = make_uint4(q[0].z, q[1].z, q[2].z, q[3].z);
+    out[3 * int64_t(M)] = make_uint4(q[0].w, q[1].w, q[2].w, q[3].w);
+  }
+}
+
+// The ring stage of step `step` for tokens m0 .. m0 + 63 (zero-filled past M).
+__device__ __forceinline__ void load_wg_stage(uint32_t stage, const uint4* xw, int M, int m0,
+                                              int step, int tid) {
+#pragma unroll 4
+  for (int c = tid; c < kWgTokens * kWgChunks; c += kThreads) {
+    const int tok = c % kWgTokens, ch = c / kWgTokens;
+    const bool ok = m0 + tok < M;
+    const uint4* src = ok ? xw + (int64_t(step) * kWgChunks + ch) * M + m0 + tok : xw;
+    cp_async16(stage + ch * kWgKStride + (tok / 8) * 128 + (tok % 8) * 16, src, ok);
+  }
+}
+
+// Shared-memory matrix descriptor of the B tile at smem address `addr` (no swizzle; leading
+// byte offset = K-adjacent core matrices, stride byte offset = N-adjacent ones).
+__device__ __forceinline__ uint64_t wg_desc(uint32_t addr) {
+  return uint64_t((addr & 0x3FFFF) >> 4) | (uint64_t(kWgKStride >> 4) << 16) |
+         (uint64_t(128 >> 4) << 32);
+}
+
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+__device__ __forceinline__ void wg_fence() { asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory"); }
+__device__ __forceinline__ void wg_commit() {
+  asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory");
+}
+template <int N>
+__device__ __forceinline__ void wg_wait() {
+  asm volatile("wgmma.wait_group.sync.aligned %0;\n" ::"n"(N) : "memory");
+}
+// Shared-memory writes of this thread (cp.async, generic proxy) made visible to wgmma's reads.
+__device__ __forceinline__ void wg_fence_proxy() {
+  asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
+}
+// Keeps the compiler from moving accesses of v across the asynchronous MMAs.
+__device__ __forceinline__ void wg_fence_operand(float& v) { asm volatile("" : "+f"(v)::"memory"); }
+
+#define NVFP4_WG_D8(i) "+f"(d[i]), "+f"(d[i + 1]), "+f"(d[i + 2]), "+f"(d[i + 3]), \
+    "+f"(d[i + 4]), "+f"(d[i + 5]), "+f"(d[i + 6]), "+f"(d[i + 7])
+#define NVFP4_WG_MMA(TY)                                                                       \
+  asm volatile(                                                                                \
+      "{\n.reg .pred p;\nsetp.ne.b32 p, 1, 0;\n"                                               \
+      "wgmma.mma_async.sync.aligned.m64n64k16.f32." TY "." TY " "                              \
+      "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, "                \
+      "%16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31}, "      \
+      "{%32, %33, %34, %35}, %36, p, 1, 1, 0;\n}\n"                                            \
+      : NVFP4_WG_D8(0), NVFP4_WG_D8(8), NVFP4_WG_D8(16), NVFP4_WG_D8(24)                       \
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(desc))
+
+// d += A (registers, this warp's 16 rows of the warpgroup's 64) x B (descriptor: 16 k x 64
+// tokens); d[4 nt + e] as acc[nt][e] of the mma.sync kernel.
+template <typename T>
+__device__ __forceinline__ void wg_mma(float (&d)[32], const uint32_t (&a)[4], uint64_t desc) {
+  if constexpr (std::is_same_v<T, __half>)
+    NVFP4_WG_MMA("f16");
+  else
+    NVFP4_WG_MMA("bf16");
+}
+#undef NVFP4_WG_MMA
+#undef NVFP4_WG_D8
+#endif
+
+// MXFP4: the base of each of the thread's rows for the whole split (the largest finite E8M0
+// byte of its steps; K % 512 == 0), fixed before the first MMA: the MMAs being asynchronous,
+// the mma.sync kernel's running base (which rescales the sums when it grows) would drain
+// them at every step. The operands are e2m1 * 2^(e - base) as there, exact down to blocks
+// 2^-132 (bf16) / 2^-24 (fp16) below the split's largest block of the row.
+__device__ __forceinline__ void mxfp4_split_base(MxBase& base, const Params& p, int row0,
+                                                 int s_begin, int n_steps) {
+#pragma unroll
+  for (int h = 0; h < 2; ++h) {
+    const int n = row0 + 8 * h;
+    uint32_t m = 0;
+    if (n < p.N) {
+      const uint4* sc = reinterpret_cast<const uint4*>(p.sf + int64_t(n) * (p.K / 32)) +
+                        s_begin;  // 16 bytes (one 512-wide step) per uint4
+      for (int i = 0; i < n_steps; ++i) {
+        const uint4 v = __ldg(sc + i);
+        const uint32_t w[4] = {v.x, v.y, v.z, v.w};
+#pragma unroll
+        for (int j = 0; j < 4; ++j)
+#pragma unroll
+          for (int b = 0; b < 4; ++b) {
+            const uint32_t e = (w[j] >> (8 * b)) & 0xFFu;
+            m = max(m, e == 255u ? 0u : e);
+          }
+      }
+    }
+    base.e[h] = int(m);
+  }
+}
+
+// One phase of the thread's weights (`r`, 8 code words per row) against the stage at `stage`
+// (shared address): the operand scale pairs of rows g / g + 8 (NVFP4: per 16-block; MXFP4:
+// per 32-block, relative to the row's base), then per code word its A fragments into set
+// u % 2 (once that set's previous group is done) and its 2 asynchronous MMAs (k-steps
+// j = 16 (phase % 2) + 2 u + h) as one wgmma group, so that the conversion of a word overlaps
+// the MMAs of the one before.
+template <typename T, int FMT, bool PREPACKED>
+__device__ __forceinline__ void wg_phase(float (&d)[32], uint32_t (&a)[2][2][4], const WRegs& r,
+                                         const MxBase& base, int t, uint32_t stage, int phase) {
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+  uint32_t sg[4], sh[4];  // word u's pair: [u / 2]
+  step_scale_pairs<T, FMT>(r, 0, 0, t, base, sg);
+  step_scale_pairs<T, FMT>(r, 1, 0, t, base, sh);
+#pragma unroll
+  for (int u = 0; u < 8; ++u) {
+    uint32_t pg[4], ph[4];
+    if constexpr (PREPACKED) {
+      a_pairs_pp<T>(r.w[0][u], sg[u / 2], pg);
+      a_pairs_pp<T>(r.w[1][u], sh[u / 2], ph);
+    } else {
+      a_pairs<T>(r.w[0][u], sg[u / 2], pg);
+      a_pairs<T>(r.w[1][u], sh[u / 2], ph);
+    }
+    wg_wait<1>();  // the group of word u - 2 (set u % 2) is done
+    uint32_t(&s)[2][4] = a[u % 2];
+    s[0][0] = pg[0], s[0][1] = ph[0], s[0][2] = pg[1], s[0][3] = ph[1];
+    s[1][0] = pg[2], s[1][1] = ph[2], s[1][2] = pg[3], s[1][3] = ph[3];
+    wg_fence();
+#pragma unroll
+    for (int h = 0; h < 2; ++h)
+      wg_mma<T>(d, s[h], wg_desc(stage + (16 * (phase % 2) + 2 * u + h) * 2 * kWgKStride));
+    wg_commit();
+  }
+#endif
+}
+
+// p.x: the rearranged activations (wgmma_x_kernel). Grid and split-K as w16_gemm_kernel with
+// 64-token tiles. PREPACKED: nvfp4.prepack_nvfp4_w4a16's layout (the same bits as the plain
+// one, as in w16_gemm_kernel). NB: weight register buffers (the loads run NB - 1 phases ahead).
+template <typename T, int FMT, bool PREPACKED, int NB>
+__global__ void __launch_bounds__(kThreads, 1) w16_wgmma_kernel(const Params p) {
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+  extern __shared__ __align__(16) unsigned char smem[];
+  static_assert(kE2m1<FMT>, "E2M1 weights (NVFP4, MXFP4)");
+  constexpr int P = kPhases<FMT>;
+  const int tid = threadIdx.x;
+  const int warp = tid / 32, lane = tid % 32;
+  const int g = lane / 4, t = lane % 4;
+  const int m_tiles = (p.M + kWgTokens - 1) / kWgTokens;
+  const int m_tile = blockIdx.x % m_tiles, n_tile = blockIdx.x / m_tiles, split = blockIdx.y;
+  const int row0 = n_tile * kRowsPerCta + warp * 16 + g;
+  const int m0 = m_tile * kWgTokens;
+  const int s_begin = split * p.steps_per_split;
+  const int s_end = min(p.steps, s_begin + p.steps_per_split);
+  const int n_steps = s_end - s_begin;
+  const int ph_begin = s_begin * P, n_phases = n_steps * P;
+  const uint32_t smem_base = static_cast<uint32_t>(__cvta_generic_to_shared(smem));
+  const uint4* xw = static_cast<const uint4*>(p.x);
+
+  float d[32];
+#pragma unroll
+  for (int i = 0; i < 32; ++i) d[i] = 0.f;
+  uint32_t a[2][2][4];  // A fragments of two code words (set u % 2): (k-step h, register)
+  MxBase base;  // MXFP4: each row's base, the largest finite E8M0 byte of the split
+  if constexpr (FMT == kMxfp4) mxfp4_split_base(base, p, row0, s_begin, n_steps);
+
+  // Phase i: at a step's first phase, the step's stage (one barrier) and the refill of the
+  // stage of step st - 2 with step st + 1; then the MMAs of weights r.
+  const auto phase = [&](int i, const WRegs& r) {
+    const int st = i / P;
+    if (i % P == 0) {
+      cp_async_wait<0>();  // this thread's copies of step st,
+      wg_fence_proxy();    // made visible to the MMAs (the async proxy),
+      __syncthreads();     // everyone's; and every warp is past step st - 2's MMAs
+      if (st + 1 < n_steps)
+        load_wg_stage(smem_base + ((st + 1) % kWgStages) * kWgStageBytes, xw, p.M, m0,
+                      s_begin + st + 1, tid);
+      cp_async_commit();
+    }
+    wg_phase<T, FMT, PREPACKED>(d, a, r, base, t, smem_base + (st % kWgStages) * kWgStageBytes,
+                                i);
+  };
+  if (n_steps > 0) load_wg_stage(smem_base, xw, p.M, m0, s_begin, tid);
+  cp_async_commit();
+  // Weights NB - 1 phases ahead: NB register buffers in turn.
+  WRegs r[NB];
+#pragma unroll
+  for (int b = 0; b + 1 < NB; ++b)
+    if (b < n_phases) load_w<FMT, true, PREPACKED>(r[b], p, row0, t, ph_begin + b);
+  for (int i = 0; i < n_phases; i += NB) {
+#pragma unroll
+    for (int b = 0; b < NB; ++b) {
+      if (i + b >= n_phases) break;
+      if (i + b + NB - 1 < n_phases)
+        load_w<FMT, true, PREPACKED>(r[(b + NB - 1) % NB], p, row0, t,
+                                        ph_begin + i + b + NB - 1);
+      phase(i + b, r[b]);
+    }
+  }
+  wg_wait<0>();
+  cp_async_wait<0>();
+#pragma unroll
+  for (int i = 0; i < 32; ++i) wg_fence_operand(d[i]);
+  float acc[8][4];
+#pragma unroll
+  for (int nt = 0; nt < 8; ++nt)
+#pragma unroll
+    for (int e = 0; e < 4; ++e) acc[nt][e] = d[4 * nt + e];
+  store_tile<T, FMT, 8>(acc, base, p, m0, row0, n_tile, split, blockIdx.x);
+#endif
+}
+
+}  // namespace gemm
+}  // namespace nvfp4
