@@ -11,7 +11,7 @@ forward of ``[batch, hidden]`` bf16 tokens.
 
 Variants (``--variants``): ``bf16`` (``nn.Linear``), and per format ``nvfp4`` / ``mxfp4`` /
 ``mxfp8`` (:func:`nvfp4_ops.nn.quantize_linears`, weight-only: W4A16 / W4A16 / W8A16) with
-the ``fused`` backend (the fused kernel up to ``FUSED_MAX_M[format]`` rows, so at batch 1 and
+the ``fused`` backend (the fused kernel up to ``fused_max_m(format)`` rows, so at batch 1 and
 16) or the ``dequant`` backend (dequantize + F.linear: the path without the fused kernel).
 A variant whose backend cannot run here is listed with the reason.
 

@@ -5,7 +5,8 @@ also its prepacked form ``nvfp4.gemm_nvfp4_w4a16_prepacked`` after
 ``nvfp4.prepack_nvfp4_w4a16``), ``mxfp4`` (W4A16) and ``mxfp8`` (W8A16), both op
 ``nvfp4.gemm_mx_w16``. Columns per format, weight shape N x K and rows M: the fused op,
 dequantize + F.linear (the ``dequant`` backend), the layers' ``fused`` backend (which picks
-between the two by M: ``nvfp4_ops.nn.gemm.FUSED_MAX_M[format]``), F.linear on the bf16
+between the two by M: ``nvfp4_ops.nn.gemm.fused_max_m``, the format's ``FUSED_MAX_M`` or, where
+the wgmma kernel serves, ``FUSED_MAX_M_WGMMA``), F.linear on the bf16
 weight; the speed-ups over bf16; at M = 1 the bandwidth on the weight bytes (elements + block
 scales) of the fused op as GB/s and as a percentage of a device-to-device copy measured in
 the same run; the peak memory of one call above the inputs (fused / dequant).
@@ -38,7 +39,7 @@ from _common import bench_ms, copy_gbps, device_line, emit, nbytes, table
 
 import nvfp4_ops
 from nvfp4_ops import _library
-from nvfp4_ops.nn.gemm import FUSED_MAX_M, fused_path
+from nvfp4_ops.nn.gemm import fused_max_m, fused_path
 
 SHAPES = "8192x8192,14336x4096,4096x14336,28672x8192"
 MS = "1,4,16,32,64,128,256,1024"
@@ -138,7 +139,8 @@ def main(argv=None) -> int:
         fmt, op, _ = MAKERS[f]
         impl, why = _library.op_implementation(op, DEVICE)
         lines.append(f"{fmt}: op nvfp4.{op} served by {impl} ({why}); FUSED_MAX_M = "
-                     f"{FUSED_MAX_M[fmt]}")
+                     f"{fused_max_m(fmt)[0]} (where the wgmma kernel serves, K permitting: "
+                     f"{fused_max_m(fmt, torch.device(DEVICE), 1 << 20)[0]})")
     print("\n".join(lines), flush=True)
     rows, crossovers = [], []
     for shape in args.shapes.split(","):
@@ -152,7 +154,7 @@ def main(argv=None) -> int:
                 x = torch.randn(m, k, device=DEVICE, dtype=torch.bfloat16)
 
                 def backend(x=x, m=m):  # what the layer's "fused" backend runs for this M
-                    return (wt.fused(x) if fused_path(fmt, m, x.dtype)[0] == "fused"
+                    return (wt.fused(x) if fused_path(fmt, m, x.dtype, x.device, k)[0] == "fused"
                             else wt.dequant(x))
 
                 calls = {"fused": lambda x=x: wt.fused(x), "dequant": lambda x=x: wt.dequant(x),
@@ -189,7 +191,7 @@ def main(argv=None) -> int:
                 print(" | ".join(str(row[c]) for c in COLUMNS), flush=True)
             crossovers.append({"format": fmt, "N x K": f"{n} x {k}",
                                "dequant+linear first faster at M": cross or "never (in --ms)",
-                               "FUSED_MAX_M now": FUSED_MAX_M[fmt]})
+                               "FUSED_MAX_M now": fused_max_m(fmt, torch.device(DEVICE), k)[0]})
             del wt
     emit(lines + ["", table(rows, COLUMNS), "",
                   "Crossover (the first M of --ms at which dequantize + F.linear beats the fused "
