@@ -229,6 +229,10 @@ FUSED_BASIS: Dict[str, str] = {
 #: 28672x8192 | 138.3 / 297.9 | 255.4 / 305.8 | 432.0 / 351.2
 #:
 #: fused wins up to M = 128 on all four shapes, dequantize + F.linear at M = 256: cut at 128.
+#:
+#: MXFP4 (final6.sh, the same columns): 8192x8192 48.0 / 98.5, 78.2 / 99.0, 146.4 / 106.3;
+#: 14336x4096 45.0 / 88.0, 81.7 / 89.0, 155.9 / 97.1; 4096x14336 46.3 / 89.9, 75.1 / 91.6,
+#: 131.4 / 101.2; 28672x8192 152.3 / 307.8, 276.5 / 316.7, 475.0 / 356.4: cut at 128 too.
 FUSED_MAX_M_WGMMA: Dict[str, int] = {"NVFP4": 128, "MXFP4": 128}
 
 #: Per format: the K multiple the wgmma kernel takes (NVFP4 16-byte code loads, MXFP4
