@@ -116,14 +116,14 @@ void check_prepacked_args(const Tensor& x, const Tensor& packed, const Tensor& s
   check_bias_devices(op, x, packed, scales, gs, bias, n);
 }
 
-// WG > 0: the wgmma kernel with WG weight buffers (wgmma.cuh; NVFP4 with K % 128 == 0, plain
-// or prepacked, or MXFP4 with K % 512 == 0; NT = 8).
-template <typename T, int FMT, int NT, bool ALIGNED, bool PREPACKED, int WG = 0>
+// WG: the wgmma kernel (wgmma.cuh; NVFP4 with K % 128 == 0, plain or prepacked, or MXFP4 with
+// K % 512 == 0; 8 * NT = 64 or 128 tokens per CTA).
+template <typename T, int FMT, int NT, bool ALIGNED, bool PREPACKED, bool WG = false>
 void launch(const char* op, Params p, int device, cudaStream_t stream, const Tensor& like) {
   using C = Config<NT>;
-  static_assert(!WG || (kE2m1<FMT> && NT == 8 && ALIGNED), "wgmma: E2M1, 64 tokens");
+  static_assert(!WG || (kE2m1<FMT> && (NT == 8 || NT == 16) && ALIGNED), "wgmma: E2M1");
   const auto kernel = [] {
-    if constexpr (WG != 0) return w16_wgmma_kernel<T, FMT, PREPACKED, WG>;
+    if constexpr (WG) return w16_wgmma_kernel<T, FMT, PREPACKED, 8 * NT>;
     else return w16_gemm_kernel<T, FMT, NT, ALIGNED, PREPACKED>;
   }();
   // Per device and instantiation, once (so that a call inside a CUDA-graph capture makes no
@@ -133,7 +133,7 @@ void launch(const char* op, Params p, int device, cudaStream_t stream, const Ten
   NVFP4_CHECK(device >= 0 && device < kMaxDevices, op, ": device index ", device,
               " out of range");
   // XPRE reserves its largest size here; a launch uses tokens * x_stride of it.
-  constexpr int kSmemMax = WG != 0 ? kWgSmem : C::kXPre ? kXPreSmem<FMT, NT> : C::kSmemBytes;
+  constexpr int kSmemMax = WG ? kWgSmem : C::kXPre ? kXPreSmem<FMT, NT> : C::kSmemBytes;
   if (slots[device] == 0) {
     check_cuda(op,
                cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
@@ -168,7 +168,7 @@ void launch(const char* op, Params p, int device, cudaStream_t stream, const Ten
   p.steps_per_split = static_cast<int>(best_sps);
   p.splits = static_cast<int>(ceil_div(p.steps, best_sps));
   p.x_stride = static_cast<int>(x_stride(best_sps));
-  const int smem = WG != 0 ? kWgSmem : C::kXPre ? static_cast<int>(tokens * p.x_stride) : C::kSmemBytes;
+  const int smem = WG ? kWgSmem : C::kXPre ? static_cast<int>(tokens * p.x_stride) : C::kSmemBytes;
   Tensor work = like;  // keeps the workspace alive until the launch is queued
   if (p.splits > 1) {
     const int64_t n_part = int64_t(p.splits) * p.M * p.N;
@@ -182,7 +182,7 @@ void launch(const char* op, Params p, int device, cudaStream_t stream, const Ten
     }
   }
   Tensor xp = like;  // ring path: x permuted once (permute_x_kernel), alive until queued
-  if constexpr (WG != 0) {  // x in the wgmma B layout (wgmma_x_kernel)
+  if constexpr (WG) {  // x in the wgmma B layout (wgmma_x_kernel)
     const int64_t units = int64_t(p.M) * p.steps * 16;
     xp = empty_like_shape(like, {units * 4 * 8}, like.scalar_type());
     wgmma_x_kernel<<<grid_for(units, kThreads, int64_t(sm_count(device)) * 8), kThreads, 0,
@@ -239,14 +239,18 @@ void dispatch(const char* op, const Params& p, bool prepacked, int device, cudaS
   if constexpr (kE2m1<FMT>) {
     // (prepacked: also only when K % 128 == 0, so that both layouts give the same bits)
     if (p.M > 32 && aligned && wgmma_serves(device)) {
-      // (4 weight buffers: 3 and 5 measured 4-10 % slower at M = 33..256, RESULTS "fifth part")
+      // 64 tokens per CTA up to M = 64, 128 above (the weights converted once per 128)
+      // (M = 128..512 as 64-token tiles measured 1.1-1.4x slower: RESULTS "fifth part")
+      const bool t128 = p.M > 64;
       if constexpr (FMT == kNvfp4) {
         if (prepacked) {
-          launch<T, FMT, 8, true, true, 4>(op, p, device, stream, like);
+          if (t128) launch<T, FMT, 16, true, true, true>(op, p, device, stream, like);
+          else launch<T, FMT, 8, true, true, true>(op, p, device, stream, like);
           return;
         }
       }
-      launch<T, FMT, 8, true, false, 4>(op, p, device, stream, like);
+      if (t128) launch<T, FMT, 16, true, false, true>(op, p, device, stream, like);
+      else launch<T, FMT, 8, true, false, true>(op, p, device, stream, like);
       return;
     }
   }

@@ -1,36 +1,35 @@
-// The fused NVFP4 / MXFP4 W4A16 GEMM with Hopper's warpgroup MMA (sm_90a), for 33..64 tokens
-// per CTA (M > 32: where the mma.sync kernel of w16_gemm.cuh, at 64 tokens per CTA, needs
-// ~178 registers and runs 2 warps per scheduler with the tensor pipe 27 % busy; NOTES.md).
+// The fused NVFP4 / MXFP4 W4A16 GEMM with Hopper's warpgroup MMA (sm_90a) for M > 32: 64
+// tokens per CTA up to M = 64, 128 above (where the mma.sync kernel of w16_gemm.cuh, at 64
+// tokens per CTA, needs ~178 registers and runs 2 warps per scheduler with the tensor pipe
+// 27 % busy; NOTES.md).
 //
-// Same tile, thread layout and numerics as w16_gemm_kernel: 128 weight rows per CTA (8 warps,
-// 16 rows each), the codes loaded global -> registers one phase ahead and converted in
-// registers (a_pairs: NVFP4 e2m1 * sf * 2^-7, MXFP4 e2m1 * 2^(e - base), exact), fp32 sums,
-// the same split-K and epilogue (store_tile). What changes is the multiply (and MXFP4's
+// Same weight tile, thread layout and numerics as w16_gemm_kernel: 128 weight rows per CTA (8
+// warps, 16 rows each), the codes loaded global -> registers ahead of their use and converted
+// in registers (a_pairs: NVFP4 e2m1 * sf * 2^-7, MXFP4 e2m1 * 2^(e - base), exact), fp32
+// sums, the same split-K and epilogue (store_tile). What changes is the multiply (and MXFP4's
 // base: fixed per split, mxfp4_split_base):
-// * Each warpgroup (4 warps, 64 rows) issues wgmma.mma_async m64n64k16 with the converted
-//   weights as the REGISTER A operand (its per-warp fragment is the mma.sync m16n8k16 A
-//   fragment: the registers a_pairs already produces) and 64 tokens of activations as the
-//   shared-memory B operand, asynchronously: while the tensor cores run one half phase, the
-//   warps convert the next (two sets of A registers, wgmma.wait_group 1 between them).
+// * Each warpgroup (4 warps, 64 rows) issues wgmma.mma_async m64nNk16 (N = 64 or 128 tokens)
+//   with the converted weights as the REGISTER A operand (its per-warp fragment is the
+//   mma.sync m16n8k16 A fragment: the registers a_pairs already produces) and the tokens'
+//   activations as the shared-memory B operand, asynchronously.
 // * The activations are rearranged once per call (wgmma_x_kernel) into the canonical K-major
 //   layout without swizzle, in the k order of the A fragments: for mma k-step j and token n,
 //   the 16 bytes of B values of core matrix kk are the pairs of the 4 threads t of a row
-//   (t's code word pair 2h + kk, see a_pairs and permute_chunk). A ring stage then holds one
-//   512-wide step for 64 tokens (64 KB): chunk ch = 2 j + kk of token n at
-//   ch * 1024 + (n / 8) * 128 + (n % 8) * 16: core matrices of 8 tokens x 16 bytes, 128 B
-//   apart along N (the descriptor's stride offset) and 1024 B apart along K (its leading
-//   offset).
-// * Three stages of 64 KB; at the start of step st (one barrier, after a proxy fence that
-//   makes the cp.async writes visible to wgmma) every warp has waited for its wgmma groups
-//   up to step st - 1's last-but-one code word, so step st - 2's stage is free and is
-//   refilled with step st + 1.
+//   (t's code word pair 2h + kk, see a_pairs and permute_chunk). A ring stage (64 KB: one
+//   512-wide step of 64 tokens or one 256-wide phase of 128) holds, per phase, chunk
+//   ch = 2 j + kk of token n at ch * 16 N + (n / 8) * 128 + (n % 8) * 16: core matrices of 8
+//   tokens x 16 bytes, 128 B apart along N (the descriptor's stride offset) and 16 N bytes
+//   apart along K (its leading offset).
+// * Three stages; at the first phase of a stage (one barrier, after a proxy fence that makes
+//   the cp.async writes visible to wgmma) every warp has waited for its wgmma groups but the
+//   last, of the stage before, so the stage before that is free and is refilled.
 // * One wgmma group per code word (2 MMAs), two sets of A registers: the conversion of word
-//   u overlaps the MMAs of word u - 1. The weights are loaded NB - 1 = 3 phases ahead (four
-//   register buffers; 3 and 5 buffers measured slower): the MMAs being asynchronous, a
-//   phase is short and the one-phase lookahead of the mma.sync kernel left the warps waiting
-//   on DRAM (ncu: 24 % of the stall samples on the first use of the weight loads).
+//   u overlaps the MMAs of word u - 1. The weights are loaded 3 (64 tokens) or 2 (128)
+//   phases ahead in register buffers: the MMAs being asynchronous, a phase is short, and the
+//   one-phase lookahead of the mma.sync kernel left the warps waiting on DRAM (ncu: 24 % of
+//   the stall samples on the first use of the weight loads).
 // Built only for sm_90a (wgmma needs the arch-specific target); the launcher takes it where
-// the device is sm_90 and the build holds sm_90a code (ops.cu, wgmma_built).
+// the device is sm_90 and the build holds sm_90a code (ops.cu, wgmma_serves).
 #pragma once
 
 #include "gemm/w16_gemm.cuh"
@@ -38,12 +37,26 @@
 namespace nvfp4 {
 namespace gemm {
 
-constexpr int kWgTokens = 64;                            // the wgmma's N: tokens per CTA
-constexpr int kWgStages = 3;
-constexpr int kWgChunks = 2 * kSuperK / 16;              // 16-byte B chunks per token and step
-constexpr int kWgStageBytes = kWgTokens * kWgChunks * 16;  // 64 KB
-constexpr int kWgSmem = kWgStages * kWgStageBytes;       // 192 KB: 1 CTA per SM
-constexpr int kWgKStride = kWgTokens * 16;               // bytes between K-adjacent core matrices
+constexpr int kWgChunks = 2 * kSuperK / 16;  // 16-byte B chunks per token and 512-wide step
+constexpr int kWgPhaseChunks = kWgChunks / 2;  // ... per 256-wide phase
+constexpr int kWgSmem = 192 * 1024;            // the activation ring: 1 CTA per SM
+
+// The tile of NTOK tokens (the wgmma's N: 64 or 128): a ring stage holds kSP phases of
+// activations (64 KB: a 512-wide step of 64 tokens or a phase of 128; a stage per phase at 64
+// tokens, six of them, measured 5-9 % slower: twice the barriers), 3 stages; kNB weight
+// register buffers (the loads run kNB - 1 phases ahead; 5 and 3 measured slower than 4 at
+// 64 tokens, 128 tokens hold 32 more accumulators).
+template <int NTOK>
+struct WgTile {
+  static_assert(NTOK == 64 || NTOK == 128, "64 or 128 tokens");
+  static constexpr int kKStride = NTOK * 16;  // bytes between K-adjacent core matrices
+  static constexpr int kPhaseBytes = NTOK * kWgPhaseChunks * 16;
+  static constexpr int kSP = NTOK == 64 ? 2 : 1;  // phases per stage
+  static constexpr int kStageBytes = kSP * kPhaseBytes;
+  static constexpr int kStages = kWgSmem / kStageBytes;
+  static constexpr int kAcc = NTOK / 2;       // fp32 accumulators per thread
+  static constexpr int kNB = NTOK == 64 ? 4 : 3;
+};
 
 // x [M, K] (K % 8 == 0) -> xw, 16-byte chunks: chunk ch (= 2 j + kk, j = 16 ph + 2 u + h) of
 // step s of token n at xw[(s * kWgChunks + ch) * M + n] (tokens innermost, so that a ring
@@ -73,22 +86,29 @@ __global__ void wgmma_x_kernel(const uint4* __restrict__ x, uint4* __restrict__ 
   }
 }
 
-// The ring stage of step `step` for tokens m0 .. m0 + 63 (zero-filled past M).
+// The ring stage of the kSP (global) phases from `phase` (even when kSP = 2) for tokens
+// m0 .. m0 + NTOK - 1 (zero-filled past M): chunk 32 (phase % 2) + c of step phase / 2 of
+// token tok at c * kKStride + (tok / 8) * 128 + (tok % 8) * 16 (the phase's part of the stage;
+// the chunks of a stage are consecutive in xw).
+template <int NTOK>
 __device__ __forceinline__ void load_wg_stage(uint32_t stage, const uint4* xw, int M, int m0,
-                                              int step, int tid) {
+                                              int phase, int tid) {
+  using W = WgTile<NTOK>;
+  const int64_t ch0 = int64_t(phase / 2) * kWgChunks + kWgPhaseChunks * (phase % 2);
 #pragma unroll 4
-  for (int c = tid; c < kWgTokens * kWgChunks; c += kThreads) {
-    const int tok = c % kWgTokens, ch = c / kWgTokens;
+  for (int c = tid; c < NTOK * kWgPhaseChunks * W::kSP; c += kThreads) {
+    const int tok = c % NTOK, ch = c / NTOK;  // ch: chunk of the stage
     const bool ok = m0 + tok < M;
-    const uint4* src = ok ? xw + (int64_t(step) * kWgChunks + ch) * M + m0 + tok : xw;
-    cp_async16(stage + ch * kWgKStride + (tok / 8) * 128 + (tok % 8) * 16, src, ok);
+    const uint4* src = ok ? xw + (ch0 + ch) * M + m0 + tok : xw;
+    cp_async16(stage + ch * W::kKStride + (tok / 8) * 128 + (tok % 8) * 16, src, ok);
   }
 }
 
 // Shared-memory matrix descriptor of the B tile at smem address `addr` (no swizzle; leading
 // byte offset = K-adjacent core matrices, stride byte offset = N-adjacent ones).
+template <int NTOK>
 __device__ __forceinline__ uint64_t wg_desc(uint32_t addr) {
-  return uint64_t((addr & 0x3FFFF) >> 4) | (uint64_t(kWgKStride >> 4) << 16) |
+  return uint64_t((addr & 0x3FFFF) >> 4) | (uint64_t(WgTile<NTOK>::kKStride >> 4) << 16) |
          (uint64_t(128 >> 4) << 32);
 }
 
@@ -108,28 +128,50 @@ __device__ __forceinline__ void wg_fence_proxy() {
 // Keeps the compiler from moving accesses of v across the asynchronous MMAs.
 __device__ __forceinline__ void wg_fence_operand(float& v) { asm volatile("" : "+f"(v)::"memory"); }
 
-#define NVFP4_WG_D8(i) "+f"(d[i]), "+f"(d[i + 1]), "+f"(d[i + 2]), "+f"(d[i + 3]), \
-    "+f"(d[i + 4]), "+f"(d[i + 5]), "+f"(d[i + 6]), "+f"(d[i + 7])
-#define NVFP4_WG_MMA(TY)                                                                       \
-  asm volatile(                                                                                \
-      "{\n.reg .pred p;\nsetp.ne.b32 p, 1, 0;\n"                                               \
-      "wgmma.mma_async.sync.aligned.m64n64k16.f32." TY "." TY " "                              \
-      "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, "                \
-      "%16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31}, "      \
-      "{%32, %33, %34, %35}, %36, p, 1, 1, 0;\n}\n"                                            \
-      : NVFP4_WG_D8(0), NVFP4_WG_D8(8), NVFP4_WG_D8(16), NVFP4_WG_D8(24)                       \
+#define NVFP4_WG_D8(i)                                                        \
+  "+f"(d[i]), "+f"(d[i + 1]), "+f"(d[i + 2]), "+f"(d[i + 3]), "+f"(d[i + 4]), \
+      "+f"(d[i + 5]), "+f"(d[i + 6]), "+f"(d[i + 7])
+#define NVFP4_WG_MMA64(TY)                                                                \
+  asm volatile(                                                                           \
+      "{\n.reg .pred p;\nsetp.ne.b32 p, 1, 0;\n"                                          \
+      "wgmma.mma_async.sync.aligned.m64n64k16.f32." TY "." TY " {"                        \
+      "%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, "            \
+      "%16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31}, " \
+      "{%32, %33, %34, %35}, %36, p, 1, 1, 0;\n}\n"                                       \
+      : NVFP4_WG_D8(0), NVFP4_WG_D8(8), NVFP4_WG_D8(16), NVFP4_WG_D8(24)                  \
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(desc))
+#define NVFP4_WG_MMA128(TY)                                                               \
+  asm volatile(                                                                           \
+      "{\n.reg .pred p;\nsetp.ne.b32 p, 1, 0;\n"                                          \
+      "wgmma.mma_async.sync.aligned.m64n128k16.f32." TY "." TY " {"                       \
+      "%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, "            \
+      "%16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, "  \
+      "%32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47, "  \
+      "%48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63}, " \
+      "{%64, %65, %66, %67}, %68, p, 1, 1, 0;\n}\n"                                       \
+      : NVFP4_WG_D8(0), NVFP4_WG_D8(8), NVFP4_WG_D8(16), NVFP4_WG_D8(24),                 \
+        NVFP4_WG_D8(32), NVFP4_WG_D8(40), NVFP4_WG_D8(48), NVFP4_WG_D8(56)                \
       : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(desc))
 
-// d += A (registers, this warp's 16 rows of the warpgroup's 64) x B (descriptor: 16 k x 64
+// d += A (registers, this warp's 16 rows of the warpgroup's 64) x B (descriptor: 16 k x NTOK
 // tokens); d[4 nt + e] as acc[nt][e] of the mma.sync kernel.
-template <typename T>
-__device__ __forceinline__ void wg_mma(float (&d)[32], const uint32_t (&a)[4], uint64_t desc) {
-  if constexpr (std::is_same_v<T, __half>)
-    NVFP4_WG_MMA("f16");
-  else
-    NVFP4_WG_MMA("bf16");
+template <typename T, int NTOK>
+__device__ __forceinline__ void wg_mma(float (&d)[NTOK / 2], const uint32_t (&a)[4],
+                                       uint64_t desc) {
+  if constexpr (NTOK == 64) {
+    if constexpr (std::is_same_v<T, __half>)
+      NVFP4_WG_MMA64("f16");
+    else
+      NVFP4_WG_MMA64("bf16");
+  } else {
+    if constexpr (std::is_same_v<T, __half>)
+      NVFP4_WG_MMA128("f16");
+    else
+      NVFP4_WG_MMA128("bf16");
+  }
 }
-#undef NVFP4_WG_MMA
+#undef NVFP4_WG_MMA64
+#undef NVFP4_WG_MMA128
 #undef NVFP4_WG_D8
 #endif
 
@@ -164,14 +206,15 @@ __device__ __forceinline__ void mxfp4_split_base(MxBase& base, const Params& p, 
 }
 
 // One phase of the thread's weights (`r`, 8 code words per row) against the stage at `stage`
-// (shared address): the operand scale pairs of rows g / g + 8 (NVFP4: per 16-block; MXFP4:
-// per 32-block, relative to the row's base), then per code word its A fragments into set
-// u % 2 (once that set's previous group is done) and its 2 asynchronous MMAs (k-steps
-// j = 16 (phase % 2) + 2 u + h) as one wgmma group, so that the conversion of a word overlaps
-// the MMAs of the one before.
-template <typename T, int FMT, bool PREPACKED>
-__device__ __forceinline__ void wg_phase(float (&d)[32], uint32_t (&a)[2][2][4], const WRegs& r,
-                                         const MxBase& base, int t, uint32_t stage, int phase) {
+// (shared address, one phase of NTOK tokens): the operand scale pairs of rows g / g + 8
+// (NVFP4: per 16-block; MXFP4: per 32-block, relative to the row's base), then per code word
+// its A fragments into set u % 2 (once that set's previous group is done) and its 2
+// asynchronous MMAs (k-steps j = 2 u + h of the phase) as one wgmma group, so that the
+// conversion of a word overlaps the MMAs of the one before.
+template <typename T, int FMT, bool PREPACKED, int NTOK>
+__device__ __forceinline__ void wg_phase(float (&d)[NTOK / 2], uint32_t (&a)[2][2][4],
+                                         const WRegs& r, const MxBase& base, int t,
+                                         uint32_t stage) {
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
   uint32_t sg[4], sh[4];  // word u's pair: [u / 2]
   step_scale_pairs<T, FMT>(r, 0, 0, t, base, sg);
@@ -193,28 +236,30 @@ __device__ __forceinline__ void wg_phase(float (&d)[32], uint32_t (&a)[2][2][4],
     wg_fence();
 #pragma unroll
     for (int h = 0; h < 2; ++h)
-      wg_mma<T>(d, s[h], wg_desc(stage + (16 * (phase % 2) + 2 * u + h) * 2 * kWgKStride));
+      wg_mma<T, NTOK>(d, s[h],
+                      wg_desc<NTOK>(stage + (2 * u + h) * 2 * WgTile<NTOK>::kKStride));
     wg_commit();
   }
 #endif
 }
 
 // p.x: the rearranged activations (wgmma_x_kernel). Grid and split-K as w16_gemm_kernel with
-// 64-token tiles. PREPACKED: nvfp4.prepack_nvfp4_w4a16's layout (the same bits as the plain
-// one, as in w16_gemm_kernel). NB: weight register buffers (the loads run NB - 1 phases ahead).
-template <typename T, int FMT, bool PREPACKED, int NB>
+// NTOK-token tiles. PREPACKED: nvfp4.prepack_nvfp4_w4a16's layout (the same bits as the plain
+// one, as in w16_gemm_kernel).
+template <typename T, int FMT, bool PREPACKED, int NTOK>
 __global__ void __launch_bounds__(kThreads, 1) w16_wgmma_kernel(const Params p) {
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
   extern __shared__ __align__(16) unsigned char smem[];
   static_assert(kE2m1<FMT>, "E2M1 weights (NVFP4, MXFP4)");
-  constexpr int P = kPhases<FMT>;
+  using W = WgTile<NTOK>;
+  constexpr int P = kPhases<FMT>, S = W::kStages, NB = W::kNB;
   const int tid = threadIdx.x;
   const int warp = tid / 32, lane = tid % 32;
   const int g = lane / 4, t = lane % 4;
-  const int m_tiles = (p.M + kWgTokens - 1) / kWgTokens;
+  const int m_tiles = (p.M + NTOK - 1) / NTOK;
   const int m_tile = blockIdx.x % m_tiles, n_tile = blockIdx.x / m_tiles, split = blockIdx.y;
   const int row0 = n_tile * kRowsPerCta + warp * 16 + g;
-  const int m0 = m_tile * kWgTokens;
+  const int m0 = m_tile * NTOK;
   const int s_begin = split * p.steps_per_split;
   const int s_end = min(p.steps, s_begin + p.steps_per_split);
   const int n_steps = s_end - s_begin;
@@ -222,31 +267,37 @@ __global__ void __launch_bounds__(kThreads, 1) w16_wgmma_kernel(const Params p) 
   const uint32_t smem_base = static_cast<uint32_t>(__cvta_generic_to_shared(smem));
   const uint4* xw = static_cast<const uint4*>(p.x);
 
-  float d[32];
+  float d[W::kAcc];
 #pragma unroll
-  for (int i = 0; i < 32; ++i) d[i] = 0.f;
+  for (int i = 0; i < W::kAcc; ++i) d[i] = 0.f;
   uint32_t a[2][2][4];  // A fragments of two code words (set u % 2): (k-step h, register)
   MxBase base;  // MXFP4: each row's base, the largest finite E8M0 byte of the split
   if constexpr (FMT == kMxfp4) mxfp4_split_base(base, p, row0, s_begin, n_steps);
 
-  // Phase i: at a step's first phase, the step's stage (one barrier) and the refill of the
-  // stage of step st - 2 with step st + 1; then the MMAs of weights r.
+  // Ring of S stages of SP phases; stages 0 .. S - 3 are loaded first. At the first phase of
+  // stage q (one barrier): its copies have landed, every warp has waited for its wgmma groups
+  // but the last one, of stage q - 1, so stage q - 2 is free and is refilled with q + S - 2.
+  constexpr int SP = W::kSP;
+  const int n_stages = n_phases / SP;  // (whole steps per split: n_phases is even)
+  const auto stage_of = [&](int q) { return smem_base + (q % S) * W::kStageBytes; };
   const auto phase = [&](int i, const WRegs& r) {
-    const int st = i / P;
-    if (i % P == 0) {
-      cp_async_wait<0>();  // this thread's copies of step st,
-      wg_fence_proxy();    // made visible to the MMAs (the async proxy),
-      __syncthreads();     // everyone's; and every warp is past step st - 2's MMAs
-      if (st + 1 < n_steps)
-        load_wg_stage(smem_base + ((st + 1) % kWgStages) * kWgStageBytes, xw, p.M, m0,
-                      s_begin + st + 1, tid);
+    const int q = i / SP;
+    if (i % SP == 0) {
+      cp_async_wait<S - 3>();  // this thread's copies of stage q,
+      wg_fence_proxy();        // made visible to the MMAs (the async proxy),
+      __syncthreads();         // everyone's
+      if (q + S - 2 < n_stages)
+        load_wg_stage<NTOK>(stage_of(q + S - 2), xw, p.M, m0, ph_begin + (q + S - 2) * SP, tid);
       cp_async_commit();
     }
-    wg_phase<T, FMT, PREPACKED>(d, a, r, base, t, smem_base + (st % kWgStages) * kWgStageBytes,
-                                i);
+    wg_phase<T, FMT, PREPACKED, NTOK>(d, a, r, base, t,
+                                      stage_of(q) + (i % SP) * W::kPhaseBytes);
   };
-  if (n_steps > 0) load_wg_stage(smem_base, xw, p.M, m0, s_begin, tid);
-  cp_async_commit();
+#pragma unroll
+  for (int q = 0; q < S - 2; ++q) {
+    if (q < n_stages) load_wg_stage<NTOK>(stage_of(q), xw, p.M, m0, ph_begin + q * SP, tid);
+    cp_async_commit();
+  }
   // Weights NB - 1 phases ahead: NB register buffers in turn.
   WRegs r[NB];
 #pragma unroll
@@ -258,20 +309,20 @@ __global__ void __launch_bounds__(kThreads, 1) w16_wgmma_kernel(const Params p) 
       if (i + b >= n_phases) break;
       if (i + b + NB - 1 < n_phases)
         load_w<FMT, true, PREPACKED>(r[(b + NB - 1) % NB], p, row0, t,
-                                        ph_begin + i + b + NB - 1);
+                                     ph_begin + i + b + NB - 1);
       phase(i + b, r[b]);
     }
   }
   wg_wait<0>();
   cp_async_wait<0>();
 #pragma unroll
-  for (int i = 0; i < 32; ++i) wg_fence_operand(d[i]);
-  float acc[8][4];
+  for (int i = 0; i < W::kAcc; ++i) wg_fence_operand(d[i]);
+  float acc[NTOK / 8][4];
 #pragma unroll
-  for (int nt = 0; nt < 8; ++nt)
+  for (int nt = 0; nt < NTOK / 8; ++nt)
 #pragma unroll
     for (int e = 0; e < 4; ++e) acc[nt][e] = d[4 * nt + e];
-  store_tile<T, FMT, 8>(acc, base, p, m0, row0, n_tile, split, blockIdx.x);
+  store_tile<T, FMT, NTOK / 8>(acc, base, p, m0, row0, n_tile, split, blockIdx.x);
 #endif
 }
 
