@@ -218,21 +218,23 @@ FUSED_BASIS: Dict[str, str] = {
 
 #: Per format: the crossover of the wgmma kernel (csrc/gemm/wgmma.cuh), where it serves: an
 #: sm_90 GPU, a build holding sm_90a code, K a multiple of :data:`WGMMA_K_MULTIPLE` (NVFP4
-#: and MXFP4; ``NVFP4_OPS_GEMM_WGMMA=0`` switches it off, in the kernels and here). bench_gemm.py --formats nvfp4 --ms 33,64,128,256
-#: on an H200 (torch 2.11, bf16; fused / dequantize + F.linear, microseconds;
-#: benchmarks/probe/wgmma2.sh, RESULTS "fifth part"):
+#: and MXFP4; ``NVFP4_OPS_GEMM_WGMMA=0`` switches it off, in the kernels and here).
+#: bench_gemm.py --formats nvfp4,mxfp4 --ms ...,64,128,192,256 on an H200 (torch 2.11, bf16;
+#: fused / dequantize + F.linear, microseconds; benchmarks/probe/final7.sh, RESULTS "fifth
+#: part"):
 #:
-#: N x K      | M=64        | M=128        | M=256
-#: 8192x8192  | 45.3 / 94.9 | 72.8 / 95.3  | 131.0 / 101.3
-#: 14336x4096 | 42.7 / 84.4 | 76.0 / 84.1  | 142.9 / 91.6
-#: 4096x14336 | 43.7 / 86.7 | 69.1 / 88.3  | 116.3 / 95.8
-#: 28672x8192 | 138.3 / 297.9 | 255.4 / 305.8 | 432.0 / 351.2
+#: format N x K      | M=64          | M=128         | M=192         | M=256
+#: NVFP4  8192x8192  | 47.2 / 95.1   | 68.5 / 95.2   | 101.4 / 102.5 | 110.2 / 101.7
+#: NVFP4  14336x4096 | 42.4 / 84.4   | 60.7 / 85.0   | 102.6 / 87.2  | 107.7 / 92.5
+#: NVFP4  4096x14336 | 44.9 / 87.1   | 62.8 / 89.4   | 94.5 / 94.4   | 101.9 / 97.0
+#: NVFP4  28672x8192 | 140.8 / 297.1 | 194.9 / 304.2 | 335.9 / 321.0 | 369.2 / 349.7
+#: MXFP4  8192x8192  | 49.5 / 99.2   | 71.2 / 99.2   | 107.6 / 106.6 | 115.2 / 107.4
+#: MXFP4  14336x4096 | 45.0 / 87.7   | 64.2 / 88.3   | 107.4 / 90.9  | 114.8 / 96.9
+#: MXFP4  4096x14336 | 46.6 / 91.4   | 66.1 / 92.8   | 99.7 / 100.0  | 106.7 / 100.8
+#: MXFP4  28672x8192 | 152.0 / 309.1 | 209.7 / 317.2 | 364.8 / 330.2 | 384.1 / 361.5
 #:
-#: fused wins up to M = 128 on all four shapes, dequantize + F.linear at M = 256: cut at 128.
-#:
-#: MXFP4 (final6.sh, the same columns): 8192x8192 48.0 / 98.5, 78.2 / 99.0, 146.4 / 106.3;
-#: 14336x4096 45.0 / 88.0, 81.7 / 89.0, 155.9 / 97.1; 4096x14336 46.3 / 89.9, 75.1 / 91.6,
-#: 131.4 / 101.2; 28672x8192 152.3 / 307.8, 276.5 / 316.7, 475.0 / 356.4: cut at 128 too.
+#: fused wins up to M = 128 on all four shapes, at M = 192 on two of four, at M = 256 on none:
+#: cut at 128.
 FUSED_MAX_M_WGMMA: Dict[str, int] = {"NVFP4": 128, "MXFP4": 128}
 
 #: Per format: the K multiple the wgmma kernel takes (NVFP4 16-byte code loads, MXFP4
