@@ -116,12 +116,12 @@ void check_prepacked_args(const Tensor& x, const Tensor& packed, const Tensor& s
   check_bias_devices(op, x, packed, scales, gs, bias, n);
 }
 
-// WG: the wgmma kernel (wgmma.cuh; NVFP4 with K % 128 == 0, plain or prepacked, or MXFP4 with
-// K % 512 == 0; 8 * NT = 64 or 128 tokens per CTA).
+// WG: the wgmma kernel (wgmma.cuh; NVFP4 with K % 128 == 0, plain or prepacked, or MXFP4 /
+// MXFP8 with K % 512 == 0; 8 * NT = 64 or 128 tokens per CTA).
 template <typename T, int FMT, int NT, bool ALIGNED, bool PREPACKED, bool WG = false>
 void launch(const char* op, Params p, int device, cudaStream_t stream, const Tensor& like) {
   using C = Config<NT>;
-  static_assert(!WG || (kE2m1<FMT> && (NT == 8 || NT == 16) && ALIGNED), "wgmma: E2M1");
+  static_assert(!WG || ((NT == 8 || NT == 16) && ALIGNED), "wgmma: 64 or 128 tokens");
   const auto kernel = [] {
     if constexpr (WG) return w16_wgmma_kernel<T, FMT, PREPACKED, 8 * NT>;
     else return w16_gemm_kernel<T, FMT, NT, ALIGNED, PREPACKED>;
@@ -185,8 +185,8 @@ void launch(const char* op, Params p, int device, cudaStream_t stream, const Ten
   if constexpr (WG) {  // x in the wgmma B layout (wgmma_x_kernel)
     const int64_t units = int64_t(p.M) * p.steps * 16;
     xp = empty_like_shape(like, {units * 4 * 8}, like.scalar_type());
-    wgmma_x_kernel<<<grid_for(units, kThreads, int64_t(sm_count(device)) * 8), kThreads, 0,
-                     stream>>>(static_cast<const uint4*>(p.x),
+    wgmma_x_kernel<FMT><<<grid_for(units, kThreads, int64_t(sm_count(device)) * 8), kThreads,
+                          0, stream>>>(static_cast<const uint4*>(p.x),
                                static_cast<uint4*>(xp.mutable_data_ptr()), p.M, p.K, p.steps);
     check_launch(op);
     p.x = xp.const_data_ptr();
@@ -228,17 +228,18 @@ bool wgmma_serves(int device) {
   return cc[device] == 90;
 }
 
-// Tokens per CTA (8 * NT) by M; NVFP4 (K % 128 == 0) and MXFP4 (K % 512 == 0) with M > 32:
-// the wgmma kernel where it serves. NVFP4: the prepacked weight, or the plain one with 16-byte
+// Tokens per CTA (8 * NT) by M; NVFP4 (K % 128 == 0) and MXFP4 (K % 512 == 0) with M > 32,
+// MXFP8 (K % 512 == 0) with M > 16: the wgmma kernel where it serves. NVFP4: the prepacked weight, or the plain one with 16-byte
 // code loads (K % 128 == 0) or 8-byte ones. MX: whole-step scale loads when K % 512 == 0;
 // MXFP8 has no 32-token tile (M 17..32 takes the 64-token one: fewer instantiations to build).
 template <typename T, int FMT>
 void dispatch(const char* op, const Params& p, bool prepacked, int device, cudaStream_t stream,
               const Tensor& like) {
   const bool aligned = p.K % (FMT == kNvfp4 ? 128 : kSuperK) == 0;
-  if constexpr (kE2m1<FMT>) {
+  {
     // (prepacked: also only when K % 128 == 0, so that both layouts give the same bits)
-    if (p.M > 32 && aligned && wgmma_serves(device)) {
+    // MXFP8 from M = 17 (its mma.sync kernel has no 32-token tile)
+    if (p.M > (FMT == kMxfp8 ? 16 : 32) && aligned && wgmma_serves(device)) {
       // 64 tokens per CTA up to M = 64, 128 above (the weights converted once per 128)
       // (M = 128..512 as 64-token tiles measured 1.1-1.4x slower: RESULTS "fifth part")
       const bool t128 = p.M > 64;

@@ -476,16 +476,20 @@ __device__ __forceinline__ void a_pairs_pp(uint32_t q, uint32_t scale, uint32_t 
 // code bits placed into the exponent/mantissa fields read as e4m3 * 2^-8 (fp16) or
 // e4m3 * 2^-120 (bf16), subnormals included; one packed multiply makes them exact codes.
 // NaN bytes (0x7F, 0xFF) become NaN halves.
+// `mult`: the packed multiplier (default: the exact codes; the wgmma kernel passes the codes
+// times its block factor 2^(e - base), e4m3_block_mult).
 template <typename T>
-__device__ __forceinline__ void e4m3_pairs(uint32_t w, uint32_t (&out)[2]) {
+__device__ __forceinline__ void e4m3_pairs(uint32_t w, uint32_t (&out)[2],
+                                           uint32_t mult = std::is_same_v<T, __half>
+                                                               ? 0x5C005C00u    // 2^8
+                                                               : 0x7B807B80u) {  // 2^120
   constexpr bool kHalf = std::is_same_v<T, __half>;
   const uint32_t even = kHalf ? ((w & 0x007F007Fu) << 7) | ((w & 0x00800080u) << 8)
                               : ((w & 0x007F007Fu) << 4) | ((w & 0x00800080u) << 8);
   const uint32_t odd = kHalf ? ((w & 0x7F007F00u) >> 1) | (w & 0x80008000u)
                              : ((w & 0x7F007F00u) >> 4) | (w & 0x80008000u);
-  constexpr uint32_t kUnbias = kHalf ? 0x5C005C00u : 0x7B807B80u;  // 2^8 / 2^120 pairs
-  out[0] = Ops<T>::mul2(even, kUnbias);
-  out[1] = Ops<T>::mul2(odd, kUnbias);
+  out[0] = Ops<T>::mul2(even, mult);
+  out[1] = Ops<T>::mul2(odd, mult);
   const uint32_t v = ~w & 0x7F7F7F7Fu;  // a zero byte <=> a NaN code byte
   if ((v - 0x01010101u) & ~v & 0x80808080u) {
 #pragma unroll

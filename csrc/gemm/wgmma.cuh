@@ -1,13 +1,14 @@
-// The fused NVFP4 / MXFP4 W4A16 GEMM with Hopper's warpgroup MMA (sm_90a) for M > 32: 64
-// tokens per CTA up to M = 64, 128 above (where the mma.sync kernel of w16_gemm.cuh, at 64
+// The fused NVFP4 / MXFP4 W4A16 and MXFP8 W8A16 GEMM with Hopper's warpgroup MMA (sm_90a) for
+// M > 32 (MXFP8: M > 16): 64 tokens per CTA up to M = 64, 128 above (where the mma.sync kernel of w16_gemm.cuh, at 64
 // tokens per CTA, needs ~178 registers and runs 2 warps per scheduler with the tensor pipe
 // 27 % busy; NOTES.md).
 //
 // Same weight tile, thread layout and numerics as w16_gemm_kernel: 128 weight rows per CTA (8
 // warps, 16 rows each), the codes loaded global -> registers ahead of their use and converted
-// in registers (a_pairs: NVFP4 e2m1 * sf * 2^-7, MXFP4 e2m1 * 2^(e - base), exact), fp32
-// sums, the same split-K and epilogue (store_tile). What changes is the multiply (and MXFP4's
-// base: fixed per split, mxfp4_split_base):
+// in registers (a_pairs: NVFP4 e2m1 * sf * 2^-7, MXFP4 e2m1 * 2^(e - base), exact; MXFP8:
+// e4m3_pairs, operand-scaled e4m3 * 2^(e - base) instead of the mma.sync kernel's post-scaled
+// blocks), fp32 sums, the same split-K and epilogue (store_tile). What changes is the multiply
+// (and the MX base: fixed per split, mx_split_base):
 // * Each warpgroup (4 warps, 64 rows) issues wgmma.mma_async m64nNk16 (N = 64 or 128 tokens)
 //   with the converted weights as the REGISTER A operand (its per-warp fragment is the
 //   mma.sync m16n8k16 A fragment: the registers a_pairs already produces) and the tokens'
@@ -60,9 +61,11 @@ struct WgTile {
 
 // x [M, K] (K % 8 == 0) -> xw, 16-byte chunks: chunk ch (= 2 j + kk, j = 16 ph + 2 u + h) of
 // step s of token n at xw[(s * kWgChunks + ch) * M + n] (tokens innermost, so that a ring
-// stage's copies are coalesced). One unit per thread: token n, step s, phase ph, code word u:
-// the 4 input chunks of threads t = 0..3 (k = s 512 + 128 (2 ph + u / 4) + 32 t + 8 (u % 4)),
-// the 4 output chunks ch = 32 ph + 4 u + 2 h + kk (word t = permute_chunk(chunk t)[2 h + kk]).
+// stage's copies are coalesced). One unit per thread: token n, step s, phase ph, code word /
+// unit u: the 4 input chunks of threads t = 0..3 (E2M1: k = s 512 + 128 (2 ph + u / 4) + 32 t
+// + 8 (u % 4); E4M3: k = s 512 + 256 ph + 32 u + 8 t), the 4 output chunks
+// ch = 32 ph + 4 u + 2 h + kk (word t = permute_for<FMT>(chunk t)[2 h + kk]).
+template <int FMT>
 __global__ void wgmma_x_kernel(const uint4* __restrict__ x, uint4* __restrict__ xw, int M, int K,
                                int steps) {
   const int64_t units = int64_t(M) * steps * 16;
@@ -75,8 +78,10 @@ __global__ void wgmma_x_kernel(const uint4* __restrict__ x, uint4* __restrict__ 
     uint4 q[4];
 #pragma unroll
     for (int t = 0; t < 4; ++t) {
-      const int k = s * kSuperK + 128 * (2 * ph + u / 4) + 32 * t + 8 * (u % 4);
-      q[t] = permute_chunk(k < K ? __ldg(x + (int64_t(n) * K + k) / 8) : make_uint4(0, 0, 0, 0));
+      const int k = kE2m1<FMT> ? s * kSuperK + 128 * (2 * ph + u / 4) + 32 * t + 8 * (u % 4)
+                               : s * kSuperK + 256 * ph + 32 * u + 8 * t;
+      q[t] = permute_for<FMT>(k < K ? __ldg(x + (int64_t(n) * K + k) / 8)
+                                    : make_uint4(0, 0, 0, 0));
     }
     uint4* out = xw + (int64_t(s) * kWgChunks + 32 * ph + 4 * u) * M + n;
     out[0] = make_uint4(q[0].x, q[1].x, q[2].x, q[3].x);
@@ -175,12 +180,15 @@ __device__ __forceinline__ void wg_mma(float (&d)[NTOK / 2], const uint32_t (&a)
 #undef NVFP4_WG_D8
 #endif
 
-// MXFP4: the base of each of the thread's rows for the whole split (the largest finite E8M0
+// MX: the base of each of the thread's rows for the whole split (the largest finite E8M0
 // byte of its steps; K % 512 == 0), fixed before the first MMA: the MMAs being asynchronous,
 // the mma.sync kernel's running base (which rescales the sums when it grows) would drain
-// them at every step. The operands are e2m1 * 2^(e - base) as there, exact down to blocks
-// 2^-132 (bf16) / 2^-24 (fp16) below the split's largest block of the row.
-__device__ __forceinline__ void mxfp4_split_base(MxBase& base, const Params& p, int row0,
+// them at every step. MXFP4 operands are e2m1 * 2^(e - base) as there, exact down to blocks
+// 2^-132 (bf16) / 2^-24 (fp16) below the split's largest block of the row; MXFP8 operands
+// e4m3 * 2^(e - base) (bf16; fp16: * 2^(e - base + 7), at most 57344), exact down to blocks
+// 2^-124 (bf16) / 2^-22 (fp16) below it (e4m3_block_mult), where the mma.sync kernel
+// post-scales each block's fp32 sums instead.
+__device__ __forceinline__ void mx_split_base(MxBase& base, const Params& p, int row0,
                                                  int s_begin, int n_steps) {
 #pragma unroll
   for (int h = 0; h < 2; ++h) {
@@ -205,6 +213,19 @@ __device__ __forceinline__ void mxfp4_split_base(MxBase& base, const Params& p, 
   }
 }
 
+// MXFP8: the packed multiplier of the E4M3 bits of a block with E8M0 byte e (see e4m3_pairs:
+// they read as e4m3 * 2^-120 in bf16, e4m3 * 2^-8 in fp16): bf16 2^(120 + e - base), fp16
+// 2^(15 + e - base), so that the operands are e4m3 * 2^(e - base) (fp16: * 2^7 more, at most
+// 57344); 0 for blocks too far below the base (the factor itself would underflow), NaN for
+// the byte 255.
+template <typename T>
+__device__ __forceinline__ uint32_t e4m3_block_mult(uint32_t e, int base) {
+  constexpr bool kHalf = std::is_same_v<T, __half>;
+  const int field = int(e) - base + (kHalf ? 30 : 247);
+  const uint32_t bits = field > 0 ? uint32_t(field) << (kHalf ? 10 : 7) : 0u;
+  return e == 255u ? 0x7FFF7FFFu : bits | (bits << 16);
+}
+
 // One phase of the thread's weights (`r`, 8 code words per row) against the stage at `stage`
 // (shared address, one phase of NTOK tokens): the operand scale pairs of rows g / g + 8
 // (NVFP4: per 16-block; MXFP4: per 32-block, relative to the row's base), then per code word
@@ -216,13 +237,25 @@ __device__ __forceinline__ void wg_phase(float (&d)[NTOK / 2], uint32_t (&a)[2][
                                          const WRegs& r, const MxBase& base, int t,
                                          uint32_t stage) {
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
-  uint32_t sg[4], sh[4];  // word u's pair: [u / 2]
-  step_scale_pairs<T, FMT>(r, 0, 0, t, base, sg);
-  step_scale_pairs<T, FMT>(r, 1, 0, t, base, sh);
+  uint32_t sg[4], sh[4];  // E2M1 word u's pair: [u / 2]
+  if constexpr (kE2m1<FMT>) {
+    step_scale_pairs<T, FMT>(r, 0, 0, t, base, sg);
+    step_scale_pairs<T, FMT>(r, 1, 0, t, base, sh);
+  }
 #pragma unroll
-  for (int u = 0; u < 8; ++u) {
+  for (int u = 0; u < 8; ++u) {  // E2M1: code word u; E4M3: unit u (words 2u, 2u + 1)
     uint32_t pg[4], ph[4];
-    if constexpr (PREPACKED) {
+    if constexpr (FMT == kMxfp8) {
+      const uint32_t mg = e4m3_block_mult<T>((r.s[0][u / 4] >> (8 * (u % 4))) & 0xFFu, base.e[0]);
+      const uint32_t mh = e4m3_block_mult<T>((r.s[1][u / 4] >> (8 * (u % 4))) & 0xFFu, base.e[1]);
+      uint32_t lo[2], hi[2];
+      e4m3_pairs<T>(r.w[0][2 * u], lo, mg);
+      e4m3_pairs<T>(r.w[0][2 * u + 1], hi, mg);
+      pg[0] = lo[0], pg[1] = lo[1], pg[2] = hi[0], pg[3] = hi[1];
+      e4m3_pairs<T>(r.w[1][2 * u], lo, mh);
+      e4m3_pairs<T>(r.w[1][2 * u + 1], hi, mh);
+      ph[0] = lo[0], ph[1] = lo[1], ph[2] = hi[0], ph[3] = hi[1];
+    } else if constexpr (PREPACKED) {
       a_pairs_pp<T>(r.w[0][u], sg[u / 2], pg);
       a_pairs_pp<T>(r.w[1][u], sh[u / 2], ph);
     } else {
@@ -250,9 +283,10 @@ template <typename T, int FMT, bool PREPACKED, int NTOK>
 __global__ void __launch_bounds__(kThreads, 1) w16_wgmma_kernel(const Params p) {
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
   extern __shared__ __align__(16) unsigned char smem[];
-  static_assert(kE2m1<FMT>, "E2M1 weights (NVFP4, MXFP4)");
   using W = WgTile<NTOK>;
-  constexpr int P = kPhases<FMT>, S = W::kStages, NB = W::kNB;
+  // (MXFP8: two weight buffers, its E4M3 conversion holding more temporaries: at W::kNB it
+  // spilled 400-800 bytes)
+  constexpr int P = kPhases<FMT>, S = W::kStages, NB = FMT == kMxfp8 ? 2 : W::kNB;
   const int tid = threadIdx.x;
   const int warp = tid / 32, lane = tid % 32;
   const int g = lane / 4, t = lane % 4;
@@ -272,7 +306,7 @@ __global__ void __launch_bounds__(kThreads, 1) w16_wgmma_kernel(const Params p) 
   for (int i = 0; i < W::kAcc; ++i) d[i] = 0.f;
   uint32_t a[2][2][4];  // A fragments of two code words (set u % 2): (k-step h, register)
   MxBase base;  // MXFP4: each row's base, the largest finite E8M0 byte of the split
-  if constexpr (FMT == kMxfp4) mxfp4_split_base(base, p, row0, s_begin, n_steps);
+  if constexpr (FMT != kNvfp4) mx_split_base(base, p, row0, s_begin, n_steps);
 
   // Ring of S stages of SP phases; stages 0 .. S - 3 are loaded first. At the first phase of
   // stage q (one barrier): its copies have landed, every warp has waited for its wgmma groups
@@ -322,6 +356,15 @@ __global__ void __launch_bounds__(kThreads, 1) w16_wgmma_kernel(const Params p) 
   for (int nt = 0; nt < NTOK / 8; ++nt)
 #pragma unroll
     for (int e = 0; e < 4; ++e) acc[nt][e] = d[4 * nt + e];
+  if constexpr (FMT == kMxfp8) {  // the sums in units of 2^(base - 127) (fp16: - 134)
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+      const float f = std::is_same_v<T, __half> ? e8m0_decode(base.e[h]) * 0.0078125f
+                                                : e8m0_decode(base.e[h]);
+#pragma unroll
+      for (int nt = 0; nt < NTOK / 8; ++nt) acc[nt][2 * h] *= f, acc[nt][2 * h + 1] *= f;
+    }
+  }
   store_tile<T, FMT, NTOK / 8>(acc, base, p, m0, row0, n_tile, split, blockIdx.x);
 #endif
 }

@@ -218,7 +218,7 @@ FUSED_BASIS: Dict[str, str] = {
 
 #: Per format: the crossover of the wgmma kernel (csrc/gemm/wgmma.cuh), where it serves: an
 #: sm_90 GPU, a build holding sm_90a code, K a multiple of :data:`WGMMA_K_MULTIPLE` (NVFP4
-#: and MXFP4; ``NVFP4_OPS_GEMM_WGMMA=0`` switches it off, in the kernels and here).
+#: and MX; ``NVFP4_OPS_GEMM_WGMMA=0`` switches it off, in the kernels and here).
 #: bench_gemm.py --formats nvfp4,mxfp4 --ms ...,64,128,192,256 on an H200 (torch 2.11, bf16;
 #: fused / dequantize + F.linear, microseconds; benchmarks/probe/final7.sh, RESULTS "fifth
 #: part"):
@@ -235,11 +235,11 @@ FUSED_BASIS: Dict[str, str] = {
 #:
 #: fused wins up to M = 128 on all four shapes, at M = 192 on two of four, at M = 256 on none:
 #: cut at 128.
-FUSED_MAX_M_WGMMA: Dict[str, int] = {"NVFP4": 128, "MXFP4": 128}
+FUSED_MAX_M_WGMMA: Dict[str, int] = {"NVFP4": 128, "MXFP4": 128, "MXFP8": 128}
 
 #: Per format: the K multiple the wgmma kernel takes (NVFP4 16-byte code loads, MXFP4
-#: whole-step scale loads).
-WGMMA_K_MULTIPLE: Dict[str, int] = {"NVFP4": 128, "MXFP4": 512}
+#: and MXFP8 whole-step scale loads).
+WGMMA_K_MULTIPLE: Dict[str, int] = {"NVFP4": 128, "MXFP4": 512, "MXFP8": 512}
 
 
 @functools.lru_cache(maxsize=None)
