@@ -235,6 +235,11 @@ FUSED_BASIS: Dict[str, str] = {
 #:
 #: fused wins up to M = 128 on all four shapes, at M = 192 on two of four, at M = 256 on none:
 #: cut at 128.
+#:
+#: MXFP8 (from M = 17; benchmarks/probe/wgmma_mx8.sh): 8192x8192 M=64 65.2 / 98.0, M=128
+#: 82.8 / 97.8, M=192 143.5 / 106.6; 14336x4096 61.3 / 87.1, 78.3 / 87.2, 144.5 / 90.0;
+#: 4096x14336 62.2 / 89.4, 79.6 / 90.4, 131.8 / 98.1; 28672x8192 210.1 / 304.7, 272.9 / 311.5,
+#: 483.9 / 328.8: cut at 128.
 FUSED_MAX_M_WGMMA: Dict[str, int] = {"NVFP4": 128, "MXFP4": 128, "MXFP8": 128}
 
 #: Per format: the K multiple the wgmma kernel takes (NVFP4 16-byte code loads, MXFP4
