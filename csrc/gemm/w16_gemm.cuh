@@ -553,14 +553,21 @@ struct MxBase {
   int e[2] = {0, 0};  // rows g and g + 8 of the thread
 };
 
+// The packed fp16 / bf16 pair 2^(e - base + off) for an E8M0 byte e: 0 where its exponent
+// field falls below 1 (blocks far below the row's base), NaN for the byte 255.
 template <typename T>
-__device__ __forceinline__ uint32_t mx_scale_pair(uint32_t e, int base) {
+__device__ __forceinline__ uint32_t mx_pow2_pair(uint32_t e, int base, int off) {
   constexpr bool kHalf = std::is_same_v<T, __half>;
-  // bf16: 2^(e - base + 126) has the exponent field e - base + 253; fp16: 2^(e - base + 15),
-  // field e - base + 30. Fields below 1 (blocks far below the row's largest): 0.
-  const int field = int(e) - base + (kHalf ? 30 : 253);
+  const int field = int(e) - base + off + (kHalf ? 15 : 127);
   const uint32_t bits = field > 0 ? uint32_t(field) << (kHalf ? 10 : 7) : 0u;
   return e == 255u ? 0x7FFF7FFFu : bits | (bits << 16);
+}
+
+// MXFP4: the operand multiplier of a block, bf16 2^(e - base + 126), fp16 2^(e - base + 15)
+// (the E2M1 bits read as e2m1 * 2^-126 / 2^-14: see Ops<T>::kShift).
+template <typename T>
+__device__ __forceinline__ uint32_t mx_scale_pair(uint32_t e, int base) {
+  return mx_pow2_pair<T>(e, base, std::is_same_v<T, __half> ? 15 : 126);
 }
 
 // MXFP4, at the start of each step: raises each row's base to the step's largest finite

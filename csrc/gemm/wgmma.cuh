@@ -220,10 +220,7 @@ __device__ __forceinline__ void mx_split_base(MxBase& base, const Params& p, int
 // the byte 255.
 template <typename T>
 __device__ __forceinline__ uint32_t e4m3_block_mult(uint32_t e, int base) {
-  constexpr bool kHalf = std::is_same_v<T, __half>;
-  const int field = int(e) - base + (kHalf ? 30 : 247);
-  const uint32_t bits = field > 0 ? uint32_t(field) << (kHalf ? 10 : 7) : 0u;
-  return e == 255u ? 0x7FFF7FFFu : bits | (bits << 16);
+  return mx_pow2_pair<T>(e, base, std::is_same_v<T, __half> ? 15 : 120);
 }
 
 // One phase of the thread's weights (`r`, 8 code words per row) against the stage at `stage`
