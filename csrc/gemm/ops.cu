@@ -228,10 +228,11 @@ bool wgmma_serves(int device) {
   return cc[device] == 90;
 }
 
-// Tokens per CTA (8 * NT) by M; NVFP4 (K % 128 == 0) and MXFP4 (K % 512 == 0) with M > 32,
-// MXFP8 (K % 512 == 0) with M > 16: the wgmma kernel where it serves. NVFP4: the prepacked weight, or the plain one with 16-byte
-// code loads (K % 128 == 0) or 8-byte ones. MX: whole-step scale loads when K % 512 == 0;
-// MXFP8 has no 32-token tile (M 17..32 takes the 64-token one: fewer instantiations to build).
+// NVFP4 (K % 128 == 0) and MXFP4 (K % 512 == 0) with M > 32, MXFP8 (K % 512 == 0) with
+// M > 16: the wgmma kernel where it serves. Otherwise the mma.sync kernel, tokens per CTA
+// (8 * NT) by M; NVFP4: the prepacked weight, or the plain one with 16-byte code loads
+// (K % 128 == 0) or 8-byte ones. MX: whole-step scale loads when K % 512 == 0; MXFP8 has no
+// 32-token tile (M 17..32 takes the 64-token one: fewer instantiations to build).
 template <typename T, int FMT>
 void dispatch(const char* op, const Params& p, bool prepacked, int device, cudaStream_t stream,
               const Tensor& like) {

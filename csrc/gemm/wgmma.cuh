@@ -1,7 +1,7 @@
 // The fused NVFP4 / MXFP4 W4A16 and MXFP8 W8A16 GEMM with Hopper's warpgroup MMA (sm_90a) for
-// M > 32 (MXFP8: M > 16): 64 tokens per CTA up to M = 64, 128 above (where the mma.sync kernel of w16_gemm.cuh, at 64
-// tokens per CTA, needs ~178 registers and runs 2 warps per scheduler with the tensor pipe
-// 27 % busy; NOTES.md).
+// M > 32 (MXFP8: M > 16): 64 tokens per CTA up to M = 64, 128 above (where the mma.sync kernel
+// of w16_gemm.cuh, at 64 tokens per CTA, needs ~178 registers and runs 2 warps per scheduler
+// with the tensor pipe 27 % busy; NOTES.md).
 //
 // Same weight tile, thread layout and numerics as w16_gemm_kernel: 128 weight rows per CTA (8
 // warps, 16 rows each), the codes loaded global -> registers ahead of their use and converted
@@ -118,7 +118,9 @@ __device__ __forceinline__ uint64_t wg_desc(uint32_t addr) {
 }
 
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
-__device__ __forceinline__ void wg_fence() { asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory"); }
+__device__ __forceinline__ void wg_fence() {
+  asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory");
+}
 __device__ __forceinline__ void wg_commit() {
   asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory");
 }
