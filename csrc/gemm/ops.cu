@@ -181,23 +181,27 @@ void launch(const char* op, Params p, int device, cudaStream_t stream, const Ten
                  "cudaMemsetAsync");
     }
   }
-  Tensor xp = like;  // ring path: x permuted once (permute_x_kernel), alive until queued
-  if constexpr (WG) {  // x in the wgmma B layout (wgmma_x_kernel)
+  // x rearranged once per call into xp (alive until the GEMM is queued), which the kernel
+  // then reads: `elems` elements, `items` grid-stride items of the rearranging kernel, which
+  // `run(grid, x, xp)` launches.
+  Tensor xp = like;
+  const auto rearrange_x = [&](int64_t elems, int64_t items, auto run) {
+    xp = empty_like_shape(like, {elems}, like.scalar_type());
+    run(grid_for(items, kThreads, int64_t(sm_count(device)) * 8),
+        static_cast<const uint4*>(p.x), static_cast<uint4*>(xp.mutable_data_ptr()));
+    check_launch(op);
+    p.x = xp.const_data_ptr();
+  };
+  if constexpr (WG) {  // the wgmma B layout (wgmma_x_kernel): 16 units per token and step
     const int64_t units = int64_t(p.M) * p.steps * 16;
-    xp = empty_like_shape(like, {units * 4 * 8}, like.scalar_type());
-    wgmma_x_kernel<FMT><<<grid_for(units, kThreads, int64_t(sm_count(device)) * 8), kThreads,
-                          0, stream>>>(static_cast<const uint4*>(p.x),
-                               static_cast<uint4*>(xp.mutable_data_ptr()), p.M, p.K, p.steps);
-    check_launch(op);
-    p.x = xp.const_data_ptr();
-  } else if constexpr (!C::kXPre) {
+    rearrange_x(units * 4 * 8, units, [&](unsigned grid, const uint4* x, uint4* out) {
+      wgmma_x_kernel<FMT><<<grid, kThreads, 0, stream>>>(x, out, p.M, p.K, p.steps);
+    });
+  } else if constexpr (!C::kXPre) {  // the ring path: each 16-byte chunk permuted
     const int64_t n16 = int64_t(p.M) * p.K / 8;
-    xp = empty_like_shape(like, {n16 * 8}, like.scalar_type());
-    permute_x_kernel<FMT><<<grid_for(n16, kThreads, int64_t(sm_count(device)) * 8), kThreads, 0,
-                            stream>>>(static_cast<const uint4*>(p.x),
-                                      static_cast<uint4*>(xp.mutable_data_ptr()), n16);
-    check_launch(op);
-    p.x = xp.const_data_ptr();
+    rearrange_x(n16 * 8, n16, [&](unsigned grid, const uint4* x, uint4* out) {
+      permute_x_kernel<FMT><<<grid, kThreads, 0, stream>>>(x, out, n16);
+    });
   }
   dim3 grid(static_cast<unsigned>(tiles), static_cast<unsigned>(p.splits));
   kernel<<<grid, kThreads, smem, stream>>>(p);
@@ -237,24 +241,22 @@ template <typename T, int FMT>
 void dispatch(const char* op, const Params& p, bool prepacked, int device, cudaStream_t stream,
               const Tensor& like) {
   const bool aligned = p.K % (FMT == kNvfp4 ? 128 : kSuperK) == 0;
-  {
-    // (prepacked: also only when K % 128 == 0, so that both layouts give the same bits)
-    // MXFP8 from M = 17 (its mma.sync kernel has no 32-token tile)
-    if (p.M > (FMT == kMxfp8 ? 16 : 32) && aligned && wgmma_serves(device)) {
-      // 64 tokens per CTA up to M = 64, 128 above (the weights converted once per 128)
-      // (M = 128..512 as 64-token tiles measured 1.1-1.4x slower: RESULTS "fifth part")
-      const bool t128 = p.M > 64;
-      if constexpr (FMT == kNvfp4) {
-        if (prepacked) {
-          if (t128) launch<T, FMT, 16, true, true, true>(op, p, device, stream, like);
-          else launch<T, FMT, 8, true, true, true>(op, p, device, stream, like);
-          return;
-        }
+  // (prepacked: also only when K % 128 == 0, so that both layouts give the same bits)
+  // MXFP8 from M = 17 (its mma.sync kernel has no 32-token tile)
+  if (p.M > (FMT == kMxfp8 ? 16 : 32) && aligned && wgmma_serves(device)) {
+    // 64 tokens per CTA up to M = 64, 128 above (the weights converted once per 128)
+    // (M = 128..512 as 64-token tiles measured 1.1-1.4x slower: RESULTS "fifth part")
+    const bool t128 = p.M > 64;
+    if constexpr (FMT == kNvfp4) {
+      if (prepacked) {
+        if (t128) launch<T, FMT, 16, true, true, true>(op, p, device, stream, like);
+        else launch<T, FMT, 8, true, true, true>(op, p, device, stream, like);
+        return;
       }
-      if (t128) launch<T, FMT, 16, true, false, true>(op, p, device, stream, like);
-      else launch<T, FMT, 8, true, false, true>(op, p, device, stream, like);
-      return;
     }
+    if (t128) launch<T, FMT, 16, true, false, true>(op, p, device, stream, like);
+    else launch<T, FMT, 8, true, false, true>(op, p, device, stream, like);
+    return;
   }
   // (M = 33..64 as two 32-token tiles at 2 CTAs per SM measured 5-12 % slower than one
   // 64-token tile: benchmarks/RESULTS.md, "fifth part")

@@ -472,6 +472,15 @@ __device__ __forceinline__ void a_pairs_pp(uint32_t q, uint32_t scale, uint32_t 
   for (int j = 0; j < 4; ++j) out[j] = Ops<T>::mul2(v[j], scale);
 }
 
+// The 4 operand pairs of one E2M1 code word in the plain or the prepacked bit layout.
+template <typename T, bool PREPACKED>
+__device__ __forceinline__ void word_pairs(uint32_t q, uint32_t scale, uint32_t (&out)[4]) {
+  if constexpr (PREPACKED)
+    a_pairs_pp<T>(q, scale, out);
+  else
+    a_pairs<T>(q, scale, out);
+}
+
 // E4M3 word (bytes c0..c3) -> the pairs (c0, c2), (c1, c3) as exact fp16/bf16 values: the
 // code bits placed into the exponent/mantissa fields read as e4m3 * 2^-8 (fp16) or
 // e4m3 * 2^-120 (bf16), subnormals included; one packed multiply makes them exact codes.
@@ -629,13 +638,8 @@ __device__ __forceinline__ void mma_step(float (&acc)[NT][4], const WRegs& r,
     for (int uu = 0; uu < 8; ++uu) {
       const int u = 8 * sw + uu;  // code word: chunk u / 4, NVFP4 block byte (u % 8) / 2
       uint32_t pg[4], ph[4];
-      if constexpr (PREPACKED) {
-        a_pairs_pp<T>(r.w[0][u], sg[uu / 2], pg);
-        a_pairs_pp<T>(r.w[1][u], sh[uu / 2], ph);
-      } else {
-        a_pairs<T>(r.w[0][u], sg[uu / 2], pg);
-        a_pairs<T>(r.w[1][u], sh[uu / 2], ph);
-      }
+      word_pairs<T, PREPACKED>(r.w[0][u], sg[uu / 2], pg);
+      word_pairs<T, PREPACKED>(r.w[1][u], sh[uu / 2], ph);
       // step 2u: A = {(g, n3 n7), (g+8, n3 n7), (g, n2 n6), (g+8, n2 n6)}; step 2u+1 likewise
       const uint32_t a0[4] = {pg[0], ph[0], pg[1], ph[1]};
       const uint32_t a1[4] = {pg[2], ph[2], pg[3], ph[3]};
@@ -677,27 +681,30 @@ template <typename T, int FMT, int NT, bool PREPACKED>
 __device__ __forceinline__ void mma_phase(float (&acc)[NT][4], const WRegs& r,
                                           const unsigned char* xs, const int (&tok_off)[NT],
                                           int phase, int t, MxBase& base) {
+  const unsigned char* xp = xs + (phase % kPhases<FMT>) * kUnits<FMT> * 16;  // its units
   if constexpr (kE2m1<FMT>)
-    mma_step<T, FMT, NT, PREPACKED>(acc, r, xs + (phase % kPhases<FMT>) * kUnits<FMT> * 16,
-                                    tok_off, t, base);
+    mma_step<T, FMT, NT, PREPACKED>(acc, r, xp, tok_off, t, base);
   else
-    mma_phase_mxfp8<T, NT>(acc, r, xs + (phase % kPhases<FMT>) * kUnits<FMT> * 16, tok_off);
+    mma_phase_mxfp8<T, NT>(acc, r, xp, tok_off);
 }
 
 // The epilogue of a CTA's tile. acc[nt]: (row g, tokens 2t, 2t+1), (row g+8, tokens 2t, 2t+1)
 // of token tile nt (the mma.sync C fragment; wgmma's D fragment has the same layout). One
 // split: the outputs; several: fp32 partials, summed by the last CTA of the tile to arrive
-// (ticket `tile`, the CTA's blockIdx.x) in split order.
-template <typename T, int FMT, int NT>
+// (ticket `tile`, the CTA's blockIdx.x) in split order. MX_BASE: the sums are in units of the
+// rows' operand base, 2^(base - 127) (fp16: MXFP4 2^(base - 128), MXFP8 2^(base - 134)):
+// MXFP4 always, MXFP8 in the wgmma kernel (the mma.sync kernel post-scales its blocks).
+template <typename T, int FMT, int NT, bool MX_BASE = FMT == kMxfp4>
 __device__ __forceinline__ void store_tile(float (&acc)[NT][4], const MxBase& base,
                                            const Params& p, int m0, int row0, int n_tile,
                                            int split, int tile) {
   constexpr int kTokens = 8 * NT;
   const int tid = threadIdx.x, t = tid % 4;
-  if constexpr (FMT == kMxfp4) {  // the sums in units of 2^(base - 127) (fp16: - 128)
+  if constexpr (MX_BASE) {
+    constexpr float kHalfUnit = FMT == kMxfp8 ? 0.0078125f : 0.5f;  // fp16: 2^-7 / 2^-1
 #pragma unroll
     for (int h = 0; h < 2; ++h) {
-      const float f = std::is_same_v<T, __half> ? 0.5f * e8m0_decode(base.e[h])
+      const float f = std::is_same_v<T, __half> ? kHalfUnit * e8m0_decode(base.e[h])
                                                 : e8m0_decode(base.e[h]);
 #pragma unroll
       for (int nt = 0; nt < NT; ++nt) acc[nt][2 * h] *= f, acc[nt][2 * h + 1] *= f;

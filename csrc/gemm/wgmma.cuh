@@ -191,7 +191,7 @@ __device__ __forceinline__ void wg_mma(float (&d)[NTOK / 2], const uint32_t (&a)
 // 2^-124 (bf16) / 2^-22 (fp16) below it (e4m3_block_mult), where the mma.sync kernel
 // post-scales each block's fp32 sums instead.
 __device__ __forceinline__ void mx_split_base(MxBase& base, const Params& p, int row0,
-                                                 int s_begin, int n_steps) {
+                                              int s_begin, int n_steps) {
 #pragma unroll
   for (int h = 0; h < 2; ++h) {
     const int n = row0 + 8 * h;
@@ -227,8 +227,8 @@ __device__ __forceinline__ uint32_t e4m3_block_mult(uint32_t e, int base) {
 
 // One phase of the thread's weights (`r`, 8 code words per row) against the stage at `stage`
 // (shared address, one phase of NTOK tokens): the operand scale pairs of rows g / g + 8
-// (NVFP4: per 16-block; MXFP4: per 32-block, relative to the row's base), then per code word
-// its A fragments into set u % 2 (once that set's previous group is done) and its 2
+// (NVFP4: per 16-block; MX: per 32-block, relative to the row's base), then per code word
+// (MXFP8: per unit of 2 words) its A fragments into set u % 2 (once that set's previous group is done) and its 2
 // asynchronous MMAs (k-steps j = 2 u + h of the phase) as one wgmma group, so that the
 // conversion of a word overlaps the MMAs of the one before.
 template <typename T, int FMT, bool PREPACKED, int NTOK>
@@ -254,12 +254,9 @@ __device__ __forceinline__ void wg_phase(float (&d)[NTOK / 2], uint32_t (&a)[2][
       e4m3_pairs<T>(r.w[1][2 * u], lo, mh);
       e4m3_pairs<T>(r.w[1][2 * u + 1], hi, mh);
       ph[0] = lo[0], ph[1] = lo[1], ph[2] = hi[0], ph[3] = hi[1];
-    } else if constexpr (PREPACKED) {
-      a_pairs_pp<T>(r.w[0][u], sg[u / 2], pg);
-      a_pairs_pp<T>(r.w[1][u], sh[u / 2], ph);
     } else {
-      a_pairs<T>(r.w[0][u], sg[u / 2], pg);
-      a_pairs<T>(r.w[1][u], sh[u / 2], ph);
+      word_pairs<T, PREPACKED>(r.w[0][u], sg[u / 2], pg);
+      word_pairs<T, PREPACKED>(r.w[1][u], sh[u / 2], ph);
     }
     wg_wait<1>();  // the group of word u - 2 (set u % 2) is done
     uint32_t(&s)[2][4] = a[u % 2];
@@ -304,7 +301,7 @@ __global__ void __launch_bounds__(kThreads, 1) w16_wgmma_kernel(const Params p) 
 #pragma unroll
   for (int i = 0; i < W::kAcc; ++i) d[i] = 0.f;
   uint32_t a[2][2][4];  // A fragments of two code words (set u % 2): (k-step h, register)
-  MxBase base;  // MXFP4: each row's base, the largest finite E8M0 byte of the split
+  MxBase base;  // MX: each row's base, the largest finite E8M0 byte of the split
   if constexpr (FMT != kNvfp4) mx_split_base(base, p, row0, s_begin, n_steps);
 
   // Ring of S stages of SP phases; stages 0 .. S - 3 are loaded first. At the first phase of
@@ -355,16 +352,8 @@ __global__ void __launch_bounds__(kThreads, 1) w16_wgmma_kernel(const Params p) 
   for (int nt = 0; nt < NTOK / 8; ++nt)
 #pragma unroll
     for (int e = 0; e < 4; ++e) acc[nt][e] = d[4 * nt + e];
-  if constexpr (FMT == kMxfp8) {  // the sums in units of 2^(base - 127) (fp16: - 134)
-#pragma unroll
-    for (int h = 0; h < 2; ++h) {
-      const float f = std::is_same_v<T, __half> ? e8m0_decode(base.e[h]) * 0.0078125f
-                                                : e8m0_decode(base.e[h]);
-#pragma unroll
-      for (int nt = 0; nt < NTOK / 8; ++nt) acc[nt][2 * h] *= f, acc[nt][2 * h + 1] *= f;
-    }
-  }
-  store_tile<T, FMT, NTOK / 8>(acc, base, p, m0, row0, n_tile, split, blockIdx.x);
+  store_tile<T, FMT, NTOK / 8, FMT != kNvfp4>(acc, base, p, m0, row0, n_tile, split,
+                                              blockIdx.x);
 #endif
 }
 

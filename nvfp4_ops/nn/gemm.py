@@ -49,9 +49,8 @@ from .backends import BACKENDS, FORMATS
 from .padding import ALIGN, pad_activation, pad_mx_weight, pad_nvfp4_weight, round_up, unpad_output
 
 __all__ = ["FUSED", "FUSED_BASIS", "FUSED_MAX_M", "FUSED_MAX_M_WGMMA", "GEMMS", "SCALED_MM",
-           "WGMMA_K_MULTIPLE",
-           "apply_linear", "apply_mxfp4_linear", "apply_mxfp8_linear", "apply_nvfp4_linear",
-           "fused_max_m", "fused_path", "prepare"]
+           "WGMMA_K_MULTIPLE", "apply_linear", "apply_mxfp4_linear", "apply_mxfp8_linear",
+           "apply_nvfp4_linear", "fused_max_m", "fused_path", "prepare"]
 
 _ops = torch.ops.nvfp4
 _FP4X2 = getattr(torch, "float4_e2m1fn_x2", None)
