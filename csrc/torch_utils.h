@@ -341,6 +341,27 @@ inline int sm_count(int device) {
   return n;
 }
 
+// Compute capability of a device as major * 10 + minor (90 for sm_90, 120 for sm_120),
+// cached; 0 when the device index is out of range or the query fails (not cached then).
+inline int compute_capability(int device) {
+  static std::atomic<int> cache[64];
+  if (device < 0 || device >= 64) return 0;
+  int cc = cache[device].load(std::memory_order_relaxed);
+  if (cc == 0) {
+    int major = 0, minor = 0;
+    if (cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device) !=
+            cudaSuccess ||
+        cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, device) !=
+            cudaSuccess) {
+      cudaGetLastError();  // clear it
+      return 0;
+    }
+    cc = major * 10 + minor;
+    cache[device].store(cc, std::memory_order_relaxed);
+  }
+  return cc;
+}
+
 // CTAs of `kernel` (threads per CTA, smem bytes of dynamic shared memory each) that fit on
 // the current device at once.
 template <typename K>

@@ -216,20 +216,7 @@ bool wgmma_serves(int device) {
     return std::strstr(NVFP4_OPS_ARCHS, "sm_90a") != nullptr &&
            !(e != nullptr && std::string(e) == "0");
   }();
-  if (!on) return false;
-  constexpr int kMaxDevices = 64;
-  static int cc[kMaxDevices] = {};  // major * 10 + minor, once per device
-  if (device < 0 || device >= kMaxDevices) return false;
-  if (cc[device] == 0) {
-    int major = 0, minor = 0;
-    if (cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device) != cudaSuccess ||
-        cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, device) != cudaSuccess) {
-      cudaGetLastError();  // clear it
-      return false;
-    }
-    cc[device] = major * 10 + minor;
-  }
-  return cc[device] == 90;
+  return on && compute_capability(device) == 90;
 }
 
 // NVFP4 (K % 128 == 0) and MXFP4 (K % 512 == 0) with M > 32, MXFP8 (K % 512 == 0) with

@@ -186,12 +186,8 @@ TrainVariant train_variant(const char* op, int device) {
   if (v.empty() || v == "auto" || v == "smem") {
     // sm_100 / sm_120 code of the direct kernels spills (rowwise 46-70 bytes, rowcol up to
     // 408 / 1608 bytes of stores / loads, with CUDA 13): the tile kernel there until measured
-    int major = 0;
-    if (cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device) !=
-        cudaSuccess) {
-      cudaGetLastError();  // clear it
-      major = 9;
-    }
+    const int cc = compute_capability(device);
+    const int major = cc > 0 ? cc / 10 : 9;  // (a failed query: as sm_90)
     // sm_90: the fastest of each row measured on an H200 (benchmarks/RESULTS.md, "fourth
     // part"): the direct kernels, the SR columnwise kernel for the columnwise operand alone
     // (0.21 vs 0.29 ms at 8192^2) but not for rowcol (0.46 vs 0.42), the tile kernel at depth
