@@ -91,30 +91,51 @@ __global__ void wgmma_x_kernel(const uint4* __restrict__ x, uint4* __restrict__ 
   }
 }
 
-// The ring stage of the kSP (global) phases from `phase` (even when kSP = 2) for tokens
-// m0 .. m0 + NTOK - 1 (zero-filled past M): chunk 32 (phase % 2) + c of step phase / 2 of
-// token tok at c * kKStride + (tok / 8) * 128 + (tok % 8) * 16 (the phase's part of the stage;
-// the chunks of a stage are consecutive in xw).
+// The copies of a ring stage (the kSP (global) phases from `phase`, even when kSP = 2) for
+// tokens m0 .. m0 + NTOK - 1, zero-filled past M: chunk 32 phase + c of token tok (the chunks
+// of a stage are consecutive in xw: 64 per step) lands at c * kKStride + (tok / 8) * 128 +
+// (tok % 8) * 16. Copy i of thread tid is stage chunk c = tid / NTOK + i * (kThreads / NTOK)
+// of token tid % NTOK, so a thread's source and destination move by fixed strides: both are
+// set up once per CTA and a stage costs one 64-bit add per copy (the address arithmetic of
+// a copy, rebuilt from its index, was 40 % of the kernel's instructions at M = 128).
 template <int NTOK>
-__device__ __forceinline__ void load_wg_stage(uint32_t stage, const uint4* xw, int M, int m0,
-                                              int phase, int tid) {
-  using W = WgTile<NTOK>;
-  const int64_t ch0 = int64_t(phase / 2) * kWgChunks + kWgPhaseChunks * (phase % 2);
-#pragma unroll 4
-  for (int c = tid; c < NTOK * kWgPhaseChunks * W::kSP; c += kThreads) {
-    const int tok = c % NTOK, ch = c / NTOK;  // ch: chunk of the stage
-    const bool ok = m0 + tok < M;
-    const uint4* src = ok ? xw + (ch0 + ch) * M + m0 + tok : xw;
-    cp_async16(stage + ch * W::kKStride + (tok / 8) * 128 + (tok % 8) * 16, src, ok);
+struct WgStageCopy {
+  static constexpr int kPerThread = NTOK * kWgPhaseChunks * WgTile<NTOK>::kSP / kThreads;
+  static constexpr int kChunkStep = kThreads / NTOK;  // stage chunks between two copies
+  static_assert(kThreads % NTOK == 0 && kPerThread * kThreads ==
+                                           NTOK * kWgPhaseChunks * WgTile<NTOK>::kSP, "copies");
+  const uint4* src;  // chunk tid / NTOK of phase 0 (xw itself where the token is past M)
+  int64_t step;      // source elements between two copies of a thread (0 past M)
+  int64_t per_phase; // ... between two phases (0 past M)
+  uint32_t dst;      // offset in the stage
+  bool ok;
+  __device__ __forceinline__ WgStageCopy(const uint4* xw, int M, int m0, int tid) {
+    const int tok = tid % NTOK, c = tid / NTOK;
+    ok = m0 + tok < M;
+    src = ok ? xw + int64_t(c) * M + m0 + tok : xw;
+    step = ok ? int64_t(kChunkStep) * M : 0;
+    per_phase = ok ? int64_t(kWgPhaseChunks) * M : 0;
+    dst = c * WgTile<NTOK>::kKStride + (tok / 8) * 128 + (tok % 8) * 16;
   }
-}
+  __device__ __forceinline__ void load(uint32_t stage, int phase) const {
+    const uint4* s = src + phase * per_phase;
+#pragma unroll
+    for (int i = 0; i < kPerThread; ++i)
+      cp_async16(stage + dst + i * kChunkStep * WgTile<NTOK>::kKStride, s + i * step, ok);
+  }
+};
 
 // Shared-memory matrix descriptor of the B tile at smem address `addr` (no swizzle; leading
-// byte offset = K-adjacent core matrices, stride byte offset = N-adjacent ones).
+// byte offset = K-adjacent core matrices, stride byte offset = N-adjacent ones), as its low
+// and high words. Shared addresses are below 2^18, so the start address field (addr >> 4, 14
+// bits) of a tile 16 n bytes further is the low word plus n, with no carry: a phase builds
+// one descriptor and adds its MMAs' offsets to the low word.
 template <int NTOK>
-__device__ __forceinline__ uint64_t wg_desc(uint32_t addr) {
-  return uint64_t((addr & 0x3FFFF) >> 4) | (uint64_t(WgTile<NTOK>::kKStride >> 4) << 16) |
-         (uint64_t(128 >> 4) << 32);
+__device__ __forceinline__ uint32_t wg_desc_lo(uint32_t addr) {
+  return (addr >> 4) | ((WgTile<NTOK>::kKStride >> 4) << 16);
+}
+__device__ __forceinline__ uint64_t wg_desc(uint32_t lo) {
+  return uint64_t(lo) | (uint64_t(128 >> 4) << 32);
 }
 
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
@@ -228,14 +249,15 @@ __device__ __forceinline__ uint32_t e4m3_block_mult(uint32_t e, int base) {
 // One phase of the thread's weights (`r`, 8 code words per row) against the stage at `stage`
 // (shared address, one phase of NTOK tokens): the operand scale pairs of rows g / g + 8
 // (NVFP4: per 16-block; MX: per 32-block, relative to the row's base), then per code word
-// (MXFP8: per unit of 2 words) its A fragments into set u % 2 (once that set's previous group is done) and its 2
-// asynchronous MMAs (k-steps j = 2 u + h of the phase) as one wgmma group, so that the
+// (MXFP8: per unit of 2 words) its A fragments into set u % 2 (once that set's previous group
+// is done) and its 2 asynchronous MMAs (k-steps j = 2 u + h of the phase) as one wgmma group, so that the
 // conversion of a word overlaps the MMAs of the one before.
 template <typename T, int FMT, bool PREPACKED, int NTOK>
 __device__ __forceinline__ void wg_phase(float (&d)[NTOK / 2], uint32_t (&a)[2][2][4],
                                          const WRegs& r, const MxBase& base, int t,
                                          uint32_t stage) {
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+  const uint32_t desc_lo = wg_desc_lo<NTOK>(stage);
   uint32_t sg[4], sh[4];  // E2M1 word u's pair: [u / 2]
   if constexpr (kE2m1<FMT>) {
     step_scale_pairs<T, FMT>(r, 0, 0, t, base, sg);
@@ -266,7 +288,7 @@ __device__ __forceinline__ void wg_phase(float (&d)[NTOK / 2], uint32_t (&a)[2][
 #pragma unroll
     for (int h = 0; h < 2; ++h)
       wg_mma<T, NTOK>(d, s[h],
-                      wg_desc<NTOK>(stage + (2 * u + h) * 2 * WgTile<NTOK>::kKStride));
+                      wg_desc(desc_lo + (2 * u + h) * 2 * WgTile<NTOK>::kKStride / 16));
     wg_commit();
   }
 #endif
@@ -295,7 +317,7 @@ __global__ void __launch_bounds__(kThreads, 1) w16_wgmma_kernel(const Params p) 
   const int n_steps = s_end - s_begin;
   const int ph_begin = s_begin * P, n_phases = n_steps * P;
   const uint32_t smem_base = static_cast<uint32_t>(__cvta_generic_to_shared(smem));
-  const uint4* xw = static_cast<const uint4*>(p.x);
+  const WgStageCopy<NTOK> copy(static_cast<const uint4*>(p.x), p.M, m0, tid);
 
   float d[W::kAcc];
 #pragma unroll
@@ -316,8 +338,7 @@ __global__ void __launch_bounds__(kThreads, 1) w16_wgmma_kernel(const Params p) 
       cp_async_wait<S - 3>();  // this thread's copies of stage q,
       wg_fence_proxy();        // made visible to the MMAs (the async proxy),
       __syncthreads();         // everyone's
-      if (q + S - 2 < n_stages)
-        load_wg_stage<NTOK>(stage_of(q + S - 2), xw, p.M, m0, ph_begin + (q + S - 2) * SP, tid);
+      if (q + S - 2 < n_stages) copy.load(stage_of(q + S - 2), ph_begin + (q + S - 2) * SP);
       cp_async_commit();
     }
     wg_phase<T, FMT, PREPACKED, NTOK>(d, a, r, base, t,
@@ -325,7 +346,7 @@ __global__ void __launch_bounds__(kThreads, 1) w16_wgmma_kernel(const Params p) 
   };
 #pragma unroll
   for (int q = 0; q < S - 2; ++q) {
-    if (q < n_stages) load_wg_stage<NTOK>(stage_of(q), xw, p.M, m0, ph_begin + q * SP, tid);
+    if (q < n_stages) copy.load(stage_of(q), ph_begin + q * SP);
     cp_async_commit();
   }
   // Weights NB - 1 phases ahead: NB register buffers in turn.
