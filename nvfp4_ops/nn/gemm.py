@@ -218,28 +218,30 @@ FUSED_BASIS: Dict[str, str] = {
 #: Per format: the crossover of the wgmma kernel (csrc/gemm/wgmma.cuh), where it serves: an
 #: sm_90 GPU, a build holding sm_90a code, K a multiple of :data:`WGMMA_K_MULTIPLE` (NVFP4
 #: and MX; ``NVFP4_OPS_GEMM_WGMMA=0`` switches it off, in the kernels and here).
-#: bench_gemm.py --formats nvfp4,mxfp4 --ms ...,64,128,192,256 on an H200 (torch 2.11, bf16;
-#: fused / dequantize + F.linear, microseconds; benchmarks/probe/final7.sh, RESULTS "fifth
-#: part"):
+#: bench_gemm.py --formats nvfp4,mxfp4,mxfp8 --ms 33,64,96,128,192,256,384,512 on an H200
+#: (torch 2.11, bf16; fused / dequantize + F.linear, microseconds;
+#: benchmarks/probe/gemm_loader.sh, RESULTS "sixth part", after the ring copies were set up
+#: once per CTA):
 #:
-#: format N x K      | M=64          | M=128         | M=192         | M=256
-#: NVFP4  8192x8192  | 47.2 / 95.1   | 68.5 / 95.2   | 101.4 / 102.5 | 110.2 / 101.7
-#: NVFP4  14336x4096 | 42.4 / 84.4   | 60.7 / 85.0   | 102.6 / 87.2  | 107.7 / 92.5
-#: NVFP4  4096x14336 | 44.9 / 87.1   | 62.8 / 89.4   | 94.5 / 94.4   | 101.9 / 97.0
-#: NVFP4  28672x8192 | 140.8 / 297.1 | 194.9 / 304.2 | 335.9 / 321.0 | 369.2 / 349.7
-#: MXFP4  8192x8192  | 49.5 / 99.2   | 71.2 / 99.2   | 107.6 / 106.6 | 115.2 / 107.4
-#: MXFP4  14336x4096 | 45.0 / 87.7   | 64.2 / 88.3   | 107.4 / 90.9  | 114.8 / 96.9
-#: MXFP4  4096x14336 | 46.6 / 91.4   | 66.1 / 92.8   | 99.7 / 100.0  | 106.7 / 100.8
-#: MXFP4  28672x8192 | 152.0 / 309.1 | 209.7 / 317.2 | 364.8 / 330.2 | 384.1 / 361.5
+#: format N x K      | M=128         | M=192         | M=256         | M=384
+#: NVFP4  8192x8192  | 63.9 / 95.0   | 91.8 / 101.3  | 102.5 / 101.6 | 151.8 / 119.4
+#: NVFP4  14336x4096 | 56.3 / 84.9   | 89.8 / 86.7   | 97.7 / 91.6   | 139.6 / 107.9
+#: NVFP4  4096x14336 | 59.1 / 88.9   | 85.1 / 95.4   | 96.7 / 96.9   | 138.4 / 115.2
+#: NVFP4  28672x8192 | 174.9 / 305.1 | 292.8 / 322.2 | 338.2 / 350.8 | 506.3 / 420.6
+#: MXFP4  8192x8192  | 65.7 / 98.7   | 93.7 / 107.1  | 106.1 / 106.1 | 160.1 / 122.2
+#: MXFP4  14336x4096 | 56.8 / 88.1   | 92.3 / 90.8   | 103.7 / 96.7  | 145.2 / 111.2
+#: MXFP4  4096x14336 | 60.7 / 91.5   | 88.0 / 98.6   | 101.7 / 100.7 | 148.1 / 124.9
+#: MXFP4  28672x8192 | 188.2 / 317.3 | 302.2 / 332.4 | 352.4 / 357.5 | 516.9 / 413.9
 #:
-#: fused wins up to M = 128 on all four shapes, at M = 192 on two of four, at M = 256 on none:
-#: cut at 128.
+#: fused wins up to M = 192 on three of four shapes (it loses 1.5-3.5 % on 14336x4096, and
+#: wins 7-12 % on the others); at M = 256 the two are level (within 7 %, either way), at
+#: M = 384 dequantize + cuBLAS wins on all four: cut at 192 (was 128 before the fix, when
+#: fused lost at 192 on two shapes: final7.sh).
 #:
-#: MXFP8 (from M = 17; benchmarks/probe/wgmma_mx8.sh): 8192x8192 M=64 65.2 / 98.0, M=128
-#: 82.8 / 97.8, M=192 143.5 / 106.6; 14336x4096 61.3 / 87.1, 78.3 / 87.2, 144.5 / 90.0;
-#: 4096x14336 62.2 / 89.4, 79.6 / 90.4, 131.8 / 98.1; 28672x8192 210.1 / 304.7, 272.9 / 311.5,
-#: 483.9 / 328.8: cut at 128.
-FUSED_MAX_M_WGMMA: Dict[str, int] = {"NVFP4": 128, "MXFP4": 128, "MXFP8": 128}
+#: MXFP8 (from M = 17; same run): 8192x8192 M=128 76.7 / 97.8, M=192 124.8 / 106.7;
+#: 14336x4096 69.7 / 87.2, 124.5 / 89.5; 4096x14336 72.4 / 90.4, 116.5 / 97.7; 28672x8192
+#: 245.7 / 314.7, 423.3 / 330.9: cut at 128.
+FUSED_MAX_M_WGMMA: Dict[str, int] = {"NVFP4": 192, "MXFP4": 192, "MXFP8": 128}
 
 #: Per format: the K multiple the wgmma kernel takes (NVFP4 16-byte code loads, MXFP4
 #: and MXFP8 whole-step scale loads).
