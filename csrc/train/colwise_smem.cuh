@@ -7,28 +7,29 @@
 //
 // Why: train_colwise_kernel (train/colwise.cuh) keeps 16 rows x 8 columns of x per lane in
 // registers (128 registers, 25 % occupancy, its warps mostly waiting on their loads: 29 % of
-// a device copy on an H200 at 8192 x 8192 bf16). This kernel takes
-// the structure of the MXFP8 columnwise kernel (mx/quantize.cuh, mx_quantize_colwise_kernel)
-// and its tile helpers: a CTA stages a 128-row x 128-byte tile of x (mx::ColTile<T>: 64
-// columns of 16-bit x, 32 of fp32) through shared memory as fp32 (XOR-permuted 16-byte
-// chunks, mx::tile_word). The CTA's next tile is copied with cp.async into a shared staging
-// buffer while the current one is encoded (no registers hold it in flight; held in
-// registers, 16 per thread as in mx_quantize_rowcol_kernel, 16-bit x spilled 12-16 bytes at
-// 64 registers on sm_80 and sm_90); each thread then widens its own staged vectors into the
-// fp32 tile. Each thread encodes kBlocks (2 for 16-bit x, 1 for fp32) 16-row segments
-// of one tile column, each a whole block of x^T: block pi = it * 256 + tid is rows
-// 16 h .. 16 h + 15 (h = pi % 8) of tile column kk = pi / 8, i.e. elements m0 + 16 h .. + 15
-// of row k0 + kk of x^T. The Hadamard transform of a block is local to the thread; the amax,
-// scale byte, multiplier and codes are the functions of every training kernel (hadamard16,
-// encode_block), so the bits are those of the other kernels by construction. 8 adjacent
-// lanes write 64 contiguous bytes of codes (8 each) and 8 contiguous scale bytes of one row
-// of x^T.
+// a device copy on an H200 at 8192 x 8192 bf16). This kernel takes the tiles of the MXFP8
+// columnwise kernel (mx/quantize.cuh, mx::ColTile<T>: 128 rows x 128 bytes, 64 columns of
+// 16-bit x, 32 of fp32), staged through shared memory, the CTA's next tile copied with
+// cp.async while the current one is encoded (no registers hold it in flight). Each block
+// of x^T (16 rows of one tile column, elements m0 + 16 h .. + 15 of row k0 + kk of x^T) is
+// one thread's: the Hadamard transform is local to it, and the amax, scale byte,
+// multiplier and codes are the functions of every training kernel (transformed_amax,
+// nvfp4_block_scale, nvfp4_osc, e2m1_mag_code / e2m1_encode_nearest: encode_block's
+// operations), so the bits are those of the other kernels by construction.
 //
-// 2-D scales: the scale of a 16x16 tile of x is shared by its 16 columns, which lie in 4
-// warps here (a warp holds 4 columns x 8 row groups); the block amaxes go through a small
-// shared table instead of shuffles (one more barrier per tile), and each block is read and
-// transformed again after it rather than kept in registers (2-D scales are the weights'
-// recipe, where this pass is not the hot one).
+// 16-bit x (the hot case): the raw tile is read in place (colwise_smem_16 below; one
+// thread, two adjacent columns = two blocks, read as 16 words). Before, it was widened into
+// an fp32 copy (the fp32 path below) and the kernel executed about 29 instructions per
+// element (ncu: 61.8 M warp instructions at 8192 x 8192, issue-bound at 40 % of a copy):
+// per tile and thread ~260 for the staging (the 64-bit address math of the copies, two
+// divisions per tile coordinate, the widening and the chunk-order selects of the fp32 tile
+// stores) and ~320 per block (16 of them address and 1 / gs work). The sm_90a SASS of the
+// bf16 round-to-nearest 1-D path now counts 639 instructions per tile and thread (20 per
+// element, of which ~9 are the E2M1 encode).
+//
+// fp32 x keeps the fp32 tile (mx::tile_word's XOR-permuted chunks; a thread encodes one
+// 16-row segment of one tile column); its 2-D scales go through a small shared table of
+// block amaxes (one more barrier per tile), each block read and transformed again after it.
 #pragma once
 
 #include <cstdint>
@@ -64,10 +65,11 @@ constexpr int kRawTileBytes = mx::kColTileRows * mx::kColTileBytes;  // 16 KB
 // fp32 x: the fp32 tile, the staging buffer of the next tile's raw vectors (cp.async) and
 // the 2-D scales' block amaxes (s_amax[h * kAmaxPitch + kk], the pitch putting the 8
 // groups' rows in distinct banks): 16 + 16 + 1.1 KB.
-// 16-bit x: two raw tiles of 16 KB, the one being encoded and the one being copied (32 KB,
-// over the 48 KB of static shared memory... no: under it, but the launcher opts in anyway).
-// 4 CTAs per SM on sm_90 / sm_100 (228 KB; the 64-register cap of kSmemMinBlocks is the
-// limit), 3-4 on sm_80 (164 KB), 1-3 where an SM has 100 KB (sm_86, sm_89, sm_120).
+// 16-bit x: two raw tiles of 16 KB, the one being encoded and the one being copied (32 KB;
+// the fp32 tile, staging buffer and amax table were 32 + 16 + 2.1 KB). CTAs per SM: 4 on
+// sm_80 / sm_90 / sm_100 (at 64 registers; the shared memory, with 1 KB reserved per CTA,
+// would hold 4 on sm_80, 6 on sm_90), 3 where an SM has 100 KB (sm_86, sm_89), 1 on sm_120
+// (its 134 registers).
 template <typename T>
 struct SmemLayout {
   using G = SmemTile<T>;
