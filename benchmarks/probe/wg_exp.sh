@@ -11,5 +11,5 @@ for v in base E1 E2 E3; do
   rm -rf /tmp/t$v; mkdir -p /tmp/t$v
   cp -r nvfp4_ops benchmarks /tmp/t$v/
   gunzip -c .carry/C_$v.so.gz > /tmp/t$v/nvfp4_ops/_C.so
-  (cd /tmp/t$v && CUDA_VISIBLE_DEVICES=${CUDA_VISIBLE_DEVICES:-0} timeout 100 python benchmarks/probe/wg_exp.py $v 2>&1 | tee -a $OUT/exp.log)
+  (cd /tmp/t$v && PYTHONPATH=/tmp/t$v CUDA_VISIBLE_DEVICES=${CUDA_VISIBLE_DEVICES:-0} timeout 100 python benchmarks/probe/wg_exp.py $v 2>&1 | tee -a $OUT/exp.log)
 done
