@@ -193,9 +193,12 @@ void launch(const char* op, Params p, int device, cudaStream_t stream, const Ten
     p.x = xp.const_data_ptr();
   };
   if constexpr (WG) {  // the wgmma B layout (wgmma_x_kernel): 16 units per token and step
-    const int64_t units = int64_t(p.M) * p.steps * 16;
+    // the tokens of a chunk row of the rearranged x: padded to whole tiles for the bulk
+    // copies of the 128-token tile
+    p.x_stride = static_cast<int>(NT == 16 ? m_tiles * C::kTokens : p.M);
+    const int64_t units = int64_t(p.x_stride) * p.steps * 16;
     rearrange_x(units * 4 * 8, units, [&](unsigned grid, const uint4* x, uint4* out) {
-      wgmma_x_kernel<FMT><<<grid, kThreads, 0, stream>>>(x, out, p.M, p.K, p.steps);
+      wgmma_x_kernel<FMT><<<grid, kThreads, 0, stream>>>(x, out, p.M, p.x_stride, p.K, p.steps);
     });
   } else if constexpr (!C::kXPre) {  // the ring path: each 16-byte chunk permuted
     const int64_t n16 = int64_t(p.M) * p.K / 8;

@@ -108,7 +108,9 @@ struct Params {
   int steps_per_split;
   int splits;
   int row_groups;         // PREPACKED: ceil(N / 16)
-  int x_stride;           // XPRE: bytes per token of the preloaded activations
+  int x_stride;           // XPRE: bytes per token of the preloaded activations; wgmma
+                          // kernel: the tokens of a chunk row of the rearranged x (M
+                          // rounded up to the tile)
 };
 
 template <typename T> struct Ops;

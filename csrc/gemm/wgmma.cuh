@@ -60,19 +60,20 @@ struct WgTile {
 };
 
 // x [M, K] (K % 8 == 0) -> xw, 16-byte chunks: chunk ch (= 2 j + kk, j = 16 ph + 2 u + h) of
-// step s of token n at xw[(s * kWgChunks + ch) * M + n] (tokens innermost, so that a ring
-// stage's copies are coalesced). One unit per thread: token n, step s, phase ph, code word /
+// step s of token n at xw[(s * kWgChunks + ch) * Mp + n], Mp = M rounded up to the token tile
+// (tokens innermost, so that a ring stage's chunk of NTOK tokens is one contiguous copy;
+// tokens M .. Mp - 1 are zeros). One unit per thread: token n, step s, phase ph, code word /
 // unit u: the 4 input chunks of threads t = 0..3 (E2M1: k = s 512 + 128 (2 ph + u / 4) + 32 t
 // + 8 (u % 4); E4M3: k = s 512 + 256 ph + 32 u + 8 t), the 4 output chunks
 // ch = 32 ph + 4 u + 2 h + kk (word t = permute_for<FMT>(chunk t)[2 h + kk]).
 template <int FMT>
-__global__ void wgmma_x_kernel(const uint4* __restrict__ x, uint4* __restrict__ xw, int M, int K,
-                               int steps) {
-  const int64_t units = int64_t(M) * steps * 16;
+__global__ void wgmma_x_kernel(const uint4* __restrict__ x, uint4* __restrict__ xw, int M, int Mp,
+                               int K, int steps) {
+  const int64_t units = int64_t(Mp) * steps * 16;
   for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < units;
        i += int64_t(gridDim.x) * blockDim.x) {
-    const int n = int(i % M);
-    const int64_t rest = i / M;
+    const int n = int(i % Mp);
+    const int64_t rest = i / Mp;
     const int pu = int(rest % 16), s = int(rest / 16);
     const int ph = pu / 8, u = pu % 8;
     uint4 q[4];
@@ -80,24 +81,26 @@ __global__ void wgmma_x_kernel(const uint4* __restrict__ x, uint4* __restrict__ 
     for (int t = 0; t < 4; ++t) {
       const int k = kE2m1<FMT> ? s * kSuperK + 128 * (2 * ph + u / 4) + 32 * t + 8 * (u % 4)
                                : s * kSuperK + 256 * ph + 32 * u + 8 * t;
-      q[t] = permute_for<FMT>(k < K ? __ldg(x + (int64_t(n) * K + k) / 8)
-                                    : make_uint4(0, 0, 0, 0));
+      q[t] = permute_for<FMT>(k < K && n < M ? __ldg(x + (int64_t(n) * K + k) / 8)
+                                             : make_uint4(0, 0, 0, 0));
     }
-    uint4* out = xw + (int64_t(s) * kWgChunks + 32 * ph + 4 * u) * M + n;
+    uint4* out = xw + (int64_t(s) * kWgChunks + 32 * ph + 4 * u) * Mp + n;
     out[0] = make_uint4(q[0].x, q[1].x, q[2].x, q[3].x);
-    out[int64_t(M)] = make_uint4(q[0].y, q[1].y, q[2].y, q[3].y);
-    out[2 * int64_t(M)] = make_uint4(q[0].z, q[1].z, q[2].z, q[3].z);
-    out[3 * int64_t(M)] = make_uint4(q[0].w, q[1].w, q[2].w, q[3].w);
+    out[int64_t(Mp)] = make_uint4(q[0].y, q[1].y, q[2].y, q[3].y);
+    out[2 * int64_t(Mp)] = make_uint4(q[0].z, q[1].z, q[2].z, q[3].z);
+    out[3 * int64_t(Mp)] = make_uint4(q[0].w, q[1].w, q[2].w, q[3].w);
   }
 }
 
-// The copies of a ring stage (the kSP (global) phases from `phase`, even when kSP = 2) for
-// tokens m0 .. m0 + NTOK - 1, zero-filled past M: chunk 32 phase + c of token tok (the chunks
-// of a stage are consecutive in xw: 64 per step) lands at c * kKStride + (tok / 8) * 128 +
-// (tok % 8) * 16. Copy i of thread tid is stage chunk c = tid / NTOK + i * (kThreads / NTOK)
-// of token tid % NTOK, so a thread's source and destination move by fixed strides: both are
-// set up once per CTA and a stage costs one 64-bit add per copy (the address arithmetic of
-// a copy, rebuilt from its index, was 40 % of the kernel's instructions at M = 128).
+// 64-token tiles: the copies of a ring stage (the kSP = 2 (global) phases from `phase`, even)
+// for tokens m0 .. m0 + NTOK - 1 by per-thread cp.async, zero-filled past M: chunk 32 phase +
+// c of token tok (the chunks of a stage are consecutive in xw: 64 per step, Mp tokens apart)
+// lands at c * kKStride + (tok / 8) * 128 + (tok % 8) * 16. Copy i of thread tid is stage
+// chunk c = tid / NTOK + i * (kThreads / NTOK) of token tid % NTOK, so a thread's source and
+// destination move by fixed strides: both are set up once per CTA and a stage costs one
+// 64-bit add per copy (the address arithmetic of a copy, rebuilt from its index, was 40 % of
+// the kernel's instructions at M = 128). (The bulk copies of the 128-token tile below
+// measured 8-37 % slower here, at 1 KB per copy: wg_bulk.sh.)
 template <int NTOK>
 struct WgStageCopy {
   static constexpr int kPerThread = NTOK * kWgPhaseChunks * WgTile<NTOK>::kSP / kThreads;
@@ -109,12 +112,12 @@ struct WgStageCopy {
   int64_t per_phase; // ... between two phases (0 past M)
   uint32_t dst;      // offset in the stage
   bool ok;
-  __device__ __forceinline__ WgStageCopy(const uint4* xw, int M, int m0, int tid) {
+  __device__ __forceinline__ WgStageCopy(const uint4* xw, int M, int Mp, int m0, int tid) {
     const int tok = tid % NTOK, c = tid / NTOK;
     ok = m0 + tok < M;
-    src = ok ? xw + int64_t(c) * M + m0 + tok : xw;
-    step = ok ? int64_t(kChunkStep) * M : 0;
-    per_phase = ok ? int64_t(kWgPhaseChunks) * M : 0;
+    src = ok ? xw + int64_t(c) * Mp + m0 + tok : xw;
+    step = ok ? int64_t(kChunkStep) * Mp : 0;
+    per_phase = ok ? int64_t(kWgPhaseChunks) * Mp : 0;
     dst = c * WgTile<NTOK>::kKStride + (tok / 8) * 128 + (tok % 8) * 16;
   }
   __device__ __forceinline__ void load(uint32_t stage, int phase) const {
@@ -124,6 +127,47 @@ struct WgStageCopy {
       cp_async16(stage + dst + i * kChunkStep * WgTile<NTOK>::kKStride, s + i * step, ok);
   }
 };
+
+// 128-token tiles: the copies of a ring stage (the phase `phase`) for tokens m0 .. m0 + 127
+// with the bulk-copy engine: chunk 32 phase + c of the 128 tokens (2 KB contiguous in xw,
+// whose tokens are padded to whole tiles with zeros) lands at c * kKStride, one cp.async.bulk
+// per chunk issued by warp 0, completing on the stage's mbarrier (which its first lane arms
+// with the stage's byte count first). Without the refills the kernel ran 28-34 % faster at
+// M = 128..256 (wg_exp.sh); the bulk copies took 8-13 % off at M = 128..512 against
+// per-thread cp.async (wg_bulk.sh).
+template <int NTOK>
+__device__ __forceinline__ void wg_stage_bulk(uint32_t stage, uint32_t bar, const uint4* xw,
+                                              int Mp, int m0, int phase, int lane) {
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+  using W = WgTile<NTOK>;
+  constexpr int kChunks = kWgPhaseChunks * W::kSP;
+  constexpr uint32_t kBytes = NTOK * 16;
+  if (lane == 0)
+    asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;\n" ::"r"(bar),
+                 "r"(uint32_t(W::kStageBytes))
+                 : "memory");
+  __syncwarp();
+  const uint4* src = xw + int64_t(kWgPhaseChunks) * phase * Mp + m0;
+#pragma unroll
+  for (int c = lane; c < kChunks; c += 32)
+    asm volatile(
+        "cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1], %2, [%3];\n"
+        ::"r"(stage + c * W::kKStride), "l"(src + int64_t(c) * Mp), "r"(kBytes), "r"(bar)
+        : "memory");
+#endif
+}
+
+// Waits until the mbarrier at `bar` has completed the phase of parity `parity`.
+__device__ __forceinline__ void wg_bar_wait(uint32_t bar, uint32_t parity) {
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+  asm volatile(
+      "{\n.reg .pred p;\nWAIT_%=:\n"
+      "mbarrier.try_wait.parity.shared::cta.b64 p, [%0], %1;\n"
+      "@!p bra WAIT_%=;\n}\n" ::"r"(bar),
+      "r"(parity)
+      : "memory");
+#endif
+}
 
 // Shared-memory matrix descriptor of the B tile at smem address `addr` (no swizzle; leading
 // byte offset = K-adjacent core matrices, stride byte offset = N-adjacent ones), as its low
@@ -250,8 +294,8 @@ __device__ __forceinline__ uint32_t e4m3_block_mult(uint32_t e, int base) {
 // (shared address, one phase of NTOK tokens): the operand scale pairs of rows g / g + 8
 // (NVFP4: per 16-block; MX: per 32-block, relative to the row's base), then per code word
 // (MXFP8: per unit of 2 words) its A fragments into set u % 2 (once that set's previous group
-// is done) and its 2 asynchronous MMAs (k-steps j = 2 u + h of the phase) as one wgmma group, so that the
-// conversion of a word overlaps the MMAs of the one before.
+// is done) and its 2 asynchronous MMAs (k-steps j = 2 u + h of the phase) as one wgmma group,
+// so that the conversion of a word overlaps the MMAs of the one before.
 template <typename T, int FMT, bool PREPACKED, int NTOK>
 __device__ __forceinline__ void wg_phase(float (&d)[NTOK / 2], uint32_t (&a)[2][2][4],
                                          const WRegs& r, const MxBase& base, int t,
@@ -317,7 +361,19 @@ __global__ void __launch_bounds__(kThreads, 1) w16_wgmma_kernel(const Params p) 
   const int n_steps = s_end - s_begin;
   const int ph_begin = s_begin * P, n_phases = n_steps * P;
   const uint32_t smem_base = static_cast<uint32_t>(__cvta_generic_to_shared(smem));
-  const WgStageCopy<NTOK> copy(static_cast<const uint4*>(p.x), p.M, m0, tid);
+  const uint4* xw = static_cast<const uint4*>(p.x);
+  constexpr bool kBulk = NTOK == 128;  // the stages by bulk copies, else per-thread cp.async
+  const WgStageCopy<NTOK> copy(xw, p.M, p.x_stride, m0, tid);  // (unused when kBulk)
+  // kBulk: the stages' mbarriers (one arrival, the first lane of warp 0, plus the bytes)
+  __shared__ __align__(8) uint64_t s_bar[S];
+  const uint32_t bar0 = static_cast<uint32_t>(__cvta_generic_to_shared(s_bar));
+  if (kBulk && tid == 0) {
+#pragma unroll
+    for (int i = 0; i < S; ++i)
+      asm volatile("mbarrier.init.shared::cta.b64 [%0], 1;\n" ::"r"(bar0 + 8 * i) : "memory");
+    asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
+  }
+  __syncthreads();
 
   float d[W::kAcc];
 #pragma unroll
@@ -327,27 +383,45 @@ __global__ void __launch_bounds__(kThreads, 1) w16_wgmma_kernel(const Params p) 
   if constexpr (FMT != kNvfp4) mx_split_base(base, p, row0, s_begin, n_steps);
 
   // Ring of S stages of SP phases; stages 0 .. S - 3 are loaded first. At the first phase of
-  // stage q (one barrier): its copies have landed, every warp has waited for its wgmma groups
-  // but the last one, of stage q - 1, so stage q - 2 is free and is refilled with q + S - 2.
+  // stage q: a barrier (every warp has waited for its wgmma groups but the last one, of stage
+  // q - 1, so stage q - 2 is free and is refilled with q + S - 2), after which stage q's
+  // bytes are there: kBulk, on its mbarrier (use q / S of that slot: parity (q / S) % 2);
+  // else this thread's cp.async groups were waited for before the barrier and made visible
+  // to the MMAs (the async proxy).
   constexpr int SP = W::kSP;
   const int n_stages = n_phases / SP;  // (whole steps per split: n_phases is even)
   const auto stage_of = [&](int q) { return smem_base + (q % S) * W::kStageBytes; };
+  const auto load_stage = [&](int q) {
+    if constexpr (kBulk) {
+      if (warp == 0)
+        wg_stage_bulk<NTOK>(stage_of(q), bar0 + 8 * (q % S), xw, p.x_stride, m0,
+                            ph_begin + q * SP, lane);
+    } else {
+      copy.load(stage_of(q), ph_begin + q * SP);
+    }
+  };
   const auto phase = [&](int i, const WRegs& r) {
     const int q = i / SP;
     if (i % SP == 0) {
-      cp_async_wait<S - 3>();  // this thread's copies of stage q,
-      wg_fence_proxy();        // made visible to the MMAs (the async proxy),
-      __syncthreads();         // everyone's
-      if (q + S - 2 < n_stages) copy.load(stage_of(q + S - 2), ph_begin + (q + S - 2) * SP);
-      cp_async_commit();
+      if constexpr (!kBulk) {
+        cp_async_wait<S - 3>();
+        wg_fence_proxy();
+      }
+      __syncthreads();
+      if (q + S - 2 < n_stages) load_stage(q + S - 2);
+      if constexpr (kBulk) {
+        wg_bar_wait(bar0 + 8 * (q % S), (q / S) & 1);
+      } else {
+        cp_async_commit();
+      }
     }
     wg_phase<T, FMT, PREPACKED, NTOK>(d, a, r, base, t,
                                       stage_of(q) + (i % SP) * W::kPhaseBytes);
   };
 #pragma unroll
   for (int q = 0; q < S - 2; ++q) {
-    if (q < n_stages) copy.load(stage_of(q), ph_begin + q * SP);
-    cp_async_commit();
+    if (q < n_stages) load_stage(q);
+    if constexpr (!kBulk) cp_async_commit();
   }
   // Weights NB - 1 phases ahead: NB register buffers in turn.
   WRegs r[NB];
@@ -365,7 +439,7 @@ __global__ void __launch_bounds__(kThreads, 1) w16_wgmma_kernel(const Params p) 
     }
   }
   wg_wait<0>();
-  cp_async_wait<0>();
+  if constexpr (!kBulk) cp_async_wait<0>();
 #pragma unroll
   for (int i = 0; i < W::kAcc; ++i) wg_fence_operand(d[i]);
   float acc[NTOK / 8][4];

@@ -218,30 +218,31 @@ FUSED_BASIS: Dict[str, str] = {
 #: Per format: the crossover of the wgmma kernel (csrc/gemm/wgmma.cuh), where it serves: an
 #: sm_90 GPU, a build holding sm_90a code, K a multiple of :data:`WGMMA_K_MULTIPLE` (NVFP4
 #: and MX; ``NVFP4_OPS_GEMM_WGMMA=0`` switches it off, in the kernels and here).
-#: bench_gemm.py --formats nvfp4,mxfp4,mxfp8 --ms 33,64,96,128,192,256,384,512 on an H200
+#: bench_gemm.py --formats nvfp4,mxfp4,mxfp8 --ms 33,64,128,192,256,384,512 on an H200
 #: (torch 2.11, bf16; fused / dequantize + F.linear, microseconds;
-#: benchmarks/probe/gemm_loader.sh, RESULTS "sixth part", after the ring copies were set up
-#: once per CTA):
+#: benchmarks/probe/wg_bulk.sh, RESULTS "sixth part": the 128-token tile's activation stages
+#: by bulk copies):
 #:
 #: format N x K      | M=128         | M=192         | M=256         | M=384
-#: NVFP4  8192x8192  | 63.9 / 95.0   | 91.8 / 101.3  | 102.5 / 101.6 | 151.8 / 119.4
-#: NVFP4  14336x4096 | 56.3 / 84.9   | 89.8 / 86.7   | 97.7 / 91.6   | 139.6 / 107.9
-#: NVFP4  4096x14336 | 59.1 / 88.9   | 85.1 / 95.4   | 96.7 / 96.9   | 138.4 / 115.2
-#: NVFP4  28672x8192 | 174.9 / 305.1 | 292.8 / 322.2 | 338.2 / 350.8 | 506.3 / 420.6
-#: MXFP4  8192x8192  | 65.7 / 98.7   | 93.7 / 107.1  | 106.1 / 106.1 | 160.1 / 122.2
-#: MXFP4  14336x4096 | 56.8 / 88.1   | 92.3 / 90.8   | 103.7 / 96.7  | 145.2 / 111.2
-#: MXFP4  4096x14336 | 60.7 / 91.5   | 88.0 / 98.6   | 101.7 / 100.7 | 148.1 / 124.9
-#: MXFP4  28672x8192 | 188.2 / 317.3 | 302.2 / 332.4 | 352.4 / 357.5 | 516.9 / 413.9
+#: NVFP4  8192x8192  | 55.0 / 95.7   | 85.7 / 100.6  | 86.6 / 101.9  | 140.2 / 120.8
+#: NVFP4  14336x4096 | 49.5 / 84.4   | 87.3 / 86.9   | 89.4 / 91.7   | 128.3 / 108.5
+#: NVFP4  4096x14336 | 52.6 / 134.3  | 81.8 / 95.3   | 84.0 / 139.7  | 129.2 / 130.6
+#: NVFP4  28672x8192 | 165.0 / 306.3 | 302.0 / 324.0 | 310.4 / 353.4 | 488.8 / 416.5
+#: MXFP4  8192x8192  | 57.1 / 98.9   | 92.0 / 105.4  | 92.9 / 106.3  | 147.9 / 123.5
+#: MXFP4  14336x4096 | 52.2 / 88.1   | 93.4 / 90.5   | 95.1 / 96.1   | 136.8 / 111.2
+#: MXFP4  4096x14336 | 54.4 / 136.7  | 87.7 / 111.9  | 89.0 / 100.1  | 135.2 / 124.8
+#: MXFP4  28672x8192 | 175.4 / 317.0 | 319.9 / 332.0 | 327.7 / 357.9 | 536.3 / 418.3
 #:
-#: fused wins up to M = 192 on three of four shapes (it loses 1.5-3.5 % on 14336x4096, and
-#: wins 7-12 % on the others); at M = 256 the two are level (within 7 %, either way), at
-#: M = 384 dequantize + cuBLAS wins on all four: cut at 192 (was 128 before the fix, when
-#: fused lost at 192 on two shapes: final7.sh).
+#: fused wins up to M = 256 on all four shapes but two cells within 3 % (14336x4096 at
+#: M = 192), dequantize + cuBLAS at M = 384 on three of four: cut at 256. (The 4096x14336
+#: dequantize cells at M = 128 / 256 are slow outliers of this run; the fused kernel also wins
+#: against 96.9 us there in gemm_loader.sh.) Before the bulk copies (gemm_loader.sh) the cut was
+#: 192, before the ring copies were set up once per CTA (final7.sh) 128.
 #:
-#: MXFP8 (from M = 17; same run): 8192x8192 M=128 76.7 / 97.8, M=192 124.8 / 106.7;
-#: 14336x4096 69.7 / 87.2, 124.5 / 89.5; 4096x14336 72.4 / 90.4, 116.5 / 97.7; 28672x8192
-#: 245.7 / 314.7, 423.3 / 330.9: cut at 128.
-FUSED_MAX_M_WGMMA: Dict[str, int] = {"NVFP4": 192, "MXFP4": 192, "MXFP8": 128}
+#: MXFP8 (from M = 17; wg_bulk.sh): 8192x8192 M=128 69.3 / 97.8, M=192 115.9 / 104.8;
+#: 14336x4096 64.6 / 110.5, 116.9 / 90.0; 4096x14336 65.8 / 90.3, 109.0 / 97.4; 28672x8192
+#: 226.8 / 314.8, 405.6 / 331.3: cut at 128.
+FUSED_MAX_M_WGMMA: Dict[str, int] = {"NVFP4": 256, "MXFP4": 256, "MXFP8": 128}
 
 #: Per format: the K multiple the wgmma kernel takes (NVFP4 16-byte code loads, MXFP4
 #: and MXFP8 whole-step scale loads).

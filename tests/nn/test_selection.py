@@ -277,16 +277,16 @@ def test_fused_max_m_of_the_wgmma_kernel(monkeypatch):
     # take its crossover; elsewhere (CPU, other K, other formats) the format's own
     monkeypatch.setattr(gemm, "_wgmma_serves", lambda index: True)
     cuda = torch.device("cuda", 0)
-    assert gemm.FUSED_MAX_M_WGMMA == {"NVFP4": 192, "MXFP4": 192, "MXFP8": 128}
-    assert fused_max_m("NVFP4", cuda, 4096) == (192, "measured on an H200, the wgmma kernel")
-    assert fused_path("NVFP4", 192, torch.bfloat16, cuda, 4096) == (
-        "fused", "M = 192 <= 192: the fused kernel is faster (measured on an H200, the wgmma "
+    assert gemm.FUSED_MAX_M_WGMMA == {"NVFP4": 256, "MXFP4": 256, "MXFP8": 128}
+    assert fused_max_m("NVFP4", cuda, 4096) == (256, "measured on an H200, the wgmma kernel")
+    assert fused_path("NVFP4", 256, torch.bfloat16, cuda, 4096) == (
+        "fused", "M = 256 <= 256: the fused kernel is faster (measured on an H200, the wgmma "
         "kernel)")
-    assert fused_path("NVFP4", 193, torch.bfloat16, cuda, 4096)[0] == "dequant"
+    assert fused_path("NVFP4", 257, torch.bfloat16, cuda, 4096)[0] == "dequant"
     assert fused_max_m("NVFP4", cuda, 80) == (64, "measured on an H200")
     assert fused_max_m("NVFP4", torch.device("cpu"), 4096)[0] == 64
     assert fused_max_m("NVFP4")[0] == 64
-    assert fused_max_m("MXFP4", cuda, 4096)[0] == 192
+    assert fused_max_m("MXFP4", cuda, 4096)[0] == 256
     assert fused_max_m("MXFP4", cuda, 4096 + 128)[0] == FUSED_MAX_M["MXFP4"]  # K % 512 != 0
     assert fused_max_m("MXFP8", cuda, 4096)[0] == 128
     assert fused_max_m("MXFP8", cuda, 4096 + 32)[0] == FUSED_MAX_M["MXFP8"]

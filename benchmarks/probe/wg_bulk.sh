@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# GPU call (two H200s), session of 2026-11-30 sixth part: the wgmma GEMM's activation stages
+# by the bulk-copy engine (one cp.async.bulk per chunk of NTOK tokens, completing on a
+# per-stage mbarrier; x rearranged with its tokens padded to whole tiles). Main carried
+# (nvfp4_ops/_C.so, 9.0a); .carry/C_base.so.gz = main before (9384666's kernel) for the A/B.
+# GPU 1: tests/cuda/test_gemm.py + tests/nn. GPU 0: bench_gemm, this tree and base.
+set -uo pipefail
+cd "$(dirname "$0")/../.."
+export PYTHONUNBUFFERED=1
+L=/tmp/logs; rm -rf $L; mkdir -p $L
+t0=$(date +%s); el() { echo $(( $(date +%s) - t0 )); }
+stamp() { echo "[$(el) s] $*"; tar czf $OUT/logs.tgz -C /tmp logs; }
+rm -rf /tmp/tbase; mkdir -p /tmp/tbase; cp -r nvfp4_ops benchmarks /tmp/tbase/
+gunzip -c .carry/C_base.so.gz > /tmp/tbase/nvfp4_ops/_C.so
+py() { timeout "$1" python -m pytest -q -p no:cacheprovider -rs "${@:2}"; }
+(
+  export CUDA_VISIBLE_DEVICES=1 OMP_NUM_THREADS=2
+  py 250 -n 10 tests/cuda/test_gemm.py tests/nn > $L/t_gemm.txt 2>&1
+) &
+TESTS=$!
+export CUDA_VISIBLE_DEVICES=0
+for v in new base; do
+  d=$PWD; [ $v = base ] && d=/tmp/tbase
+  (cd $d/benchmarks && timeout 150 python bench_gemm.py --rep 30 --formats nvfp4,mxfp4,mxfp8 \
+    --ms 33,64,128,192,256,384,512 --out $L/gemm_$v.md > $L/gemm_$v.log 2>&1)
+  stamp "gemm $v rc=$?"
+done
+python - <<'PY'
+import re
+rows = {}
+for v in ["base", "new"]:
+    for line in open(f"/tmp/logs/gemm_{v}.md"):
+        c = [x.strip() for x in line.split("|")]
+        if len(c) > 8 and c[1] in ("NVFP4", "MXFP4", "MXFP8") and re.match(r"\d+ x \d+$", c[2]):
+            d = rows.setdefault((c[1], c[2], int(c[3])), {})
+            d[v] = float(c[4]); d["deq"] = float(c[6]); d["bf16"] = float(c[8])
+print("format | N x K | M | base fused | bulk fused | dequant | bf16 | bulk vs bf16")
+for k, d in rows.items():
+    print(" | ".join([k[0], k[1], str(k[2])] + [f"{d.get(v, float('nan')):.1f}" for v in ["base", "new", "deq", "bf16"]] + [f"{d['bf16'] / d['new']:.2f}x" if 'new' in d else '']))
+PY
+wait $TESTS
+for f in $L/t_*.txt; do echo "$(basename $f): $(tail -1 $f)"; grep -hE "^(FAILED|ERROR)" $f | head -8; done
+stamp done
