@@ -21,9 +21,12 @@
 //   ch = 2 j + kk of token n at ch * 16 N + (n / 8) * 128 + (n % 8) * 16: core matrices of 8
 //   tokens x 16 bytes, 128 B apart along N (the descriptor's stride offset) and 16 N bytes
 //   apart along K (its leading offset).
-// * Three stages; at the first phase of a stage (one barrier, after a proxy fence that makes
-//   the cp.async writes visible to wgmma) every warp has waited for its wgmma groups but the
-//   last, of the stage before, so the stage before that is free and is refilled.
+// * Three stages; at the first phase of a stage (one barrier) every warp has waited for its
+//   wgmma groups but the last, of the stage before, so the stage before that is free and is
+//   refilled: 128-token tiles by the bulk-copy engine (warp 0, one 2 KB copy per chunk, a
+//   per-stage mbarrier that the MMAs wait on), 64-token tiles by per-thread cp.async (a proxy
+//   fence before the barrier makes their writes visible to wgmma). The activation ring is
+//   what limits the kernel from M = 64 on (wg_exp.sh: 28-34 % faster without its refills).
 // * One wgmma group per code word (2 MMAs), two sets of A registers: the conversion of word
 //   u overlaps the MMAs of word u - 1. The weights are loaded 3 (64 tokens) or 2 (128)
 //   phases ahead in register buffers: the MMAs being asynchronous, a phase is short, and the
