@@ -84,7 +84,8 @@ NVFP4_HD float rn_rcp(float a) {
   return 1.0f / a;
 #endif
 }
-// Fused multiply-add, one rounding: only in approximate passes whose error is bounded.
+// Fused multiply-add, one rounding: only in approximate passes whose error is bounded, or
+// where the fused result is the exact one by construction (the E2M1 code, core/e2m1.h).
 NVFP4_HD float rn_fma(float a, float b, float c) {
 #ifdef __CUDA_ARCH__
   return __fmaf_rn(a, b, c);

@@ -236,7 +236,7 @@ __device__ __forceinline__ uint32_t encode_chunk(const uint4& v, const float* a,
   uint32_t word = nibble_signs<T>(v);
 #pragma unroll
   for (int i = 0; i < Elem<T>::kPerVec; ++i) {
-    word += e2m1_mag_code<kNanSafe>(__fmul_rn(a[i], osc)) << (4 * i);
+    word += e2m1_shl22_at_nibble(e2m1_mag_code_shl22<kNanSafe>(__fmul_rn(a[i], osc)), i);
   }
   return word;
 }

@@ -283,17 +283,17 @@ struct Raw16Copy {
   }
 };
 
-// The codes of one block v with multiplier osc (not NaN): encode_block's loop of
-// encode_elem (e2m1_encode_nearest) — the general case (transformed blocks, osc = +inf).
+// The codes of one block v with multiplier osc (not NaN): encode_block's codes (nearest,
+// e2m1_encode_nearest per element) — the general case (transformed blocks, osc = +inf).
 __device__ __forceinline__ uint2 raw16_codes(const float (&v)[16], float osc) {
   uint32_t lo = 0, hi = 0;
 #pragma unroll
   for (int i = 0; i < 16; ++i) {
-    const uint32_t code = encode_elem(v[i], osc, false, 0u);
+    const uint32_t code = e2m1_encode_nearest_at_nibble(v[i], osc, i % 8);
     if (i < 8) {
-      lo |= code << (4 * i);
+      lo += code;
     } else {
-      hi |= code << (4 * (i - 8));
+      hi += code;
     }
   }
   return make_uint2(lo, hi);
@@ -302,16 +302,17 @@ __device__ __forceinline__ uint2 raw16_codes(const float (&v)[16], float osc) {
 // The magnitude codes of elements J0 .. J0 + 7 of block v (element J0 + i in bits 4 i ..
 // 4 i + 2) for a finite multiplier osc: then no product v * osc is NaN (v is finite: a block
 // holding NaN / inf has osc NaN), where e2m1_mag_code<false> is e2m1_mag_code<true> (the
-// max with 0 that maps NaN to 0 is a no-op), one instruction less per element. The nibbles
-// are merged by a tree of shift-adds (disjoint bit fields: + is |), one instruction each.
+// max with 0 that maps NaN to 0 is a no-op), one instruction less per element. Each code
+// comes as code << 22 (e2m1_mag_code_shl22) and is shifted straight to its nibble by the
+// add that accumulates it (disjoint bit fields: + is |; LEA.HI / LEA, one instruction each).
 template <int J0>
 __device__ __forceinline__ uint32_t raw16_mag_nibbles(const float (&v)[16], float osc) {
-  uint32_t m[8];
+  uint32_t w = 0;
 #pragma unroll
-  for (int i = 0; i < 8; ++i) m[i] = e2m1_mag_code<false>(rn_mul(v[J0 + i], osc));
-  const uint32_t p0 = m[0] + (m[1] << 4), p1 = m[2] + (m[3] << 4);
-  const uint32_t p2 = m[4] + (m[5] << 4), p3 = m[6] + (m[7] << 4);
-  return (p0 + (p1 << 8)) + ((p2 + (p3 << 8)) << 16);
+  for (int i = 0; i < 8; ++i) {
+    w += e2m1_shl22_at_nibble(e2m1_mag_code_shl22<false>(rn_mul(v[J0 + i], osc)), i);
+  }
+  return w;
 }
 
 // The sign bits of the codes of the untransformed blocks of this thread's 16 words u (low

@@ -91,6 +91,13 @@ NVFP4_HD uint32_t e2m1_encode_nearest(float x, float osc) {
   return e2m1_mag_code<true>(rn_mul(x, osc)) | ((f32_bits(x) >> 28) & 8u);
 }
 
+// e2m1_encode_nearest(x, osc) << 4i, i = 0..7 a constant; accumulate with + (disjoint
+// nibbles: the magnitude's shift then fuses into the add).
+NVFP4_HD uint32_t e2m1_encode_nearest_at_nibble(float x, float osc, int i) {
+  return e2m1_shl22_at_nibble(e2m1_mag_code_shl22<true>(rn_mul(x, osc)), i) +
+         e2m1_sign_at_nibble(f32_bits(x), i);
+}
+
 // The random Hadamard transform of one block of 16 (docs/spec.md sec. 8.4), in place:
 // t = s * v; butterfly stages h = 1, 2, 4, 8, pairs (i, i + h) with bit h of i clear become
 // (RN(t_i + t_{i+h}), RN(t_i - t_{i+h})); then t * 0.25.
