@@ -412,6 +412,23 @@ inline void check_launch(const char* op) {
   check_cuda(op, cudaGetLastError(), "CUDA kernel launch");
 }
 
+// Opts kKernel in to `smem` bytes of dynamic shared memory (beyond the 48 KB default) on
+// `device` and returns `count()`, its CTA slots of one wave, both once per device and kernel
+// (so that a call inside a CUDA-graph capture makes no such query).
+template <auto kKernel, class Count>
+int64_t smem_kernel_slots(const char* op, int device, int smem, Count count) {
+  constexpr int kMaxDevices = 64;
+  static int64_t slots[kMaxDevices] = {};
+  NVFP4_CHECK(device >= 0 && device < kMaxDevices, op, ": device index ", device,
+              " out of range");
+  if (slots[device] == 0) {
+    check_cuda(op, cudaFuncSetAttribute(kKernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem),
+               "cudaFuncSetAttribute");
+    slots[device] = count();
+  }
+  return slots[device];
+}
+
 // Counters without a memset per call (split-K tickets, grid-wide reductions): per device, one
 // ring of int32 slots zeroed once (cudaMalloc + cudaMemset, never inside a CUDA-graph
 // capture). A kernel that takes slots must leave them zero when it ends (the last CTA resets

@@ -122,30 +122,21 @@ template <typename T, int FMT, int NT, bool ALIGNED, bool PREPACKED, bool WG = f
 void launch(const char* op, Params p, int device, cudaStream_t stream, const Tensor& like) {
   using C = Config<NT>;
   static_assert(!WG || ((NT == 8 || NT == 16) && ALIGNED), "wgmma: 64 or 128 tokens");
-  const auto kernel = [] {
+  constexpr auto kernel = [] {
     if constexpr (WG) return w16_wgmma_kernel<T, FMT, PREPACKED, 8 * NT>;
     else return w16_gemm_kernel<T, FMT, NT, ALIGNED, PREPACKED>;
   }();
-  // Per device and instantiation, once (so that a call inside a CUDA-graph capture makes no
-  // such query): the shared-memory opt-in and the CTA slots of one wave.
-  constexpr int kMaxDevices = 64;
-  static int slots[kMaxDevices] = {};
-  NVFP4_CHECK(device >= 0 && device < kMaxDevices, op, ": device index ", device,
-              " out of range");
   // XPRE reserves its largest size here; a launch uses tokens * x_stride of it.
   constexpr int kSmemMax = WG ? kWgSmem : C::kXPre ? kXPreSmem<FMT, NT> : C::kSmemBytes;
-  if (slots[device] == 0) {
-    check_cuda(op,
-               cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                    kSmemMax),
-               "cudaFuncSetAttribute");
+  // The shared-memory opt-in and the CTA slots of one wave, per device and instantiation.
+  const int64_t slots = smem_kernel_slots<kernel>(op, device, kSmemMax, [&] {
     int per_sm = 0;
     check_cuda(op,
                cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, kThreads,
                                                              kSmemMax),
                "cudaOccupancyMaxActiveBlocksPerMultiprocessor");
-    slots[device] = sm_count(device) * std::max(per_sm, 1);
-  }
+    return int64_t(sm_count(device)) * std::max(per_sm, 1);
+  });
   const int64_t n_tiles = ceil_div(p.N, kRowsPerCta), m_tiles = ceil_div(p.M, C::kTokens);
   const int64_t tiles = n_tiles * m_tiles;
   const int64_t tokens = std::min<int64_t>(C::kTokens, p.M);
@@ -161,7 +152,7 @@ void launch(const char* op, Params p, int device, cudaStream_t stream, const Ten
     const int64_t sps = ceil_div(p.steps, s);
     if (s > 1 && sps == ceil_div(p.steps, s - 1)) continue;  // the same split as s - 1
     if (C::kXPre && tokens * x_stride(sps) > kXPreSmem<FMT, NT>) continue;
-    const int64_t waves = ceil_div(tiles * ceil_div(p.steps, sps), slots[device]);
+    const int64_t waves = ceil_div(tiles * ceil_div(p.steps, sps), slots);
     const int64_t cost = waves * (sps + 1);
     if (cost < best_cost) best_cost = cost, best_sps = sps;
   }

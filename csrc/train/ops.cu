@@ -307,21 +307,14 @@ bool launch_colwise_smem(const char* op, const train::TileParams& p, ScalarType 
     q.tiles_k = ceil_div(p.k, G::TK);
     const int64_t n_tiles = q.batches * q.tiles_m * q.tiles_k;
     if (n_tiles == 0) return;  // (no scale padding either: x^T has no rows or no blocks)
-    const auto kernel = train::train_colwise_smem_kernel<T>;
+    constexpr auto kernel = train::train_colwise_smem_kernel<T>;
     constexpr int kSmem = train::SmemLayout<T>::kBytes;
-    // Per device and dtype, once (no such query inside a CUDA-graph capture): the opt-in to
-    // more than 48 KB of dynamic shared memory and the CTAs resident at once.
-    constexpr int kMaxDevices = 64;
-    static int64_t slots[kMaxDevices] = {};
-    NVFP4_CHECK(device >= 0 && device < kMaxDevices, op, ": device index ", device,
-                " out of range");
-    if (slots[device] == 0) {
-      check_cuda(op,
-                 cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, kSmem),
-                 "cudaFuncSetAttribute");
-      slots[device] = std::max<int64_t>(1, resident_ctas(kernel, train::kThreads, kSmem));
-    }
-    kernel<<<grid_for(n_tiles, 1, slots[device]), train::kThreads, kSmem, stream>>>(q);
+    // The opt-in to more than 48 KB of dynamic shared memory and the CTAs resident at once,
+    // per device and dtype.
+    const int64_t slots = smem_kernel_slots<kernel>(op, device, kSmem, [&] {
+      return std::max<int64_t>(1, resident_ctas(kernel, train::kThreads, kSmem));
+    });
+    kernel<<<grid_for(n_tiles, 1, slots), train::kThreads, kSmem, stream>>>(q);
   });
   return true;
 }
