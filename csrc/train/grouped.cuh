@@ -152,7 +152,7 @@ __global__ void __launch_bounds__(kGroupedThreads)
         w[0] = 0;
         if (osc == osc) {  // a NaN multiplier (scale 0x7F): codes 0
 #pragma unroll
-          for (int j = 0; j < V; ++j) w[0] |= e2m1_encode_nearest(f[j], osc) << (4 * j);
+          for (int j = 0; j < V; ++j) w[0] += e2m1_encode_nearest_at_nibble(f[j], osc, j);
         }
       } else {
         sf = mx::block_scale<kE2M1, R>(amax);

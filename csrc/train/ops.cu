@@ -485,16 +485,27 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> train_quantize_rowcol
   OperandRequest req[2];
   req[0] = {true, global_scale, std::nullopt};
   req[1] = {true, colwise_global_scale, colwise_hadamard_signs};
-  if (!block_2d && rounding == "nearest" && variant.codec && variant.smem_colwise) {
-    // Two passes, the same bits: the inference quantize for the rowwise operand and the
-    // staged columnwise kernel, 0.160 vs 0.197 ms from one read at 8192^2 on the H200
-    // (benchmarks/RESULTS.md, "fifth part"). An untransformed columnwise operand with a
-    // computed scale takes the rowwise one's (the same amax).
-    auto [packed, scales, gs] = rowwise_codec(op, x, global_scale, swizzle);
+  if (rounding == "nearest" && variant.codec && variant.smem_colwise &&
+      (!block_2d || variant.direct_rowwise)) {
+    // Two passes, the same bits: the inference quantize (2-D scales: the direct rowwise
+    // kernel) for the rowwise operand and the staged columnwise kernel, 0.160 vs 0.197 ms
+    // from one read at 8192^2 on the H200 (benchmarks/RESULTS.md, "fifth part"). An
+    // untransformed columnwise operand with a computed scale takes the rowwise one's (the
+    // same amax).
+    Tensor packed, scales, gs;
+    if (block_2d) {
+      const OperandRequest row[2] = {req[0], {}};
+      auto r = train_quantize_run(op, variant, x, row, true, false, seed, offset, swizzle);
+      packed = r[0].packed;
+      scales = r[0].scales;
+      gs = r[0].gs;
+    } else {
+      std::tie(packed, scales, gs) = rowwise_codec(op, x, global_scale, swizzle);
+    }
     req[0].active = false;
     if (!req[1].gs.has_value() && !req[1].signs.has_value() && !global_scale.has_value())
       req[1].gs = gs;
-    auto outs = train_quantize_run(op, variant, x, req, false, false, seed, offset, swizzle);
+    auto outs = train_quantize_run(op, variant, x, req, block_2d, false, seed, offset, swizzle);
     return {packed, scales, gs, outs[1].packed, outs[1].scales, outs[1].gs};
   }
   auto outs = train_quantize_run(op, variant, x, req, block_2d, rounding == "stochastic", seed,

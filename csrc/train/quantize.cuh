@@ -264,15 +264,24 @@ __device__ __forceinline__ uint2 encode_block(const float (&v)[N], uint32_t amax
   static_assert(N == 8 || N == 16, "a block or half of one");
   const float osc = block_multiplier(amax, gs, sf);
   uint32_t lo = 0, hi = 0;
-  if (osc == osc) {  // a NaN multiplier (scale 0x7F): codes 0
+  if (osc != osc) return make_uint2(0u, 0u);  // a NaN multiplier (scale 0x7F): codes 0
+  if (stochastic) {
 #pragma unroll
     for (int i = 0; i < N; ++i) {
-      const uint32_t code = stochastic ? encode_elem(v[i], osc, true, word(i))
-                                       : encode_elem(v[i], osc, false, 0u);
+      const uint32_t code = e2m1_encode_stochastic(v[i], osc, word(i));
       if (i < 8) {
         lo |= code << (4 * i);
       } else {
         hi |= code << (4 * (i - 8));
+      }
+    }
+  } else {  // (the nibbles are disjoint: + fuses each code's shift into its add)
+#pragma unroll
+    for (int i = 0; i < N; ++i) {
+      if (i < 8) {
+        lo += e2m1_encode_nearest_at_nibble(v[i], osc, i);
+      } else {
+        hi += e2m1_encode_nearest_at_nibble(v[i], osc, i - 8);
       }
     }
   }
