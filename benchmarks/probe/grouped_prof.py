@@ -1,9 +1,15 @@
 """Kernel-by-kernel time of the grouped quantize ops (issue 14, session of 2026-11-30, seventh
 part): torch.profiler over 20 calls of each bench_training MoE case (16384 x 4096 bf16, 64
 uneven groups), so that the small bookkeeping kernels show beside the quantize kernel.
-Run from benchmarks/ on a GPU."""
+Run on a GPU: python benchmarks/probe/grouped_prof.py."""
+import os
+import sys
+
 import torch
 from torch.profiler import ProfilerActivity, profile
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path[:0] = [os.path.join(HERE, "..", ".."), os.path.join(HERE, "..")]
 
 import nvfp4_ops  # noqa: F401  (registers torch.ops.nvfp4)
 from bench_training import moe_offsets

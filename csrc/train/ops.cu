@@ -517,7 +517,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> train_quantize_rowcol
 
 // The per-row group bookkeeping of a grouped quantize, on the device.
 struct RowGroups {
-  Tensor pstart, row_group, row_dest;
+  Tensor row_group, row_dest;
 };
 
 template <typename I>
@@ -525,19 +525,26 @@ RowGroups row_groups_t(const char* op, const Tensor& x, const Tensor& offsets,
                        cudaStream_t stream) {
   const int64_t rows = x.size(0), groups = offsets.size(0);
   RowGroups r;
-  r.pstart = empty_like_shape(x, {groups}, ScalarType::Long);
   r.row_group = empty_like_shape(x, {rows}, ScalarType::Int);
   r.row_dest = empty_like_shape(x, {rows}, ScalarType::Long);
+  if (rows == 0) return r;
   const I* ends = static_cast<const I*>(offsets.const_data_ptr());
-  int64_t* pstart = static_cast<int64_t*>(r.pstart.mutable_data_ptr());
-  train::group_starts_kernel<I><<<1, 1, 0, stream>>>(ends, groups, pstart);
-  check_launch(op);
-  if (rows > 0) {
-    train::row_groups_kernel<I><<<grid_for(rows, 256, 4096), 256, 0, stream>>>(
-        ends, groups, pstart, rows, static_cast<int32_t*>(r.row_group.mutable_data_ptr()),
-        static_cast<int64_t*>(r.row_dest.mutable_data_ptr()));
+  int32_t* row_group = static_cast<int32_t*>(r.row_group.mutable_data_ptr());
+  int64_t* row_dest = static_cast<int64_t*>(r.row_dest.mutable_data_ptr());
+  const unsigned grid = grid_for(rows, 256, 4096);
+  if (groups <= train::kLocalGroups) {
+    const size_t smem = static_cast<size_t>(2 * groups) * sizeof(int64_t);
+    train::row_groups_kernel<I, true><<<grid, 256, smem, stream>>>(ends, groups, nullptr, rows,
+                                                                   row_group, row_dest);
+  } else {
+    const Tensor pstart = empty_like_shape(x, {groups}, ScalarType::Long);
+    int64_t* ps = static_cast<int64_t*>(pstart.mutable_data_ptr());
+    train::group_starts_kernel<I><<<1, 1, 0, stream>>>(ends, groups, ps);
     check_launch(op);
+    train::row_groups_kernel<I, false><<<grid, 256, 0, stream>>>(ends, groups, ps, rows,
+                                                                 row_group, row_dest);
   }
+  check_launch(op);
   return r;
 }
 
@@ -601,7 +608,11 @@ void launch_grouped_t(const train::GroupedParams& p, cudaStream_t stream) {
   if (p.n_vec == 0) return;
   const unsigned grid = grid_for(p.n_vec, int64_t(train::kGroupedThreads) * train::kGroupedUnroll,
                                  int64_t(1) << 30);
-  train::grouped_quantize_kernel<T, F, R><<<grid, train::kGroupedThreads, 0, stream>>>(p);
+  if constexpr (F == train::GroupedFormat::kNvfp4) {
+    train::grouped_nvfp4_kernel<T><<<grid, train::kGroupedThreads, 0, stream>>>(p);
+  } else {
+    train::grouped_quantize_kernel<T, F, R><<<grid, train::kGroupedThreads, 0, stream>>>(p);
+  }
 }
 
 std::tuple<Tensor, Tensor, Tensor> grouped_quantize_cuda(Tensor x, Tensor group_offsets,

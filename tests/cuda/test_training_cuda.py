@@ -320,6 +320,18 @@ def test_mx_grouped_quantize_matches_cpu(case, dtype, elem, rounding, swizzle):
     _check("mx_grouped_quantize", (x, offs, elem, rounding, swizzle), case)
 
 
+def test_grouped_quantize_more_groups_than_shared_memory_holds():
+    """Up to 3072 groups each CTA of the row bookkeeping computes the groups' padded starts in
+    shared memory (csrc/train/grouped.cuh, kLocalGroups); above, a separate kernel does: the
+    same bytes as the CPU reference on both sides of the limit, both formats."""
+    for t, g in ((6000, 3072), (6000, 3100)):
+        offs = _uneven_offsets(t, g, seed=3)
+        x = _adversarial((t, 32), BF16, seed=5, nonfinite=False)
+        for swizzle in (False, True):
+            _check("grouped_quantize", (x, offs, None, swizzle), f"{g} groups")
+            _check("mx_grouped_quantize", (x, offs, "e4m3", "rceil", swizzle), f"{g} groups")
+
+
 # --------------------------------------------------------------------------------------
 # CUDA graphs, host synchronisation, torch.compile
 # --------------------------------------------------------------------------------------
