@@ -32,8 +32,10 @@
 //                    (stochastic rowcol, fp32 x, the amax pass of a computed global scale);
 //                    below sm_100, train/colwise_smem.cuh's staged kernel for a quantize
 //                    pass of the columnwise operand alone with round to nearest (any x
-//                    dtype, any transform or scale layout). On sm_100 and later (where ptxas spills in the direct kernels) "auto" is
-//                    "tile".
+//                    dtype, any transform or scale layout), and train/rowwise.cuh's wide
+//                    kernel for one of the untransformed rowwise operand alone of 16-bit x
+//                    with round to nearest (2-D scales). On sm_100 and later (where ptxas
+//                    spills in the direct kernels) "auto" is "tile".
 //   "tile"           the tile kernel at kDepth 1 for everything: the kernel before the variants.
 //   "tile2"          the tile kernel at kDepth 2 for everything.
 //   "row"            the direct rowwise kernel where it applies, the tile kernel at kDepth 1

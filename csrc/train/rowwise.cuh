@@ -21,6 +21,7 @@
 
 #include <cstdint>
 
+#include "nvfp4/chunk.cuh"
 #include "train/quantize.cuh"
 
 namespace nvfp4 {
@@ -180,6 +181,101 @@ __global__ void __launch_bounds__(kRowThreads, 3)
       for (int q = 0; q < S::kVecs; ++q) raw[u][q] = raw_next[u][q];
     }
     item = next;
+  }
+  write_operand_padding(p);
+}
+
+// ---- the wide layout: 16-bit x, round to nearest ------------------------------------------
+//
+// train_rowwise_wide_kernel: the rowwise operand of 16-bit x with round to nearest and no
+// transform (2-D scales; 1-D blocks take the inference quantize, whose layout this kernel
+// follows). A CTA tile is 16 rows x 512 elements (16 KB of x; the CTAs loop over the
+// tiles): warp w takes tile rows w and w + 8, lane l the 16-byte chunks l and l + 32 of each
+// (so every warp load is 512 contiguous bytes), i.e. half of the blocks
+// l / 2 and 16 + l / 2; the two lanes of a block are l and l ^ 1. As in the inference
+// quantize (nvfp4/quantize.cuh), lane q = l & 1 does the per-block work of the block of its
+// chunk q (amax by quant::group_max_scatter, scale byte, multiplier, scale store) and hands
+// the multiplier to the other lane with one shuffle; codes by quant::encode_chunk, 4 bytes
+// per lane: a warp's code stores are 128 contiguous bytes (the direct layout above wrote 16
+// rows x 32 bytes per store and issued 6x the L2 write requests of the inference quantize,
+// ncu, benchmarks/RESULTS.md). 2-D scales: a 16x16 tile is the owner lanes of one block
+// column in the 8 warps: each owner takes the max of its two rows, a table in shared memory
+// (one barrier per tile, two buffers) gives the tile's. Measured at 8192^2 bf16 on an H200
+// (benchmarks/RESULTS.md, "seventh part"): 2-D 0.071 ms against 0.077 for the direct kernel;
+// with the Hadamard transform (stage 8 of the butterfly between the block's two lanes) it
+// was slower than the direct kernel (0.096 vs 0.086 ms), which keeps the transform.
+constexpr int kWideRows = 16;      // rows of a tile
+constexpr int kWideElems = 512;    // elements of a tile row (32 blocks of 16)
+
+// p.op[0] only (no signs), p.vec true, round to nearest; 4 CTAs of 256 per SM (56
+// registers: each chunk is widened only where it is encoded).
+template <typename T>
+__global__ void __launch_bounds__(kRowThreads, 4)
+    train_rowwise_wide_kernel(const TileParams p, const ItemGrid g) {
+  static_assert(sizeof(T) == 2, "16-bit x: 8 elements per chunk, 2 lanes per block");
+  __shared__ uint32_t s_amax[2][kRowThreads / 32][32];  // 2-D: [buffer][warp][block column]
+  const Operand& o = p.op[0];
+  const int lane = threadIdx.x & 31, w = threadIdx.x >> 5, q = lane & 1;
+  const int bq = 16 * q + (lane >> 1);  // the tile block column whose work this lane does
+  const int64_t kb = o.kb;
+  int par = 0;
+  for (uint32_t t = blockIdx.x; t < g.items; t += gridDim.x, par ^= 1) {
+    uint32_t b, grp, span;
+    g.split(t, b, grp, span);
+    const int64_t k0 = int64_t(span) * kWideElems;
+    uint4 raw[4];  // j: row w + 8 (j >> 1), chunk lane + 32 (j & 1)
+#pragma unroll
+    for (int j = 0; j < 4; ++j) {
+      const int64_t m = int64_t(kWideRows) * grp + w + 8 * (j >> 1);
+      const int64_t col = k0 + 8 * (lane + 32 * (j & 1));
+      raw[j] = m < p.m && col < p.k
+                   ? load_stream(static_cast<const T*>(p.x) + (int64_t(b) * p.m + m) * p.k + col)
+                   : make_uint4(0u, 0u, 0u, 0u);
+    }
+    const float gs = __ldg(o.gs + (o.gs_per_batch ? b : 0));
+    const float inv_gs = rn_rcp(gs);
+    uint32_t own[2];  // the amax of block bq of row w + 8 r (this lane's work)
+#pragma unroll
+    for (int r = 0; r < 2; ++r) {
+      uint32_t am[2];
+#pragma unroll
+      for (int j = 0; j < 2; ++j) am[j] = quant::chunk_amax_bits<T>(raw[2 * r + j]);
+      own[r] = quant::group_max_scatter<2>(am, q);
+    }
+    if (p.block_2d) {  // the 16x16 tile of block column bq: both rows, then the 8 warps
+      s_amax[par][w][bq] = max(own[0], own[1]);
+      __syncthreads();
+      uint32_t a = 0;
+#pragma unroll
+      for (int v = 0; v < kRowThreads / 32; ++v) a = max(a, s_amax[par][v][bq]);
+      own[0] = own[1] = a;
+    }
+    const int64_t cb = k0 / 16 + bq;
+#pragma unroll
+    for (int r = 0; r < 2; ++r) {
+      const int64_t m = int64_t(kWideRows) * grp + w + 8 * r;
+      const int64_t row = int64_t(b) * p.m + m;
+      const uint32_t sf = nvfp4_block_scale(own[r], gs);
+      const float osc = nvfp4_osc(sf, inv_gs);
+      if (m < p.m && cb < kb) {
+        o.scales[p.swizzle ? int64_t(b) * o.mp * o.kp + swizzle_offset(m, cb, o.kp)
+                           : row * kb + cb] = static_cast<uint8_t>(sf);
+      }
+#pragma unroll
+      for (int j = 0; j < 2; ++j) {
+        const float oj = __shfl_sync(kFull, osc, j, 2);  // the multiplier of chunk j's block
+        const int64_t col = k0 + 8 * (lane + 32 * j);
+        if (m >= p.m || col >= p.k) continue;
+        uint32_t word = 0;  // a NaN multiplier (scale 0x7F): codes 0
+        if (oj == oj) {  // x * osc is NaN only for 0 * inf: osc = +inf is NaN-safe
+          float a[8];
+          unpack_vec<T>(raw[2 * r + j], a);
+          word = f32_bits(oj) == kInfBits ? quant::encode_chunk<T, true>(raw[2 * r + j], a, oj)
+                                          : quant::encode_chunk<T, false>(raw[2 * r + j], a, oj);
+        }
+        __stcs(reinterpret_cast<uint32_t*>(o.packed + (row * p.k + col) / 2), word);
+      }
+    }
   }
   write_operand_padding(p);
 }
