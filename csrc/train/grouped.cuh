@@ -154,8 +154,11 @@ struct GroupedParams {
   int64_t n_vec, vec_per_row;    // 16-byte vectors of x, per row
   FastDiv div_vpr;               // / vec_per_row, when n_vec < 2^31
   bool fast;
-  const int32_t* row_group;      // [rows]
-  const int64_t* row_dest;       // [rows]
+  const int32_t* row_group;      // [rows]; null: MX with linear scales (rows below the last
+                                 // end are inside a group: ends32 / ends64, one of them set)
+  const int64_t* row_dest;       // [rows] (swizzled scales)
+  const int32_t* ends32;         // the group ends (group_offsets) where row_group is null
+  const int64_t* ends64;
   const float* gs;               // NVFP4: [groups]
   uint8_t* data;                 // [rows, k] (E4M3) or [rows, k / 2] (E2M1)
   uint8_t* scales;               // [rows, kb], or swizzled [scale_rows, kp] (zeroed before)
@@ -177,7 +180,12 @@ __device__ __forceinline__ void store_group_scale(const GroupedParams& p, int64_
   }
 }
 
-// MX (F = kMxE4m3 or kMxE2m1): every lane of a block computes its scale byte.
+// MX (F = kMxE4m3 or kMxE2m1). 16-bit x: the 4 lanes of a block hold U = 4 vectors of 4
+// blocks, and lane q does the per-block work of vector q's block (amax by
+// quant::group_max_scatter, its row's group, the scale byte and its store), handing the byte
+// to the others with one shuffle, as grouped_nvfp4_kernel does; fp32 x (8 lanes a block):
+// every lane computes its block's byte. Without the row table (linear scales) a row is in a
+// group iff it is below the last end.
 template <typename T, GroupedFormat F, MxRounding R>
 __global__ void __launch_bounds__(kGroupedThreads)
     grouped_quantize_kernel(const GroupedParams p) {
@@ -187,9 +195,18 @@ __global__ void __launch_bounds__(kGroupedThreads)
   constexpr int kLanes = mx::kBlock / V;    // lanes per block
   constexpr int kOut = kE2M1 ? V / 2 : V;  // output bytes per vector
   constexpr int U = kGroupedUnroll;
+  constexpr int kW = (kOut + 3) / 4;       // output words per vector
   const int tid = threadIdx.x;
   const int64_t n = p.n_vec;
   const int64_t step = int64_t(gridDim.x) * kGroupedThreads * U;
+  int64_t last_end = 0;
+  if (p.row_group == nullptr && p.groups > 0) {
+    last_end = p.ends64 != nullptr ? __ldg(p.ends64 + p.groups - 1)
+                                   : static_cast<int64_t>(__ldg(p.ends32 + p.groups - 1));
+  }
+  auto inside_group = [&](int64_t row) {
+    return p.row_group != nullptr ? __ldg(p.row_group + row) < p.groups : row < last_end;
+  };
   for (int64_t base = int64_t(blockIdx.x) * kGroupedThreads * U + tid; base - tid < n;
        base += step) {
     uint4 raw[U];
@@ -199,27 +216,59 @@ __global__ void __launch_bounds__(kGroupedThreads)
       raw[i] = v < n ? load_stream(static_cast<const T*>(p.x) + v * V)
                      : make_uint4(0u, 0u, 0u, 0u);
     }
+    if constexpr (kLanes == U) {
+      const int q = tid & (kLanes - 1);
+      uint32_t am[U];
 #pragma unroll
-    for (int i = 0; i < U; ++i) {
-      const int64_t v = base + i * kGroupedThreads;
-      const bool valid = v < n;
-      float f[V];
-      unpack_vec<T>(raw[i], f);
-      const uint32_t amax = mx::lanes_amax<kLanes>(f);
-      if (!valid) continue;
-      const int64_t row = p.fast ? int64_t(p.div_vpr.div(static_cast<uint32_t>(v)))
-                                 : v / p.vec_per_row;
-      const int32_t g = __ldg(p.row_group + row);
-      const bool inside = g < p.groups;
-      uint32_t sf = mx::block_scale<kE2M1, R>(amax), w[(kOut + 3) / 4];
-      const auto e = mx::encode_elems<kE2M1, V>(f, e8m0_inverse(sf), sf == mx::kNanByte);
+      for (int i = 0; i < U; ++i) am[i] = quant::chunk_amax_bits<T>(raw[i]);
+      const uint32_t amax = quant::group_max_scatter<kLanes>(am, q);
+      const int64_t vm = base + q * kGroupedThreads;
+      uint32_t mine = 0x100u;  // the scale byte of vector q's block; 0x100: no group
+      if (vm < n) {
+        const int64_t row = p.fast ? int64_t(p.div_vpr.div(static_cast<uint32_t>(vm)))
+                                   : vm / p.vec_per_row;
+        const bool inside = inside_group(row);
+        const uint32_t sf = mx::block_scale<kE2M1, R>(amax);
+        store_group_scale(p, row, (vm - row * p.vec_per_row) / kLanes, inside, sf);
+        if (inside) mine = sf;
+      }
 #pragma unroll
-      for (int j = 0; j < (kOut + 3) / 4; ++j) w[j] = inside ? e.w[j] : 0u;
-      if (!inside) sf = 0;
-      mx::store_bytes<kOut>(p.data + v * kOut, w);
-      if (tid % kLanes == 0) {
-        const int64_t cb = (v - row * p.vec_per_row) / kLanes;
-        store_group_scale(p, row, cb, inside, sf);
+      for (int i = 0; i < U; ++i) {
+        const uint32_t sf = __shfl_sync(quant::kFullMask, mine, i, kLanes);
+        const int64_t v = base + i * kGroupedThreads;
+        if (v >= n) continue;
+        uint32_t w[kW] = {};
+        if (sf != 0x100u) {
+          float f[V];
+          unpack_vec<T>(raw[i], f);
+          const auto e = mx::encode_elems<kE2M1, V>(f, e8m0_inverse(sf), sf == mx::kNanByte);
+#pragma unroll
+          for (int j = 0; j < kW; ++j) w[j] = e.w[j];
+        }
+        mx::store_bytes<kOut>(p.data + v * kOut, w);
+      }
+    } else {
+#pragma unroll
+      for (int i = 0; i < U; ++i) {
+        const int64_t v = base + i * kGroupedThreads;
+        const bool valid = v < n;
+        float f[V];
+        unpack_vec<T>(raw[i], f);
+        const uint32_t amax = mx::lanes_amax<kLanes>(f);
+        if (!valid) continue;
+        const int64_t row = p.fast ? int64_t(p.div_vpr.div(static_cast<uint32_t>(v)))
+                                   : v / p.vec_per_row;
+        const bool inside = inside_group(row);
+        uint32_t sf = mx::block_scale<kE2M1, R>(amax), w[kW];
+        const auto e = mx::encode_elems<kE2M1, V>(f, e8m0_inverse(sf), sf == mx::kNanByte);
+#pragma unroll
+        for (int j = 0; j < kW; ++j) w[j] = inside ? e.w[j] : 0u;
+        if (!inside) sf = 0;
+        mx::store_bytes<kOut>(p.data + v * kOut, w);
+        if (tid % kLanes == 0) {
+          const int64_t cb = (v - row * p.vec_per_row) / kLanes;
+          store_group_scale(p, row, cb, inside, sf);
+        }
       }
     }
   }

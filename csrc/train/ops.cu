@@ -588,13 +588,16 @@ RowGroups row_groups(const char* op, const Tensor& x, const Tensor& offsets, cud
 struct GroupedSetup {
   Tensor xc, data, scales;
   RowGroups groups;
+  std::optional<Tensor> ends;  // the contiguous offsets (without the row table)
   train::GroupedParams p{};
   cudaStream_t stream{};
 };
 
+// row_table: the per-row group table (row_groups); without it (MX with linear scales) the
+// kernel reads the last end only.
 GroupedSetup grouped_setup(const char* op, const Tensor& x, const Tensor& offsets, int64_t block,
                            bool e2m1_data, ScalarType data_dtype, ScalarType scale_dtype,
-                           bool swizzle) {
+                           bool swizzle, bool row_table = true) {
   GroupedSetup s;
   s.xc = contiguous_aligned(x);
   s.stream = current_stream(s.xc);
@@ -611,8 +614,19 @@ GroupedSetup grouped_setup(const char* op, const Tensor& x, const Tensor& offset
     check_cuda(op, cudaMemsetAsync(s.scales.mutable_data_ptr(), 0, s.scales.numel(), s.stream),
             "cudaMemsetAsync");
   }
-  s.groups = row_groups(op, s.xc, oc, s.stream);
   train::GroupedParams& p = s.p;
+  if (row_table) {
+    s.groups = row_groups(op, s.xc, oc, s.stream);
+    p.row_group = static_cast<const int32_t*>(s.groups.row_group.const_data_ptr());
+    p.row_dest = static_cast<const int64_t*>(s.groups.row_dest.const_data_ptr());
+  } else {
+    s.ends = oc;
+    if (oc.scalar_type() == ScalarType::Int) {
+      p.ends32 = static_cast<const int32_t*>(oc.const_data_ptr());
+    } else {
+      p.ends64 = static_cast<const int64_t*>(oc.const_data_ptr());
+    }
+  }
   p.x = s.xc.const_data_ptr();
   p.rows = rows;
   p.k = k;
@@ -622,8 +636,6 @@ GroupedSetup grouped_setup(const char* op, const Tensor& x, const Tensor& offset
   p.n_vec = rows * p.vec_per_row;
   p.fast = p.n_vec < (int64_t(1) << 31) && p.vec_per_row > 0;
   if (p.fast) p.div_vpr = FastDiv::make(static_cast<uint32_t>(p.vec_per_row));
-  p.row_group = static_cast<const int32_t*>(s.groups.row_group.const_data_ptr());
-  p.row_dest = static_cast<const int64_t*>(s.groups.row_dest.const_data_ptr());
   p.data = static_cast<uint8_t*>(s.data.mutable_data_ptr());
   p.scales = static_cast<uint8_t*>(s.scales.mutable_data_ptr());
   p.kb = kb;
@@ -704,9 +716,9 @@ std::tuple<Tensor, Tensor> mx_grouped_quantize_cuda(Tensor x, Tensor group_offse
 
   torch::stable::accelerator::DeviceGuard guard(x.get_device_index());
   const bool e2m1 = elem == "e2m1";
-  GroupedSetup s =
-      grouped_setup(op, x, group_offsets, 32, e2m1,
-                    e2m1 ? ScalarType::Byte : ScalarType::Float8_e4m3fn, ScalarType::Byte, swizzle);
+  GroupedSetup s = grouped_setup(op, x, group_offsets, 32, e2m1,
+                                 e2m1 ? ScalarType::Byte : ScalarType::Float8_e4m3fn,
+                                 ScalarType::Byte, swizzle, /*row_table=*/swizzle);
   const bool use_floor = rounding == "floor";
   dispatch_float(x.scalar_type(), [&](auto tag) {
     using T = decltype(tag);

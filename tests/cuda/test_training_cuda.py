@@ -314,10 +314,11 @@ def test_grouped_quantize_matches_cpu(case, dtype, swizzle, given, offs_dtype):
 @pytest.mark.parametrize("elem", ["e4m3", "e2m1"])
 @pytest.mark.parametrize("rounding", ["rceil", "floor"])
 @pytest.mark.parametrize("swizzle", [False, True])
-def test_mx_grouped_quantize_matches_cpu(case, dtype, elem, rounding, swizzle):
+@pytest.mark.parametrize("offs_dtype", [torch.int32, torch.int64])
+def test_mx_grouped_quantize_matches_cpu(case, dtype, elem, rounding, swizzle, offs_dtype):
     t, offs = OFFSETS[case]
     x = _adversarial((t, 160), dtype, seed=4) if t else torch.zeros(0, 160, dtype=dtype)
-    _check("mx_grouped_quantize", (x, offs, elem, rounding, swizzle), case)
+    _check("mx_grouped_quantize", (x, offs.to(offs_dtype), elem, rounding, swizzle), case)
 
 
 def test_grouped_quantize_more_groups_than_shared_memory_holds():
