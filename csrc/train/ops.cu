@@ -517,9 +517,10 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> train_quantize_rowcol
   req[1] = {true, colwise_global_scale, colwise_hadamard_signs};
   if (rounding == "nearest" && variant.codec && variant.smem_colwise &&
       (!block_2d || variant.direct_rowwise)) {
-    // Two passes, the same bits: the inference quantize (2-D scales: the direct rowwise
-    // kernel) for the rowwise operand and the staged columnwise kernel, 0.160 vs 0.197 ms
-    // from one read at 8192^2 on the H200 (benchmarks/RESULTS.md, "fifth part"). An
+    // Two passes, the same bits: the inference quantize (2-D scales: train_quantize_run's
+    // rowwise kernel, the wide one in "auto") for the rowwise operand and the staged
+    // columnwise kernel; 1-D 0.160 vs 0.197 ms from one read at 8192^2 on the H200
+    // (benchmarks/RESULTS.md, "fifth part"), 2-D 0.138 vs 0.204 ms ("seventh part"). An
     // untransformed columnwise operand with a computed scale takes the rowwise one's (the
     // same amax).
     Tensor packed, scales, gs;

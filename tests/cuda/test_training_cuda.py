@@ -197,9 +197,10 @@ TRAIN_KERNELS = ["auto", "tile", "tile2", "row", "direct", "sr", "smem"]
 # partial row groups, odd block spans and 3-D batches. "smem" (tiles of 128 rows x 128 bytes,
 # the columnwise operand alone): partial row and column tiles in the F16 shape (1040 = 8 * 128
 # + 16 rows, 528 = 8 * 64 + 16 columns) and the F32 one (144 = 128 + 16, 8464 = 264 * 32 +
-# 16), whose 530 tiles make CTAs of an H200 loop (132 SMs, 4 CTAs each). The direct rowwise
-# kernel (16 rows x 4 blocks per warp item): a partial row group and a partial span of
-# 16-bit x in the BF16 3-D shape (37 = 2 * 16 + 5 rows, 96 = 64 + 32 columns)
+# 16), whose 530 tiles make CTAs of an H200 loop (132 SMs, 4 CTAs each). The rowwise kernels
+# of 16-bit x (the direct one: 16 rows x 4 blocks per warp item; the wide one of 2-D scales
+# in "auto" / "smem": 16 x 512 tiles): a partial row group and partial spans in the BF16
+# 3-D shape (37 = 2 * 16 + 5 rows, 96 columns)
 VARIANT_SHAPES = [((4096, 1024), BF16), ((2, 1040, 528), F16), ((3, 37, 96), BF16),
                   ((3, 33, 80), F32), ((144, 8464), F32)]
 
